@@ -39,7 +39,7 @@ bench: install
 	$(PY) bench/bench_train.py
 
 demo: install
-	$(PY) -m utils.demo --out $(DEMO)
+	$(PY) -m utils.run_demo --out $(DEMO)
 
 clean-demo:
 	rm -rf $(DEMO)

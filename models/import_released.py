@@ -1,0 +1,283 @@
+"""Convert the released XLS-R-LCNN checkpoint into this toolkit's pickle-free weights format.
+
+The release (``models_0.63/try/anti-spoofing_feat_model.pt``) is a whole-model pickle
+(``torch.save(model)``) of a class ``LCNN`` from a module named ``model``. Unpickling it the usual
+way would import and run code. Here it is read with torch's weights-only unpickler, with an
+allowlist that maps each module class named in SPEC §4 (``model.LCNN``, ``model.MaxFeatureMap2D``,
+``torch.nn.modules.*``, ``DataParallel``) to an inert stand-in that only stores the pickled
+attributes; tensors, storages, ``OrderedDict`` and ``set`` come from torch's own weights-only
+allowlist. A pickle naming any other global is refused before anything is rebuilt. Even so, the
+converter runs only with ``--trust-pickle``.
+
+Output: a ``.safetensors`` file with the weights (keys of `models.lcnn.LCNN`) and, in its
+metadata, a JSON description: the recipe part needed to use it (front end for XLS-R 300M, model,
+loss for scoring) and the source file's name and SHA-256. `load_model_weights` reads it back.
+
+    python -m models.import_released anti-spoofing_feat_model.pt xlsr_lcnn_released.safetensors --trust-pickle
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import pickle
+import re
+import sys
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.lcnn import LCNN
+from utils.errors import UserError, run_cli
+from utils.io import atomic_path
+
+FORMAT = "asvspoof-toolkit-weights/1"
+METADATA_KEY = "meta"
+
+#: The recipe of the released model: its front end (SPEC §2), back end and loss (for scoring).
+RELEASED_CONFIG: dict[str, Any] = {
+    "name": "xlsr_lcnn_released",
+    "frontend": {"name": "ssl", "model": "facebook/wav2vec2-xls-r-300m", "layer": -1, "n_samples": 64600},
+    "model": {"name": "lcnn", "input_shape": [1, 1024, 201]},
+    "loss": {"name": "weighted_ce", "weights": [10.0, 1.0]},
+}
+
+#: Module classes the released pickle instantiates; each is mapped to an inert stand-in.
+MODULE_GLOBALS = (
+    "model.LCNN",
+    "model.MaxFeatureMap2D",
+    "torch.nn.modules.conv.Conv2d",
+    "torch.nn.modules.batchnorm.BatchNorm2d",
+    "torch.nn.modules.pooling.MaxPool2d",
+    "torch.nn.modules.dropout.Dropout",
+    "torch.nn.modules.linear.Linear",
+    "torch.nn.modules.container.Sequential",
+    "torch.nn.parallel.data_parallel.DataParallel",
+)
+
+PICKLE_WARNING = (
+    "warning: {path} is a pickle. It is read with torch's weights-only unpickler and an allowlist of "
+    "inert stand-in classes, so no code from it runs, but only convert files from a source you trust."
+)
+
+
+class PickledModule:
+    """Inert stand-in for a module class named in the pickle: keeps the pickled attributes, nothing else.
+
+    ``torch.save(model)`` stores each module as "create an instance of <class>, then set its
+    ``__dict__``"; the weights-only unpickler does that with this class instead (``__new__`` and
+    ``__setstate__`` below run no code from the file).
+    """
+
+    pickled_name = "?"
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state), as pickle allows
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"{self.pickled_name}: expected a dict of attributes")
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return f"<pickled {self.pickled_name}>"
+
+
+def _stand_ins() -> list[tuple[type, str]]:
+    """(stand-in class, pickled global name) pairs for `torch.serialization.safe_globals`."""
+    return [
+        (type(name.rsplit(".", 1)[1], (PickledModule,), {"pickled_name": name}), name)
+        for name in MODULE_GLOBALS
+    ]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def _refused_globals(path: Path) -> list[str]:
+    """Globals the pickle names outside the allowlist (static scan: nothing is unpickled)."""
+    try:
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except ValueError:
+        return []  # legacy (pre-zip) format: the unpickler itself refuses unknown globals
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
+        raise UserError(f"{path}: not a readable torch checkpoint ({_first_line(exc)})") from None
+
+
+def _explain_refusal(message: str) -> str:
+    """One-line reason from torch's (multi-paragraph) weights-only refusal message."""
+    named = re.search(r"GLOBAL (\S+)", message)
+    if named:
+        return f"refusing to unpickle: it refers to global {named.group(1)}, outside the allowlist"
+    if "persistent_load" in message:
+        # torch < 1.6 stored each module's source code in whole-model pickles; only a full
+        # (code-running) unpickle can read those.
+        return (
+            "whole-model pickle in torch's legacy (pre-1.6) format, which cannot be read without "
+            "running code; in an isolated environment run "
+            "torch.save(torch.load(SRC, weights_only=False).state_dict(), 'state.pt') and import state.pt"
+        )
+    reason = message.split("WeightsUnpickler error:")[-1].strip().splitlines()
+    return f"weights-only unpickling refused ({(reason[0] if reason else 'no reason given')[:200]})"
+
+
+def _module_tensors(module: PickledModule, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Walk a stand-in module tree like ``nn.Module.state_dict``: parameters, persistent buffers, children."""
+    attrs = vars(module)
+    skip = attrs.get("_non_persistent_buffers_set") or set()
+    tensors: dict[str, torch.Tensor] = {}
+    for group in ("_parameters", "_buffers"):
+        for name, value in (attrs.get(group) or {}).items():
+            if value is not None and name not in skip:
+                tensors[prefix + name] = value.detach()
+    for name, child in (attrs.get("_modules") or {}).items():
+        if isinstance(child, PickledModule):
+            tensors.update(_module_tensors(child, f"{prefix}{name}."))
+    return tensors
+
+
+def read_released_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read the tensors of a released whole-model pickle (or a plain state dict) without running its code.
+
+    Returns the state dict on CPU with any ``module.`` (DataParallel) prefix removed. A pickle that
+    names a global outside the allowlist -> `UserError` naming the global.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: released checkpoint not found")
+    with torch.serialization.safe_globals(_stand_ins()):
+        refused = _refused_globals(path)
+        if refused:
+            raise UserError(
+                f"{path}: refusing to unpickle: it refers to global(s) {', '.join(refused)} "
+                "outside the allowlist of the released XLS-R-LCNN checkpoint"
+            )
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise UserError(f"{path}: {_explain_refusal(str(exc))}") from None
+        except (RuntimeError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise UserError(f"{path}: not a readable torch checkpoint ({_first_line(exc)})") from None
+
+    if isinstance(obj, PickledModule):
+        tensors = _module_tensors(obj)
+    elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        tensors = {str(k): v for k, v in obj.items()}
+    else:
+        raise UserError(f"{path}: expected a whole-model pickle or a state dict, got {type(obj).__name__}")
+    return {key.removeprefix("module."): value for key, value in tensors.items()}
+
+
+def check_against_model(state: Mapping[str, torch.Tensor], model: torch.nn.Module, source: object) -> None:
+    """Keys/shapes of ``state`` must equal ``model.state_dict()``'s, else `UserError` listing differences."""
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    found = {key: tuple(value.shape) for key, value in state.items()}
+    problems = [f"missing {key}" for key in expected if key not in found]
+    problems += [f"unexpected {key}" for key in found if key not in expected]
+    problems += [
+        f"{key} has shape {list(found[key])}, expected {list(shape)}"
+        for key, shape in expected.items()
+        if key in found and found[key] != shape
+    ]
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; ... ({len(problems)} in all)" if len(problems) > 8 else "")
+        raise UserError(f"{source}: weights do not match {type(model).__name__}: {shown}")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_model_weights(
+    path: str | os.PathLike, state: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+) -> None:
+    """Write ``state`` as safetensors with the JSON-serialisable ``meta`` in its metadata (atomically)."""
+    from safetensors.torch import save_file
+
+    # safetensors refuses views and shared storage; clones are cheap at these sizes.
+    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, METADATA_KEY: json.dumps(dict(meta))})
+
+
+def load_model_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a weights file written by `save_model_weights` -> (state dict on CPU, meta dict).
+
+    ``meta["config"]`` holds ``frontend``, ``model`` and ``loss`` configs as in a recipe. Missing,
+    corrupt or foreign files -> `UserError` naming the file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: weights file not found")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+    if header.get("format") != FORMAT:
+        raise UserError(f"{path}: not a weights file of this toolkit (no '{FORMAT}' format tag)")
+    try:
+        meta = json.loads(header[METADATA_KEY])
+    except (KeyError, ValueError) as exc:
+        raise UserError(f"{path}: corrupt metadata ({_first_line(exc)})") from None
+    return state, meta
+
+
+def convert_released(src: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
+    """Convert the released XLS-R-LCNN pickle ``src`` into ``out`` (.safetensors); return the meta."""
+    state = read_released_state_dict(src)
+    model = LCNN(**{k: v for k, v in RELEASED_CONFIG["model"].items() if k != "name"})
+    check_against_model(state, model, src)
+    meta = {
+        "format": FORMAT,
+        "config": RELEASED_CONFIG,
+        "source": {"file": Path(src).name, "sha256": sha256_of(src), "kind": "released XLS-R-LCNN pickle"},
+    }
+    save_model_weights(out, state, meta)
+    return meta
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m models.import_released",
+        description="Convert the released XLS-R-LCNN checkpoint (a whole-model pickle, e.g. "
+        "models_0.63/try/anti-spoofing_feat_model.pt) into a pickle-free .safetensors weights file "
+        "with its front-end/model/loss config (read back by load_model_weights for scoring).",
+    )
+    parser.add_argument("src", type=Path, help="released checkpoint (.pt, whole-model pickle or state dict)")
+    parser.add_argument("out", type=Path, help="output weights file (.safetensors)")
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="required: confirm that you trust SRC. It is read with a weights-only unpickler and an "
+        "allowlist of inert classes, but it is still a pickle.",
+    )
+    args = parser.parse_args(argv)
+    if not args.trust_pickle:
+        raise UserError(
+            f"{args.src}: refusing to read a pickle without --trust-pickle (a pickle can run code when "
+            "loaded; this converter reads it with an allowlist of inert classes, re-run with "
+            "--trust-pickle if you trust the file's source)"
+        )
+    print(PICKLE_WARNING.format(path=args.src), file=sys.stderr)
+    meta = convert_released(args.src, args.out)
+    print(f"wrote {args.out} (source sha256 {meta['source']['sha256']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,70 @@
+"""Name -> constructor registries for models (and, through the same helpers, losses).
+
+A recipe names its model as ``{"name": "lcnn", "input_shape": [1, 1024, 201], ...}``; everything
+except ``name`` is passed to the registered constructor as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from torch import nn
+
+from utils.errors import UserError
+
+T = TypeVar("T", bound=Callable[..., nn.Module])
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def make_register(
+    registry: dict[str, Callable[..., nn.Module]], kind: str
+) -> Callable[[str], Callable[[T], T]]:
+    """Return a ``register(name)`` class decorator that adds constructors to ``registry``."""
+
+    def register(name: str) -> Callable[[T], T]:
+        def decorator(factory: T) -> T:
+            old = registry.get(name)
+            # Re-importing the same module (e.g. importlib.reload) may re-register the same class.
+            if old is not None and old.__qualname__ != factory.__qualname__:
+                raise ValueError(f"{kind} {name!r} is registered twice")
+            registry[name] = factory
+            return factory
+
+        return decorator
+
+    return register
+
+
+def build_from(
+    registry: Mapping[str, Callable[..., nn.Module]], kind: str, cfg: Mapping[str, Any]
+) -> nn.Module:
+    """Build ``registry[cfg["name"]](**other keys)``; bad names or options raise `UserError`."""
+    if not isinstance(cfg, Mapping) or "name" not in cfg:
+        raise UserError(f"{kind} config must be a mapping with a 'name' key, got {cfg!r}")
+    name = cfg["name"]
+    if name not in registry:
+        known = ", ".join(sorted(registry))
+        raise UserError(f"unknown {kind} {name!r}; known {kind}s: {known}")
+    factory = registry[name]
+    kwargs = {key: value for key, value in cfg.items() if key != "name"}
+    # Check the options against the signature so a typo in a recipe is a user error, while a
+    # TypeError raised inside the constructor still surfaces as the bug it is.
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as exc:
+        raise UserError(f"{kind} {name!r}: {exc}") from None
+    return factory(**kwargs)
+
+
+register_model = make_register(MODELS, "model")
+register_model.__doc__ = (
+    "Class decorator: make a model constructor available to `build_model` under ``name``."
+)
+
+
+def build_model(cfg: Mapping[str, Any]) -> nn.Module:
+    """Build a model from ``{"name": ..., **kwargs}``; unknown name -> `UserError` listing the known ones."""
+    return build_from(MODELS, "model", cfg)
