@@ -1,0 +1,121 @@
+"""Torch datasets: features read from a feature store, or computed from audio on the fly.
+
+Both yield ``(feature, label, utt_id, attack)``: ``feature`` a float32 tensor of the front end's
+``feature_shape``, ``label`` 0 = bona fide / 1 = spoof. `collate_batch` stacks them for a DataLoader.
+Both also implement ``__getitems__``, which torch's DataLoader uses to fetch a whole batch in one call
+(one gathered store read, or one batched front-end call).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data.audio import load_audio
+from data.protocols import ProtocolRow
+from data.store import FeatureStore
+from utils.errors import UserError
+
+Item = tuple[torch.Tensor, int, str, str]
+
+
+class StoreDataset(Dataset):
+    """Rows of a feature store joined with protocol rows; rows marked bad in the store are left out.
+
+    ``rows``: the protocol rows to use (labels and attacks come from them; every one must be in the
+    store). None = every good row of the store, with labels from the protocol columns preprocess.py
+    recorded in the store index. ``allow_partial`` also accepts an unfinished store (pending rows are
+    left out like bad ones).
+    """
+
+    def __init__(
+        self,
+        store_dir: str | os.PathLike,
+        rows: Sequence[ProtocolRow] | None = None,
+        allow_partial: bool = False,
+    ) -> None:
+        self.store = FeatureStore(store_dir, allow_partial=allow_partial)
+        if rows is None:
+            if any(len(cols) != 4 for cols in self.store.index):
+                raise UserError(f"{self.store.store_dir}: the store index has no protocol labels; "
+                                "pass the protocol rows")
+            # index columns, as written by preprocess.py: utt_id speaker attack key
+            rows = [ProtocolRow(cols[1], cols[0], cols[2], cols[3]) for cols in self.store.index]
+        missing = [r.utt_id for r in rows if r.utt_id not in self.store]
+        if missing:
+            raise UserError(f"{self.store.store_dir}: {len(missing)} protocol utterance(s) not in the store "
+                            f"(first: {', '.join(missing[:3])}); made from another protocol or with --limit?")
+        store_rows = np.array([self.store.row_of(r.utt_id) for r in rows], dtype=np.int64)
+        keep = self.store.valid[store_rows] if len(rows) else np.zeros(0, bool)
+        self.rows = [r for r, k in zip(rows, keep, strict=True) if k]
+        self.store_rows = store_rows[keep]
+        #: protocol rows left out because the store marks them bad (or, with allow_partial, pending)
+        self.excluded = [r for r, k in zip(rows, keep, strict=True) if not k]
+        self.labels = np.array([r.label for r in self.rows], dtype=np.int64)
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return self.store.feature_shape
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Item:
+        row = self.rows[i]
+        feature = torch.from_numpy(np.array(self.store[int(self.store_rows[i])], dtype=np.float32))
+        return feature, row.label, row.utt_id, row.attack
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Item]:
+        feats = torch.from_numpy(self.store.get_batch(self.store_rows[np.asarray(indices)], dtype=np.float32))
+        return [(feats[j], self.rows[i].label, self.rows[i].utt_id, self.rows[i].attack)
+                for j, i in enumerate(indices)]
+
+
+class AudioDataset(Dataset):
+    """Protocol rows whose features are computed from audio when read (no store needed).
+
+    ``path_fn(utt_id) -> path`` locates the audio (e.g. ``functools.partial(audio_path, root, "eval")``
+    wrapped to take the id); ``frontend`` is a front end from `data.features.build_frontend`.
+    Unreadable audio raises `UserError` naming the file. For SSL front ends keep DataLoader workers at 0
+    (the model is big); F0 is cheap enough to compute in workers.
+    """
+
+    def __init__(
+        self, rows: Sequence[ProtocolRow], path_fn: Callable[[str], str | os.PathLike], frontend: Any
+    ) -> None:
+        self.rows = list(rows)
+        self.path_fn = path_fn
+        self.frontend = frontend
+        self.labels = np.array([r.label for r in self.rows], dtype=np.int64)
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.frontend.feature_shape)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _features(self, indices: Sequence[int]) -> torch.Tensor:
+        waves = [load_audio(Path(self.path_fn(self.rows[i].utt_id))) for i in indices]
+        return torch.from_numpy(np.asarray(self.frontend.extract(waves), dtype=np.float32))
+
+    def __getitem__(self, i: int) -> Item:
+        row = self.rows[i]
+        return self._features([i])[0], row.label, row.utt_id, row.attack
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Item]:
+        feats = self._features(indices)
+        return [(feats[j], self.rows[i].label, self.rows[i].utt_id, self.rows[i].attack)
+                for j, i in enumerate(indices)]
+
+
+def collate_batch(items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+    """Items -> (features (B, *feature_shape) float32, labels (B,) int64, utt_ids, attacks)."""
+    feats, labels, utt_ids, attacks = zip(*items, strict=True)
+    return torch.stack(feats), torch.tensor(labels, dtype=torch.int64), list(utt_ids), list(attacks)

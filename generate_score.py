@@ -1,0 +1,244 @@
+"""Score a partition or your own recordings with a trained countermeasure.
+
+Scores: higher = more bona fide (logit difference bona fide − spoof). The decision threshold is the
+dev-EER threshold saved in the checkpoint (override with --threshold).
+
+Examples:
+    # a partition from a feature store (preprocess.py) -> "utt_id attack key score" lines
+    python generate_score.py --checkpoint runs/f0/best.pt --features feats --partition eval --output eval.txt
+    # the same from raw audio, features computed on the fly
+    python generate_score.py --checkpoint runs/f0/best.pt --data-root LA --partition eval --output eval.txt
+    # your own recordings: any length, sample rate, channel count; files or folders
+    python generate_score.py --checkpoint runs/f0/best.pt --audio my.wav clips/ --output results.csv
+    # the released XLS-R-LCNN (converted with python -m models.import_released), local XLS-R copy
+    python generate_score.py --checkpoint xlsr_lcnn.safetensors --ssl-model /models/xls-r-300m --audio my.wav
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from utils.errors import UserError, run_cli
+from utils.io import atomic_write_text
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff", ".au", ".w64", ".caf"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="generate_score.py",
+        description="Score a partition (feature store or raw audio) or arbitrary recordings with a trained "
+        "model. Higher score = more bona fide. --audio reads any length, sample rate and channel count "
+        "(resampled to 16 kHz, channels averaged), cuts each recording into windows of the model's input "
+        "length (64,600 samples = 4.04 s for XLS-R-LCNN, 80,000 = 5 s for F0) every half window "
+        "(50%% overlap; the last window ends at the end of the recording; shorter recordings are tiled by "
+        "the front end) and averages the window scores; --crop first scores only the first window, as in "
+        "training. Each file gets a bona fide / spoof decision at the dev-EER threshold saved in the "
+        "checkpoint.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:" + __doc__.split("Examples:", 1)[1],
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="best.pt / last.pt from main_train.py, or a .safetensors from models.import_released",
+    )
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--features", help="feature store root from preprocess.py (or one store directory)")
+    src.add_argument(
+        "--data-root", help="dataset root: score raw audio of --partition with on-the-fly features"
+    )
+    src.add_argument(
+        "--audio",
+        nargs="+",
+        metavar="FILE_OR_DIR",
+        help="audio files and/or folders (searched recursively) to score",
+    )
+    parser.add_argument(
+        "--partition", default="eval", help="partition for --features/--data-root (default eval)"
+    )
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset layout for --data-root: la2019, la2021, df2021, itw (default: the recipe's)",
+    )
+    parser.add_argument(
+        "--output",
+        help="partition mode: score file (utt_id attack key score); audio mode: "
+        "results as .csv or .json (otherwise printed only)",
+    )
+    parser.add_argument(
+        "--crop",
+        choices=("windows", "first"),
+        default="windows",
+        help="--audio: 'windows' (default) averages 50%%-overlapping windows over the whole "
+        "recording; 'first' scores the first window only",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="decision threshold (default: the dev-EER threshold saved in the checkpoint)",
+    )
+    parser.add_argument(
+        "--ssl-model",
+        default=None,
+        help="SSL model (local directory or hub id) replacing the one recorded in the checkpoint",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="utterances/windows per batch (default 64)"
+    )
+    parser.add_argument(
+        "--num-workers", type=int, default=0, help="DataLoader workers for partitions (default 0)"
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def find_audio(items: Sequence[str]) -> list[Path]:
+    """Files given plus audio files found (recursively, sorted) in folders given; `UserError` if none."""
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise UserError(f"{path}: folder holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise UserError(f"{path}: audio file or folder not found")
+    return files
+
+
+def _write_results(path: Path, rows: list[dict]) -> None:
+    if path.suffix.lower() == ".json":
+        atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
+        return
+    if path.suffix.lower() != ".csv":
+        raise UserError(f"{path}: --output for --audio must end in .csv or .json")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.audio is None and not args.output:
+        raise UserError("--output is required when scoring a partition (--features or --data-root)")
+    if args.audio is not None and args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
+        raise UserError(f"{args.output}: --output for --audio must end in .csv or .json")
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from data.dataset import collate_batch
+    from utils.distributed import resolve_device
+    from utils.scoring import (
+        check_feature_shape,
+        load_scoring_model,
+        open_audio_partition,
+        open_store_partition,
+        score_audio_files,
+        score_loader,
+        write_partition_scores,
+    )
+
+    device = resolve_device(args.device)
+    scorer = load_scoring_model(args.checkpoint, device, ssl_model=args.ssl_model)
+    cfg = scorer.cfg
+    threshold = args.threshold if args.threshold is not None else scorer.threshold
+    progress = not args.no_progress
+
+    if args.audio is not None:
+        from data.features import build_frontend
+
+        files = find_audio(args.audio)
+        frontend = (
+            build_frontend(cfg["frontend"], device=device)
+            if cfg["frontend"].get("name") == "ssl"
+            else build_frontend(cfg["frontend"])
+        )
+        check_feature_shape(
+            cfg["model"]["input_shape"],
+            frontend.feature_shape,
+            f"{args.checkpoint}: front end {cfg['frontend'].get('model', frontend.name)}",
+        )
+        results = score_audio_files(
+            files,
+            scorer.model,
+            scorer.loss_fn,
+            frontend,
+            device,
+            crop=args.crop,
+            batch_size=args.batch_size,
+            threshold=threshold,
+            progress=progress,
+        )
+        if threshold is None:
+            print("note: no threshold in the checkpoint and no --threshold: scores only", file=sys.stderr)
+        rows = [
+            {
+                "file": r.path,
+                "score": r.score,
+                "decision": r.decision or "n/a",
+                "threshold": threshold,
+                "windows": r.n_windows,
+                "duration_s": round(r.duration_s, 3),
+            }
+            for r in results
+        ]
+        for row in rows:
+            print(f"{row['file']}\t{row['score']:.6f}\t{row['decision']}")
+        if args.output:
+            _write_results(Path(args.output), rows)
+        return 0
+
+    if args.features is not None:
+        dataset = open_store_partition(args.features, cfg, args.partition)
+    else:
+        if args.dataset is not None:
+            cfg = {**cfg, "data": {**(cfg.get("data") or {}), "dataset": args.dataset}}
+        dataset = open_audio_partition(args.data_root, cfg, args.partition)
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=False,
+        num_workers=args.num_workers,
+        collate_fn=collate_batch,
+    )
+    # channels_last: the same float32 math, faster convolutions on CPU (bench/bench_train.py)
+    scorer.model.to(memory_format=torch.channels_last)
+    scores = score_loader(
+        scorer.model,
+        scorer.loss_fn,
+        loader,
+        device,
+        channels_last=True,
+        progress=progress,
+        desc=f"score {args.partition}",
+    )
+    write_partition_scores(scores, args.output)
+    n_bona = int((scores.labels == 0).sum())
+    summary = f"{len(scores.utt_ids)} utterances scored -> {args.output}"
+    if 0 < n_bona < len(scores.labels):
+        eer, _ = scores.eer(what=args.partition)
+        summary += f" (EER {100 * eer:.3f}%)"
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

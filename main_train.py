@@ -1,0 +1,181 @@
+"""Train a countermeasure from a recipe (configs/*.yaml) on cached features or raw audio.
+
+Examples:
+    python main_train.py --config configs/sr_la_res2net_f0.yaml --features feats --data-root LA --out runs/f0
+    python main_train.py --config configs/xlsr_lcnn.yaml train.batch_size=32 --features feats --out runs/x
+    python main_train.py --config configs/sr_la_res2net_f0.yaml --on-the-fly --data-root LA --out runs/f0
+    python main_train.py ... --out runs/f0 --resume           # continue a killed run
+    python main_train.py ... --seeds 0 1 2                     # runs/f0/seed0 ... and mean ± std
+    torchrun --nproc_per_node 4 main_train.py ...              # several GPUs (DDP)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from utils.config import load_config
+from utils.errors import UserError, run_cli
+from utils.io import atomic_write_text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main_train.py",
+        description="Train XLS-R-LCNN or SR-LA-Res2Net (F0) from a recipe. Each epoch computes the dev EER; "
+        "best.pt holds the epoch with the lowest dev EER (train.select_by=dev_loss for the published "
+        "choice), last.pt the latest epoch. Under torchrun every process trains its share of each batch.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:" + __doc__.split("Examples:", 1)[1],
+    )
+    parser.add_argument("--config", required=True, help="recipe YAML, e.g. configs/sr_la_res2net_f0.yaml")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="override recipe values with dotted keys, e.g. train.epochs=10 optim.lr=1e-4",
+    )
+    parser.add_argument(
+        "--features", help="feature store root written by preprocess.py (holds <front-end tag>/<partition>/)"
+    )
+    parser.add_argument(
+        "--data-root", help="ASVspoof 2019 LA root (protocols and audio); needed with --on-the-fly"
+    )
+    parser.add_argument(
+        "--on-the-fly",
+        action="store_true",
+        help="compute features from raw audio while training instead of reading a store",
+    )
+    parser.add_argument("--out", required=True, help="run folder (checkpoints, config, logs, scores)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="train one run per seed in OUT/seed<N> and report mean ± std of dev and eval EER",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if it exists")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic kernels: a resumed run ends with the same weights (CPU)",
+    )
+    parser.add_argument(
+        "--no-eval", action="store_true", help="do not score the eval partition after training"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # Test hook: pause after each epoch's checkpoint, so a test can reliably kill the run between epochs.
+    parser.add_argument("--throttle", type=float, default=0.0, help=argparse.SUPPRESS)
+    return parser
+
+
+def _eval_available(args: argparse.Namespace, cfg: dict, partition: str | None) -> bool:
+    from data.protocols import protocol_path
+    from utils.scoring import store_dir_for
+
+    if partition is None or args.no_eval:
+        return False
+    dataset = str(cfg.get("data", {}).get("dataset", "la2019"))
+    if args.on_the_fly:
+        return protocol_path(args.data_root, partition, dataset).is_file()
+    return store_dir_for(args.features, cfg["frontend"], partition, dataset).is_dir()
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    mean = sum(finite) / len(finite)
+    var = sum((v - mean) ** 2 for v in finite) / (len(finite) - 1) if len(finite) > 1 else 0.0
+    return mean, math.sqrt(var)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # intermixed: key=value overrides may come before, between or after the flags
+    args = build_parser().parse_intermixed_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    for section in ("frontend", "model", "loss", "train"):
+        if not isinstance(cfg.get(section), dict):
+            raise UserError(f"{args.config}: recipe has no '{section}' section")
+
+    # Heavy imports after argument checks, so that --help and config errors are instant.
+    from models import build_model
+    from models.losses import build_loss
+    from utils import distributed as du
+    from utils.scoring import open_partition
+    from utils.seed import seed_everything
+    from utils.trainer import fit
+
+    data = cfg.get("data", {}) or {}
+    dist_info = du.init_distributed(args.device)
+    try:
+        where = {"features": args.features, "data_root": args.data_root, "on_the_fly": args.on_the_fly}
+        train_set = open_partition(cfg, str(data.get("train", "train")), **where)
+        dev_set = open_partition(cfg, str(data.get("dev", "dev")), **where)
+        eval_name = data.get("eval")
+        eval_set = (
+            open_partition(cfg, str(eval_name), **where) if _eval_available(args, cfg, eval_name) else None
+        )
+        if eval_set is None and dist_info.is_main and not args.no_eval and eval_name:
+            print(f"note: no '{eval_name}' partition found; eval scoring skipped", file=sys.stderr)
+
+        seeds = args.seeds or [args.seed]
+        results = []
+        for seed in seeds:
+            out = Path(args.out) if args.seeds is None else Path(args.out) / f"seed{seed}"
+            seed_everything(seed, args.deterministic)
+            model = build_model(cfg["model"])
+            loss_fn = build_loss(cfg["loss"])
+            result = fit(
+                cfg,
+                model,
+                loss_fn,
+                train_set,
+                dev_set,
+                out,
+                seed=seed,
+                dist_info=dist_info,
+                resume=args.resume,
+                deterministic=args.deterministic,
+                eval_set=eval_set,
+                argv=list(argv) if argv is not None else None,
+                progress=not args.no_progress,
+                on_epoch_end=(lambda _epoch: time.sleep(args.throttle)) if args.throttle > 0 else None,
+            )
+            results.append(result)
+            if dist_info.is_main:
+                eval_text = f", eval EER {100 * result.eval_eer:.3f}%" if result.eval_eer is not None else ""
+                print(
+                    f"seed {seed}: best epoch {result.best_epoch} of {result.epochs_done}, dev EER "
+                    f"{100 * result.best_dev_eer:.3f}% (threshold {result.threshold:.6g}){eval_text}; "
+                    f"checkpoint {result.best_path}"
+                )
+        if len(seeds) > 1 and dist_info.is_main:
+            dev_m, dev_s = _mean_std([r.best_dev_eer for r in results])
+            ev_m, ev_s = _mean_std([r.eval_eer for r in results if r.eval_eer is not None])
+            summary = {
+                "seeds": seeds,
+                "dev_eer": [r.best_dev_eer for r in results],
+                "eval_eer": [r.eval_eer for r in results],
+                "dev_eer_mean": dev_m,
+                "dev_eer_std": dev_s,
+                "eval_eer_mean": ev_m,
+                "eval_eer_std": ev_s,
+                "runs": [str(r.out_dir) for r in results],
+            }
+            atomic_write_text(Path(args.out) / "summary_seeds.json", json.dumps(summary, indent=2) + "\n")
+            print(f"{len(seeds)} seeds: dev EER {100 * dev_m:.3f} ± {100 * dev_s:.3f}%", end="")
+            print(f", eval EER {100 * ev_m:.3f} ± {100 * ev_s:.3f}%" if math.isfinite(ev_m) else "")
+    finally:
+        du.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,249 @@
+"""Compute front-end features for whole partitions into resumable, memory-mapped feature stores.
+
+Each store is <out>/<front end tag>/<partition> (<dataset>-<partition> for datasets other than
+la2019), e.g. features/f0/train or features/ssl-wav2vec2-xls-r-300m/dev; see data/store.py for
+the files. Rerunning the same command after an interruption (even kill -9) computes only what is
+missing. Several processes can fill one store at once: --shard i/n per process, or torchrun, where
+each rank takes its own shard (no process group is needed).
+
+Examples:
+  python preprocess.py --data-root LA --frontend f0 --out features
+  python preprocess.py --data-root LA --frontend ssl --ssl-model facebook/wav2vec2-xls-r-300m --out features
+  torchrun --nproc_per_node 4 preprocess.py --data-root LA --frontend ssl --ssl-model /models/xlsr
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from utils.errors import UserError, run_cli
+
+DATASETS = ("la2019", "la2021", "df2021", "itw")
+DEFAULT_SSL_MODEL = "facebook/wav2vec2-xls-r-300m"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="preprocess.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--data-root", required=True, type=Path, help="corpus root (e.g. the LA folder of 2019 LA)")
+    add("--dataset", choices=DATASETS, default="la2019", help="corpus layout (default: la2019)")
+    add("--partitions", nargs="+", choices=("train", "dev", "eval"), default=None,
+        help="partitions to process (default: train dev eval for la2019, eval otherwise)")
+    add("--frontend", choices=("ssl", "f0"), required=True,
+        help="ssl: wav2vec2-family hidden states (XLS-R-LCNN); f0: F0 subband (SR-LA-Res2Net)")
+    add("--ssl-model", default=DEFAULT_SSL_MODEL,
+        help="SSL model: local directory, Hugging Face hub id, or random:tiny / random:narrow / "
+             f"random:xlsr-300m (random weights, for tests) (default: {DEFAULT_SSL_MODEL})")
+    add("--layer", type=int, default=-1,
+        help="SSL hidden layer: -1 = last hidden state (default), k = hidden_states[k]")
+    add("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
+        help="SSL compute dtype (default: fp32 on CPU, bf16 on CUDA); stored as float16 anyway")
+    add("--tiling", choices=("mirror", "repeat"), default="mirror",
+        help="F0: how clips shorter than 600 frames are extended in time (default: mirror)")
+    add("--out", type=Path, default=Path("features"),
+        help="store root; stores go to <out>/<front end tag>/<partition> (default: features)")
+    add("--batch-size", type=int, default=16, help="utterances per front-end call (default: 16)")
+    add("--device", default=None, help="torch device for SSL models (default: cuda if available)")
+    add("--shard", default=None, metavar="I/N",
+        help="fill only shard I of N (0-based), e.g. 0/4; run the others anywhere, in any order")
+    add("--skip-bad", action="store_true",
+        help="list unreadable audio files in <store>/shard-*.bad.tsv and mark them bad instead of "
+             "stopping (bad rows are left out of training and scoring)")
+    add("--retry-bad", action="store_true",
+        help="compute rows an earlier --skip-bad run marked bad again (after fixing the files)")
+    add("--num-workers", type=int, default=2,
+        help="threads reading audio ahead of the front end (0 = read in the main thread; default: 2)")
+    add("--limit", type=int, default=None, metavar="N",
+        help="only the first N protocol rows of each partition (for quick tries; this makes a store "
+             "with its own index, so use another --out than for the full run)")
+    add("--no-progress", action="store_true", help="no progress bar")
+    # Test hook: pause after each committed batch, so a test can reliably kill the process mid-run.
+    add("--throttle", type=float, default=0.0, help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """--shard value and the torchrun environment -> (shard index, number of shards)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if text is None:
+        return int(os.environ.get("RANK", "0")), world
+    if world > 1:
+        raise UserError(f"--shard {text}: cannot be combined with torchrun (WORLD_SIZE={world})")
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise UserError(f"--shard {text}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(match[1]), int(match[2])
+
+
+def frontend_settings(args: argparse.Namespace) -> dict:
+    """The front-end settings dict (data.features.build_frontend) chosen by the flags."""
+    if args.frontend == "f0":
+        return {"name": "f0", "tiling": args.tiling}
+    settings = {"name": "ssl", "model": args.ssl_model, "layer": args.layer}
+    if args.dtype is not None:
+        settings["dtype"] = args.dtype
+    return settings
+
+
+def _load(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """(wave, None) or (None, one-line error naming the file)."""
+    from data.audio import load_audio
+
+    try:
+        return load_audio(path), None
+    except UserError as exc:
+        return None, " ".join(str(exc).split())
+    except (ValueError, RuntimeError, OSError) as exc:  # anything else the decoder or resampler raises
+        return None, f"{path}: cannot read audio ({type(exc).__name__}: {' '.join(str(exc).split())})"
+
+
+def iter_loaded(
+    blocks: Sequence[np.ndarray], paths: Sequence[Path], workers: int, ahead: int = 2
+) -> Iterator[tuple[np.ndarray, list[tuple[np.ndarray | None, str | None]]]]:
+    """Yield (rows, [(wave, error), ...]) per block; workers threads read ahead blocks early."""
+    if workers <= 0:
+        for rows in blocks:
+            yield rows, [_load(paths[r]) for r in rows]
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="load_audio")
+    queue: deque[tuple[np.ndarray, list[Future]]] = deque()
+    todo = iter(blocks)
+    try:
+        for rows in todo:
+            queue.append((rows, [pool.submit(_load, paths[r]) for r in rows]))
+            if len(queue) > ahead:
+                done_rows, futures = queue.popleft()
+                yield done_rows, [f.result() for f in futures]
+        while queue:
+            done_rows, futures = queue.popleft()
+            yield done_rows, [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def compute_block(
+    writer, frontend, block: np.ndarray, loaded: list, paths: Sequence[Path], skip_bad: bool
+) -> int:
+    """Features of one block of rows into the store; returns how many rows were computed.
+
+    Unreadable audio (or non-finite features) stops the run with its one-line error, or with
+    ``skip_bad`` is marked bad in the store; rows committed before stay committed.
+    """
+    bad: dict[int, tuple[str, str]] = {}
+    good: list[int] = []
+    waves: list[np.ndarray] = []
+    for row, (wave, error) in zip(block.tolist(), loaded, strict=True):
+        if error is None:
+            good.append(row)
+            waves.append(wave)
+        elif skip_bad:
+            bad[row] = (str(paths[row]), error)
+        else:
+            raise UserError(error)
+    feats = frontend.extract(waves) if waves else np.empty((0, *frontend.feature_shape), np.float32)
+    finite = np.isfinite(feats).all(axis=tuple(range(1, feats.ndim)))
+    for row in np.asarray(good, dtype=np.int64)[~finite].tolist():
+        error = f"{paths[row]}: the front end produced NaN/inf features"
+        if not skip_bad:
+            raise UserError(error)
+        bad[row] = (str(paths[row]), error)
+    writer.commit(np.asarray(good, dtype=np.int64)[finite], feats[finite], bad)
+    return int(finite.sum())
+
+
+def process_partition(args: argparse.Namespace, frontend, partition: str, shard: int, n_shards: int) -> None:
+    """Fill this process's shard of one partition's store; prints a one-line summary."""
+    from tqdm import tqdm
+
+    from data.protocols import audio_path, load_partition
+    from data.store import FeatureStore, ShardWriter, store_dir_for
+
+    rows = load_partition(args.data_root, partition, args.dataset)
+    if args.limit is not None:
+        rows = rows[: args.limit]
+    if not rows:
+        raise UserError(f"{args.data_root}: the {args.dataset} {partition} protocol has no rows")
+    store_dir = store_dir_for(args.out, frontend_settings(args), partition, args.dataset)
+    writer = ShardWriter(
+        store_dir,
+        [(r.utt_id, r.speaker, r.attack, r.key) for r in rows],
+        frontend.settings(),
+        frontend.feature_shape,
+        frontend.store_dtype,
+        shard,
+        n_shards,
+    )
+    paths = [audio_path(args.data_root, partition, r.utt_id, args.dataset) for r in rows]
+    if args.retry_bad:
+        print(f"{partition}: retrying {writer.retry_bad()} row(s) marked bad")
+    already = writer.n_done + writer.n_bad
+    computed = 0
+    started = time.perf_counter()
+    desc = partition if n_shards == 1 else f"{partition} {shard}/{n_shards}"
+    bar = tqdm(total=writer.stop - writer.start, initial=already, desc=desc, unit="utt", dynamic_ncols=True,
+               disable=args.no_progress, file=sys.stderr)
+    blocks = writer.pending_blocks(args.batch_size)
+    # closing(): stop the reader threads at once if a bad file ends the run
+    with bar, contextlib.closing(iter_loaded(blocks, paths, args.num_workers)) as batches:
+        for block, loaded in batches:
+            computed += compute_block(writer, frontend, block, loaded, paths, args.skip_bad)
+            bar.update(len(block))
+            if args.throttle:
+                time.sleep(args.throttle)
+    elapsed = time.perf_counter() - started
+    store = FeatureStore(store_dir, allow_partial=True)
+    state = "complete" if store.complete else "incomplete (other shards still running or not started)"
+    print(
+        f"{desc}: {writer.stop - writer.start} rows ({already} already done, {computed} computed, "
+        f"{writer.n_bad} bad) in {elapsed:.1f} s ({computed / max(elapsed, 1e-9):.1f} utt/s); "
+        f"store {store_dir} {state}, {store.nbytes_on_disk() / 2**20:.1f} MiB on disk"
+    )
+    if writer.n_bad:
+        print(f"{desc}: {writer.n_bad} bad file(s) listed in {writer.bad_path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be >= 1, got {args.limit}")
+    shard, n_shards = parse_shard(args.shard)
+    partitions = args.partitions or (["train", "dev", "eval"] if args.dataset == "la2019" else ["eval"])
+
+    import torch
+
+    from data.features import build_frontend
+
+    device = args.device
+    if "LOCAL_RANK" in os.environ:  # torchrun: one GPU per local rank, or a fair share of the CPU cores
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if device is None and torch.cuda.is_available():
+            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    frontend = build_frontend(frontend_settings(args), device=device)
+    started = time.perf_counter()
+    for partition in partitions:
+        process_partition(args, frontend, partition, shard, n_shards)
+    print(f"done: {len(partitions)} partition(s) in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

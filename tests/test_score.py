@@ -1,0 +1,264 @@
+"""generate_score.py: partitions from the store, arbitrary recordings by windows, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from test_train import build_tiny_corpus
+
+import generate_score
+from data.audio import load_audio
+from data.features import build_frontend
+from models import build_model
+from models.losses import build_loss
+from utils.checkpoint import save_checkpoint
+from utils.config import load_config
+from utils.errors import run_cli
+from utils.scorefiles import read_scores
+from utils.scoring import window_starts
+
+REPO = Path(__file__).resolve().parents[1]
+THRESHOLD = 0.05
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_corpus(tmp_path_factory.getbasetemp() / "tiny_corpus")
+
+
+def make_checkpoint(path: Path, **model_overrides: object) -> tuple[Path, torch.nn.Module, torch.nn.Module]:
+    """An untrained demo XLS-R-LCNN checkpoint in our format (seeded), with a saved threshold."""
+    cfg = load_config(REPO / "configs" / "demo_xlsr_lcnn.yaml")
+    cfg["model"].update(model_overrides)
+    torch.manual_seed(0)
+    model, loss = build_model(cfg["model"]).eval(), build_loss(cfg["loss"]).eval()
+    save_checkpoint(
+        {
+            "model": model.state_dict(),
+            "loss": loss.state_dict(),
+            "config": cfg,
+            "epoch": 1,
+            "threshold": THRESHOLD,
+            "best": {"epoch": 1, "threshold": THRESHOLD},
+        },
+        path,
+    )
+    return path, model, loss
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module, torch.nn.Module]:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("clips")
+    rng = np.random.default_rng(0)
+    t = np.arange(int(44100 * 2.5)) / 44100
+    stereo = 0.3 * np.stack([np.sin(2 * np.pi * 180 * t), np.sin(2 * np.pi * 310 * t)], axis=1)
+    files = {
+        "short": (rng.standard_normal(4800) * 0.1, 16000),
+        "long": (rng.standard_normal(160000) * 0.1, 16000),
+        "stereo": (stereo, 44100),
+    }
+    out = {}
+    for name, (wave, rate) in files.items():
+        out[name] = folder / f"{name}.wav"
+        sf.write(out[name], wave.astype(np.float32), rate)
+    return out
+
+
+def test_window_starts() -> None:
+    assert window_starts(4800, 64600, 32300) == [0]  # shorter than a window: one, tiled by the front end
+    assert window_starts(64600, 64600, 32300) == [0]
+    assert window_starts(160000, 64600, 32300) == [0, 32300, 64600, 95400]  # last window ends at the end
+    assert window_starts(129200, 64600, 32300) == [0, 32300, 64600]
+    assert window_starts(200000, 80000, 40000) == [0, 40000, 80000, 120000]
+
+
+def manual_score(model: torch.nn.Module, loss: torch.nn.Module, wave: np.ndarray, starts: list[int]) -> float:
+    frontend = build_frontend({"name": "ssl", "model": "random:narrow"}, device="cpu")
+    with torch.no_grad():
+        x = torch.from_numpy(frontend.extract([wave[s : s + 64600] for s in starts]))
+        return float(loss.score(*model(x)).double().mean())
+
+
+def test_audio_of_any_length_rate_and_channels(checkpoint, clips, tmp_path: Path, capsys) -> None:
+    path, model, loss = checkpoint
+    out = tmp_path / "results.csv"
+    argv = [
+        "--checkpoint",
+        str(path),
+        "--audio",
+        *(str(p) for p in clips.values()),
+        "--output",
+        str(out),
+        "--batch-size",
+        "3",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
+    assert generate_score.main(argv) == 0
+    rows = {Path(r["file"]).stem: r for r in csv.DictReader(out.open())}
+    assert {k: int(r["windows"]) for k, r in rows.items()} == {"short": 1, "long": 4, "stereo": 1}
+    assert float(rows["short"]["duration_s"]) == 0.3 and float(rows["long"]["duration_s"]) == 10.0
+    long_wave = load_audio(clips["long"])
+    expected = manual_score(model, loss, long_wave, [0, 32300, 64600, 95400])
+    assert float(rows["long"]["score"]) == pytest.approx(expected, abs=1e-5)
+    # stereo 44.1 kHz: mixed down and resampled to 16 kHz (40,000 samples, one tiled window)
+    stereo = load_audio(clips["stereo"])
+    assert stereo.shape == (40000,)
+    assert float(rows["stereo"]["score"]) == pytest.approx(manual_score(model, loss, stereo, [0]), abs=1e-5)
+    for row in rows.values():
+        assert row["decision"] == ("bonafide" if float(row["score"]) >= THRESHOLD else "spoof")
+        assert float(row["threshold"]) == THRESHOLD
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 3 and printed[1].split("\t")[2] in ("bonafide", "spoof")
+
+
+def test_crop_first_and_json_output(checkpoint, clips, tmp_path: Path) -> None:
+    path, model, loss = checkpoint
+    out = tmp_path / "results.json"
+    assert (
+        generate_score.main(
+            [
+                "--checkpoint",
+                str(path),
+                "--audio",
+                str(clips["long"].parent),
+                "--crop",
+                "first",
+                "--output",
+                str(out),
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    rows = {Path(r["file"]).stem: r for r in json.loads(out.read_text())}
+    assert rows["long"]["windows"] == 1
+    expected = manual_score(model, loss, load_audio(clips["long"]), [0])
+    assert rows["long"]["score"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_partition_from_the_store(checkpoint, corpus: Path, tmp_path: Path, capsys) -> None:
+    from data.dataset import StoreDataset
+
+    path, model, loss = checkpoint
+    out = tmp_path / "eval.txt"
+    assert (
+        generate_score.main(
+            [
+                "--checkpoint",
+                str(path),
+                "--features",
+                str(corpus / "feats"),
+                "--partition",
+                "eval",
+                "--output",
+                str(out),
+                "--batch-size",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    scores = read_scores(out)
+    store = StoreDataset(corpus / "feats" / "ssl-random-narrow" / "eval")
+    x = torch.stack([store[i][0] for i in range(len(store))])
+    with torch.no_grad():
+        expected = loss.score(*model(x)).double().numpy()
+    assert list(scores.utt_ids) == [r.utt_id for r in store.rows]
+    np.testing.assert_allclose(scores.scores, expected, rtol=1e-5, atol=1e-6)
+    assert list(scores.keys) == [r.key for r in store.rows]
+    assert "7 utterances scored" in capsys.readouterr().out
+
+
+def test_released_safetensors_scores_like_our_checkpoint(checkpoint, clips, tmp_path: Path) -> None:
+    from models.import_released import save_model_weights
+
+    path, model, loss = checkpoint
+    cfg = load_config(REPO / "configs" / "demo_xlsr_lcnn.yaml")
+    weights = tmp_path / "model.safetensors"
+    save_model_weights(
+        weights, model.state_dict(), {"config": {k: cfg[k] for k in ("frontend", "model", "loss")}}
+    )
+    results = []
+    for ckpt in (path, weights):
+        out = tmp_path / f"{ckpt.stem}.json"
+        assert (
+            generate_score.main(
+                [
+                    "--checkpoint",
+                    str(ckpt),
+                    "--audio",
+                    str(clips["short"]),
+                    "--output",
+                    str(out),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
+        results.append(json.loads(out.read_text())[0])
+    assert results[0]["score"] == results[1]["score"]
+    assert results[1]["decision"] == "n/a"  # no threshold in the imported file
+
+
+def test_mismatched_checkpoint_and_features_are_one_line_errors(checkpoint, corpus, clips, tmp_path, capsys):
+    path, _, _ = checkpoint
+    narrow, _, _ = make_checkpoint(tmp_path / "narrow.pt", input_shape=[1, 64, 100])
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:1000])
+    pickled = tmp_path / "pickled.pt"
+    torch.save(torch.nn.Linear(2, 2), pickled)
+    feats = str(corpus / "feats")
+    out = str(tmp_path / "x.txt")
+    cases = [
+        (
+            ["--checkpoint", str(path), "--features", f"{feats}/f0/eval", "--output", out],
+            "features were made with other front-end settings (name: checkpoint 'ssl' vs features 'f0')",
+        ),
+        (
+            ["--checkpoint", str(narrow), "--features", feats, "--output", out],
+            "features have shape [1, 64, 201] but the model expects input_shape [1, 64, 100]",
+        ),
+        (["--checkpoint", str(narrow), "--audio", str(clips["short"])], "but the model expects input_shape"),
+        (
+            ["--checkpoint", str(path), "--features", feats, "--partition", "train2", "--output", out],
+            "feature store not found",
+        ),
+        (
+            ["--checkpoint", str(truncated), "--audio", str(clips["short"])],
+            "unreadable or truncated checkpoint",
+        ),
+        (["--checkpoint", str(pickled), "--audio", str(clips["short"])], "not a checkpoint of this toolkit"),
+        (
+            ["--checkpoint", str(path), "--audio", str(tmp_path / "missing.wav")],
+            "audio file or folder not found",
+        ),
+        (
+            ["--checkpoint", str(path), "--audio", str(clips["short"]), "--output", out],
+            "must end in .csv or .json",
+        ),
+        (
+            ["--checkpoint", str(path), "--ssl-model", str(tmp_path), "--audio", str(clips["short"])],
+            "not a Hugging Face model directory",
+        ),
+    ]
+    for argv, message in cases:
+        assert run_cli(generate_score.main, [*argv, "--no-progress", "--device", "cpu"]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, err
+    assert not Path(out).exists()
