@@ -1,0 +1,233 @@
+"""CM protocols (ASVspoof 2019 LA, ASVspoof 2021 LA/DF, In-the-Wild) and the dataset folder layouts.
+
+Every reader returns `ProtocolRow`s with `attack` = ``-`` for bona fide rows and `key` =
+``bonafide`` or ``spoof``. Formats:
+
+- ``la2019``: ``speaker utt_id - attack key`` (ASVspoof2019.LA.cm.*.txt);
+- ``la2021`` / ``df2021``: the keys' ``trial_metadata.txt``, 8 or more columns
+  ``speaker trial codec transmission attack key trim subset [...]`` (DF adds vocoder type and
+  VCC task/team columns, ignored here);
+- ``itw``: In-the-Wild ``meta.csv`` with header ``file,speaker,label``, label ``bona-fide``/``spoof``;
+  utt_id is the file name without extension and spoof rows get attack ``unknown``.
+
+No torch here: `python -m data.protocols FILE` prints a protocol's counts per key and attack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils.errors import UserError, run_cli, where
+from utils.scorefiles import BONAFIDE, CM_KEYS, SPOOF, check_unique, check_values, read_text, split_table
+
+DATASETS = ("la2019", "la2021", "df2021", "itw")
+PROTOCOL_FORMATS = ("auto", *DATASETS)
+PARTITIONS = {"la2019": ("train", "dev", "eval"), "la2021": ("eval",), "df2021": ("eval",), "itw": ("eval",)}
+ITW_UNKNOWN_ATTACK = "unknown"
+
+_LA2019_FILES = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}
+_LA2019_LAYOUT = "speaker utt_id - attack key"
+_TRIAL_METADATA_LAYOUT = "speaker trial codec transmission attack key trim subset"
+_ITW_LABELS = {"bona-fide": BONAFIDE, "spoof": SPOOF}
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolRow:
+    """One protocol trial; `attack` is ``-`` for bona fide, `key` is ``bonafide`` or ``spoof``."""
+
+    speaker: str
+    utt_id: str
+    attack: str
+    key: str
+
+    @property
+    def label(self) -> int:
+        """Class index: 0 = bona fide, 1 = spoof."""
+        return 0 if self.key == BONAFIDE else 1
+
+
+def _rows_from_columns(
+    speakers: Sequence[str], ids: Sequence[str], attacks: Sequence[str], keys: Sequence[str]
+) -> list[ProtocolRow]:
+    # Bona fide rows get attack "-" whatever the file says (2021 metadata writes "bonafide" there).
+    attacks = ["-" if key == BONAFIDE else attack for attack, key in zip(attacks, keys, strict=True)]
+    return list(map(ProtocolRow, speakers, ids, attacks, keys))
+
+
+def _read_whitespace_protocol(path: Path, text: str, fmt: str) -> list[ProtocolRow]:
+    if fmt == "la2019":
+        table = split_table(path, text, 5, _LA2019_LAYOUT)
+    else:
+        table = split_table(path, text, 8, _TRIAL_METADATA_LAYOUT, min_cols=8)
+    key_col, attack_col = (4, 3) if fmt == "la2019" else (5, 4)
+    check_values(table, key_col, CM_KEYS, "key")
+    check_unique(path, table.columns[1], table.line_numbers)
+    return _rows_from_columns(
+        table.columns[0], table.columns[1], table.columns[attack_col], table.columns[key_col]
+    )
+
+
+def _read_itw(path: Path, text: str) -> list[ProtocolRow]:
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None:
+        raise UserError(f"{path}: the file is empty")
+    if [h.strip().lower() for h in header] != ["file", "speaker", "label"]:
+        raise UserError(
+            f"{where(path, 1)}: expected the header 'file,speaker,label', got '{','.join(header)}'"
+        )
+    rows: list[ProtocolRow] = []
+    line_numbers: list[int] = []
+    for fields in reader:
+        line = reader.line_num
+        if not fields or not any(f.strip() for f in fields):
+            continue
+        if len(fields) != 3:
+            raise UserError(
+                f"{where(path, line)}: expected 3 columns 'file,speaker,label', got {len(fields)}"
+            )
+        file, speaker, label = (f.strip() for f in fields)
+        key = _ITW_LABELS.get(label.lower())
+        if key is None:
+            raise UserError(f"{where(path, line)}: label '{label}' is not one of {', '.join(_ITW_LABELS)}")
+        utt_id = os.path.splitext(file)[0]
+        if not utt_id:
+            raise UserError(f"{where(path, line)}: empty file name")
+        rows.append(ProtocolRow(speaker, utt_id, "-" if key == BONAFIDE else ITW_UNKNOWN_ATTACK, key))
+        line_numbers.append(line)
+    if not rows:
+        raise UserError(f"{path}: no trials after the header")
+    check_unique(path, [r.utt_id for r in rows], line_numbers)
+    return rows
+
+
+def detect_protocol_format(path: Path, text: str) -> str:
+    """Guess the protocol format: CSV -> ``itw``; 5 columns -> ``la2019``; 8 or more -> ``la2021``."""
+    first = next((line for line in text.splitlines() if line.strip()), None)
+    if first is None:
+        raise UserError(f"{path}: the file is empty")
+    if path.suffix.lower() == ".csv" or "," in first:
+        return "itw"
+    n = len(first.split())
+    if n == 5:
+        return "la2019"
+    if n >= 8:
+        return "la2021"
+    raise UserError(
+        f"{path}: cannot tell the protocol format from {n} columns; expected '{_LA2019_LAYOUT}' (2019 LA), "
+        f"'{_TRIAL_METADATA_LAYOUT}' (2021 trial_metadata.txt) or a 'file,speaker,label' CSV (In-the-Wild)"
+    )
+
+
+def read_protocol(path: str | os.PathLike, fmt: str = "auto") -> list[ProtocolRow]:
+    """Read a CM protocol in one of `PROTOCOL_FORMATS`; malformed lines, duplicate ids raise `UserError`."""
+    path = Path(path)
+    if fmt not in PROTOCOL_FORMATS:
+        raise UserError(f"unknown protocol format '{fmt}'; expected one of {', '.join(PROTOCOL_FORMATS)}")
+    text = read_text(path, "protocol file")
+    if fmt == "auto":
+        fmt = detect_protocol_format(path, text)
+    if fmt == "itw":
+        return _read_itw(path, text)
+    return _read_whitespace_protocol(path, text, fmt)
+
+
+def protocol_summary(rows: Sequence[ProtocolRow]) -> dict:
+    """Counts: ``{"n": total, "keys": {key: n}, "attacks": {attack: n}, "speakers": n_speakers}`` (sorted)."""
+    return {
+        "n": len(rows),
+        "keys": dict(sorted(Counter(r.key for r in rows).items())),
+        "attacks": dict(sorted(Counter(r.attack for r in rows).items())),
+        "speakers": len({r.speaker for r in rows}),
+    }
+
+
+def format_summary(summary: dict, title: str = "protocol") -> str:
+    """The summary as a small plain-text table."""
+    lines = [f"{title}: {summary['n']:,} trials, {summary['speakers']:,} speakers"]
+    lines += [f"  {key:<10} {n:>9,}" for key, n in summary["keys"].items()]
+    lines.append("  attack     trials")
+    lines += [f"  {attack:<10} {n:>9,}" for attack, n in summary["attacks"].items()]
+    return "\n".join(lines)
+
+
+def _check_partition(partition: str, dataset: str) -> None:
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset '{dataset}'; expected one of {', '.join(DATASETS)}")
+    if partition not in PARTITIONS[dataset]:
+        raise UserError(
+            f"unknown partition '{partition}' for {dataset}; expected one of {', '.join(PARTITIONS[dataset])}"
+        )
+
+
+def protocol_path(data_root: str | os.PathLike, partition: str, dataset: str = "la2019") -> Path:
+    """Where a partition's protocol lives under the dataset root (as distributed)."""
+    _check_partition(partition, dataset)
+    root = Path(data_root)
+    if dataset == "la2019":
+        return root / "ASVspoof2019_LA_cm_protocols" / f"ASVspoof2019.LA.cm.{_LA2019_FILES[partition]}.txt"
+    if dataset in ("la2021", "df2021"):
+        return root / "keys" / dataset[:2].upper() / "CM" / "trial_metadata.txt"
+    return root / "meta.csv"
+
+
+def audio_path(data_root: str | os.PathLike, partition: str, utt_id: str, dataset: str = "la2019") -> Path:
+    """Where one utterance's audio lives under the dataset root (FLAC, or WAV for In-the-Wild)."""
+    _check_partition(partition, dataset)
+    root = Path(data_root)
+    if dataset == "la2019":
+        return root / f"ASVspoof2019_LA_{partition}" / "flac" / f"{utt_id}.flac"
+    if dataset in ("la2021", "df2021"):
+        return root / f"ASVspoof2021_{dataset[:2].upper()}_eval" / "flac" / f"{utt_id}.flac"
+    return root / f"{utt_id}.wav"
+
+
+def asv_score_path(data_root: str | os.PathLike, partition: str) -> Path:
+    """The organisers' 2019 LA ASV score file of the dev or eval partition."""
+    if partition not in ("dev", "eval"):
+        raise UserError(f"ASV scores exist for the dev and eval partitions only, not '{partition}'")
+    return (
+        Path(data_root) / "ASVspoof2019_LA_asv_scores" / f"ASVspoof2019.LA.asv.{partition}.gi.trl.scores.txt"
+    )
+
+
+def load_partition(
+    data_root: str | os.PathLike, partition: str, dataset: str = "la2019"
+) -> list[ProtocolRow]:
+    """Read the protocol of one partition; a missing root or protocol raises `UserError` naming the path."""
+    root = Path(data_root)
+    path = protocol_path(root, partition, dataset)
+    if not root.is_dir():
+        raise UserError(f"{root}: data root not found (expected the {dataset} dataset folder)")
+    if not path.is_file():
+        raise UserError(f"{path}: protocol not found (the {partition} protocol of {dataset} under {root})")
+    return read_protocol(path, "la2021" if dataset == "df2021" else dataset)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m data.protocols",
+        description="Print the counts per key and attack of CM protocol files.",
+    )
+    parser.add_argument(
+        "protocols", nargs="+", type=Path, help="protocol files (2019 LA, 2021 trial_metadata, ITW)"
+    )
+    parser.add_argument(
+        "--format", default="auto", choices=PROTOCOL_FORMATS, help="file format (default: auto)"
+    )
+    args = parser.parse_args(argv)
+    for path in args.protocols:
+        print(format_summary(protocol_summary(read_protocol(path, args.format)), title=str(path)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
