@@ -45,12 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dataset", choices=DATASETS, default="la2019", help="corpus layout (default: la2019)")
     add("--partitions", nargs="+", choices=("train", "dev", "eval"), default=None,
         help="partitions to process (default: train dev eval for la2019, eval otherwise)")
-    add("--frontend", choices=("ssl", "f0"), required=True,
+    add("--frontend", choices=("ssl", "f0"), default=None,
         help="ssl: wav2vec2-family hidden states (XLS-R-LCNN); f0: F0 subband (SR-LA-Res2Net)")
-    add("--ssl-model", default=DEFAULT_SSL_MODEL,
+    add("--config", type=Path, default=None,
+        help="take the front end from a recipe's 'frontend' section (e.g. configs/xlsr_lcnn.yaml), so the "
+             "stores match what main_train.py --config reads; --ssl-model/--layer/--dtype still override")
+    add("--ssl-model", default=None,
         help="SSL model: local directory, Hugging Face hub id, or random:tiny / random:narrow / "
              f"random:xlsr-300m (random weights, for tests) (default: {DEFAULT_SSL_MODEL})")
-    add("--layer", type=int, default=-1,
+    add("--layer", type=int, default=None,
         help="SSL hidden layer: -1 = last hidden state (default), k = hidden_states[k]")
     add("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
         help="SSL compute dtype (default: fp32 on CPU, bf16 on CUDA); stored as float16 anyway")
@@ -92,10 +95,21 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def frontend_settings(args: argparse.Namespace) -> dict:
-    """The front-end settings dict (data.features.build_frontend) chosen by the flags."""
+    """The front-end settings dict (data.features.build_frontend) chosen by the flags or the recipe."""
+    if args.config is not None:
+        from utils.config import load_config
+
+        settings = {k: v for k, v in load_config(args.config)["frontend"].items() if v is not None}
+        explicit = {"model": args.ssl_model, "layer": args.layer, "dtype": args.dtype}
+        if settings.get("name") == "ssl":
+            settings.update({k: v for k, v in explicit.items() if v is not None})
+        return settings
+    if args.frontend is None:
+        raise UserError("give --frontend {ssl,f0} or --config RECIPE.yaml")
     if args.frontend == "f0":
         return {"name": "f0", "tiling": args.tiling}
-    settings = {"name": "ssl", "model": args.ssl_model, "layer": args.layer}
+    settings = {"name": "ssl", "model": args.ssl_model or DEFAULT_SSL_MODEL,
+                "layer": -1 if args.layer is None else args.layer}
     if args.dtype is not None:
         settings["dtype"] = args.dtype
     return settings
@@ -179,7 +193,7 @@ def process_partition(args: argparse.Namespace, frontend, partition: str, shard:
         rows = rows[: args.limit]
     if not rows:
         raise UserError(f"{args.data_root}: the {args.dataset} {partition} protocol has no rows")
-    store_dir = store_dir_for(args.out, frontend_settings(args), partition, args.dataset)
+    store_dir = store_dir_for(args.out, frontend.settings(), partition, args.dataset)
     writer = ShardWriter(
         store_dir,
         [(r.utt_id, r.speaker, r.attack, r.key) for r in rows],

@@ -77,13 +77,16 @@ def shard_range(n_rows: int, shard: int, n_shards: int) -> tuple[int, int]:
 def frontend_tag(settings: Mapping[str, Any]) -> str:
     """Directory name of a front end's stores, from the user's front-end settings.
 
-    ``f0`` (mirror tiling) or ``f0-repeat``; ``ssl-<model name>`` plus ``-layer<L>`` when not the last
-    layer. Settings not in the tag (e.g. compute dtype) are still recorded and checked on reopen.
+    ``f0`` (mirror tiling, 600 frames), ``f0-repeat``, ``f0-200frames``; ``ssl-<model name>`` plus
+    ``-layer<L>`` when not the last layer. Settings not in the tag (e.g. compute dtype) are still
+    recorded and checked on reopen.
     """
     name = str(settings.get("name", "")).lower()
     if name == "f0":
         tiling = settings.get("tiling", "mirror")
-        return "f0" if tiling == "mirror" else f"f0-{tiling}"
+        frames = int(settings.get("n_frames", 600))
+        suffix = ("" if tiling == "mirror" else f"-{tiling}") + ("" if frames == 600 else f"-{frames}frames")
+        return "f0" + suffix
     if name == "ssl":
         model = str(settings.get("model", "ssl")).rstrip("/\\")
         model = re.sub(r"[^A-Za-z0-9._-]+", "_", model.replace(":", "-").split("/")[-1]) or "model"

@@ -33,7 +33,6 @@ class DemoSystem:
     name: str
     title: str
     config: str
-    preprocess_flags: tuple[str, ...]
 
 
 SYSTEMS = (
@@ -41,13 +40,11 @@ SYSTEMS = (
         "sr_la_res2net_f0",
         "SR-LA-Res2Net + F0 subband",
         "configs/demo_sr_la_res2net_f0.yaml",
-        ("--frontend", "f0"),
     ),
     DemoSystem(
         "xlsr_lcnn",
         "XLS-R-LCNN (narrow RANDOM wav2vec2 front end)",
         "configs/demo_xlsr_lcnn.yaml",
-        ("--frontend", "ssl", "--ssl-model", "random:narrow"),
     ),
 )
 
@@ -78,8 +75,8 @@ def run_demo(out: Path, seed: int = 0, progress: bool = True) -> dict[str, dict]
         run_dir = out / "runs" / system.name
         scores = out / "scores" / f"{system.name}_eval.txt"
         report = out / "eval" / system.name
-        _run(["preprocess.py", "--data-root", str(corpus), "--out", str(features),
-              *system.preprocess_flags, *quiet], log)
+        _run(["preprocess.py", "--config", system.config, "--data-root", str(corpus), "--out", str(features),
+              *quiet], log)
         if (run_dir / "summary.json").exists():
             print(f"\n# {system.title}: {run_dir} is trained already (make clean-demo to start over)")
         else:

@@ -186,15 +186,14 @@ def check_feature_shape(expected: Sequence[int], found: Sequence[int], source: s
 def store_dir_for(
     features: str | os.PathLike, frontend_cfg: dict[str, Any], partition: str, dataset: str = "la2019"
 ) -> Path:
-    """``<features>/<front-end tag>/<partition>`` (the preprocess.py layout; ``<dataset>-<partition>``
-    for datasets other than la2019), or ``features`` itself when it already is a store."""
-    from data.store import frontend_tag
+    """The preprocess.py store of ``partition`` under ``features``, or ``features`` itself when it
+    already is one store."""
+    from data import store
 
     root = Path(features)
     if any(root.glob("shard-*.meta.json")):
         return root
-    name = partition if dataset == "la2019" else f"{dataset}-{partition}"
-    return root / frontend_tag(frontend_cfg) / name
+    return store.store_dir_for(root, frontend_cfg, partition, dataset)
 
 
 def open_store_partition(features: str | os.PathLike, cfg: dict[str, Any], partition: str) -> Dataset:
