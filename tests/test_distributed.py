@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import build_tiny_corpus, recipe
+from conftest import recipe
 
 from utils.checkpoint import load_checkpoint
 from utils.scorefiles import read_scores
@@ -61,11 +61,6 @@ sys.exit(run_cli(main_train.main))
 """
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_corpus(tmp_path_factory.getbasetemp() / "tiny_corpus")
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,7 +88,7 @@ def run(script: Path, args: list[str], nproc: int) -> subprocess.CompletedProces
 
 
 @pytest.mark.slow
-def test_gradients_are_averaged_across_two_processes(corpus: Path, tmp_path: Path) -> None:
+def test_gradients_are_averaged_across_two_processes(tiny_corpus: Path, tmp_path: Path) -> None:
     helper = tmp_path / "train_with_test_mlp.py"
     helper.write_text(HELPER.format(repo=str(REPO)))
     config = recipe(
@@ -110,7 +105,7 @@ def test_gradients_are_averaged_across_two_processes(corpus: Path, tmp_path: Pat
         "--config",
         str(config),
         "--features",
-        str(corpus / "feats"),
+        str(tiny_corpus / "feats"),
         "train.epochs=2",
         "train.batch_size=4",
         "train.amp=none",
@@ -137,7 +132,7 @@ def test_gradients_are_averaged_across_two_processes(corpus: Path, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_a_real_recipe_trains_with_two_processes(corpus: Path, tmp_path: Path) -> None:
+def test_a_real_recipe_trains_with_two_processes(tiny_corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run(
         REPO / "main_train.py",
@@ -145,7 +140,7 @@ def test_a_real_recipe_trains_with_two_processes(corpus: Path, tmp_path: Path) -
             "--config",
             str(REPO / "configs" / "demo_xlsr_lcnn.yaml"),
             "--features",
-            str(corpus / "feats"),
+            str(tiny_corpus / "feats"),
             "train.epochs=1",
             "train.batch_size=4",
             "--out",

@@ -1,4 +1,8 @@
-"""generate_score.py: partitions from the store, arbitrary recordings by windows, one-line errors."""
+"""generate_score.py: partitions from the store, arbitrary recordings by windows, released weights.
+
+The `checkpoint` and `clips` fixtures are in conftest.py; one-line errors for a mismatched checkpoint and
+features are in test_reliability.py.
+"""
 
 from __future__ import annotations
 
@@ -8,71 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
-from test_train import build_tiny_corpus
+from conftest import CONFIGS, THRESHOLD
 
 import generate_score
 from data.audio import load_audio
 from data.features import build_frontend
-from models import build_model
-from models.losses import build_loss
-from utils.checkpoint import save_checkpoint
 from utils.config import load_config
-from utils.errors import run_cli
 from utils.scorefiles import read_scores
 from utils.scoring import window_starts
-
-REPO = Path(__file__).resolve().parents[1]
-THRESHOLD = 0.05
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_corpus(tmp_path_factory.getbasetemp() / "tiny_corpus")
-
-
-def make_checkpoint(path: Path, **model_overrides: object) -> tuple[Path, torch.nn.Module, torch.nn.Module]:
-    """An untrained demo XLS-R-LCNN checkpoint in our format (seeded), with a saved threshold."""
-    cfg = load_config(REPO / "configs" / "demo_xlsr_lcnn.yaml")
-    cfg["model"].update(model_overrides)
-    torch.manual_seed(0)
-    model, loss = build_model(cfg["model"]).eval(), build_loss(cfg["loss"]).eval()
-    save_checkpoint(
-        {
-            "model": model.state_dict(),
-            "loss": loss.state_dict(),
-            "config": cfg,
-            "epoch": 1,
-            "threshold": THRESHOLD,
-            "best": {"epoch": 1, "threshold": THRESHOLD},
-        },
-        path,
-    )
-    return path, model, loss
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module, torch.nn.Module]:
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("clips")
-    rng = np.random.default_rng(0)
-    t = np.arange(int(44100 * 2.5)) / 44100
-    stereo = 0.3 * np.stack([np.sin(2 * np.pi * 180 * t), np.sin(2 * np.pi * 310 * t)], axis=1)
-    files = {
-        "short": (rng.standard_normal(4800) * 0.1, 16000),
-        "long": (rng.standard_normal(160000) * 0.1, 16000),
-        "stereo": (stereo, 44100),
-    }
-    out = {}
-    for name, (wave, rate) in files.items():
-        out[name] = folder / f"{name}.wav"
-        sf.write(out[name], wave.astype(np.float32), rate)
-    return out
 
 
 def test_window_starts() -> None:
@@ -151,7 +99,7 @@ def test_crop_first_and_json_output(checkpoint, clips, tmp_path: Path) -> None:
     assert rows["long"]["score"] == pytest.approx(expected, abs=1e-5)
 
 
-def test_partition_from_the_store(checkpoint, corpus: Path, tmp_path: Path, capsys) -> None:
+def test_partition_from_the_store(checkpoint, tiny_corpus: Path, tmp_path: Path, capsys) -> None:
     from data.dataset import StoreDataset
 
     path, model, loss = checkpoint
@@ -162,7 +110,7 @@ def test_partition_from_the_store(checkpoint, corpus: Path, tmp_path: Path, caps
                 "--checkpoint",
                 str(path),
                 "--features",
-                str(corpus / "feats"),
+                str(tiny_corpus / "feats"),
                 "--partition",
                 "eval",
                 "--output",
@@ -175,7 +123,7 @@ def test_partition_from_the_store(checkpoint, corpus: Path, tmp_path: Path, caps
         == 0
     )
     scores = read_scores(out)
-    store = StoreDataset(corpus / "feats" / "ssl-random-narrow" / "eval")
+    store = StoreDataset(tiny_corpus / "feats" / "ssl-random-narrow" / "eval")
     x = torch.stack([store[i][0] for i in range(len(store))])
     with torch.no_grad():
         expected = loss.score(*model(x)).double().numpy()
@@ -189,7 +137,7 @@ def test_released_safetensors_scores_like_our_checkpoint(checkpoint, clips, tmp_
     from models.import_released import save_model_weights
 
     path, model, loss = checkpoint
-    cfg = load_config(REPO / "configs" / "demo_xlsr_lcnn.yaml")
+    cfg = load_config(CONFIGS / "demo_xlsr_lcnn.yaml")
     weights = tmp_path / "model.safetensors"
     save_model_weights(
         weights, model.state_dict(), {"config": {k: cfg[k] for k in ("frontend", "model", "loss")}}
@@ -216,49 +164,3 @@ def test_released_safetensors_scores_like_our_checkpoint(checkpoint, clips, tmp_
     assert results[1]["decision"] == "n/a"  # no threshold in the imported file
 
 
-def test_mismatched_checkpoint_and_features_are_one_line_errors(checkpoint, corpus, clips, tmp_path, capsys):
-    path, _, _ = checkpoint
-    narrow, _, _ = make_checkpoint(tmp_path / "narrow.pt", input_shape=[1, 64, 100])
-    truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(path.read_bytes()[:1000])
-    pickled = tmp_path / "pickled.pt"
-    torch.save(torch.nn.Linear(2, 2), pickled)
-    feats = str(corpus / "feats")
-    out = str(tmp_path / "x.txt")
-    cases = [
-        (
-            ["--checkpoint", str(path), "--features", f"{feats}/f0/eval", "--output", out],
-            "features were made with other front-end settings (name: checkpoint 'ssl' vs features 'f0')",
-        ),
-        (
-            ["--checkpoint", str(narrow), "--features", feats, "--output", out],
-            "features have shape [1, 64, 201] but the model expects input_shape [1, 64, 100]",
-        ),
-        (["--checkpoint", str(narrow), "--audio", str(clips["short"])], "but the model expects input_shape"),
-        (
-            ["--checkpoint", str(path), "--features", feats, "--partition", "train2", "--output", out],
-            "feature store not found",
-        ),
-        (
-            ["--checkpoint", str(truncated), "--audio", str(clips["short"])],
-            "unreadable or truncated checkpoint",
-        ),
-        (["--checkpoint", str(pickled), "--audio", str(clips["short"])], "not a checkpoint of this toolkit"),
-        (
-            ["--checkpoint", str(path), "--audio", str(tmp_path / "missing.wav")],
-            "audio file or folder not found",
-        ),
-        (
-            ["--checkpoint", str(path), "--audio", str(clips["short"]), "--output", out],
-            "must end in .csv or .json",
-        ),
-        (
-            ["--checkpoint", str(path), "--ssl-model", str(tmp_path), "--audio", str(clips["short"])],
-            "not a Hugging Face model directory",
-        ),
-    ]
-    for argv, message in cases:
-        assert run_cli(generate_score.main, [*argv, "--no-progress", "--device", "cpu"]) == 2, argv
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("error: ") and message in err and "\n" not in err, err
-    assert not Path(out).exists()

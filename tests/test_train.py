@@ -1,84 +1,25 @@
 """Training end to end on a tiny generated corpus: run folder contents, checkpoints, λ counter, resume.
 
-`tiny_corpus` (also used by test_score.py and test_distributed.py) generates 8 train / 7 dev / 7 eval
-utterances with data.demo and F0 and random:narrow SSL feature stores with preprocess.py, once per session.
+`tiny_corpus` (conftest.py; also used by test_score.py and test_distributed.py) generates 8 train / 7 dev /
+7 eval utterances with data.demo and F0 and random:narrow SSL feature stores with preprocess.py, once per
+session. Resume after a real SIGKILL and one-line input errors are in test_reliability.py.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import CONFIGS, N_DEV, N_EVAL, recipe
 
 import main_train
 from utils.checkpoint import load_checkpoint
-from utils.config import load_config, save_config
-from utils.errors import UserError, run_cli
+from utils.errors import UserError
 from utils.metrics import compute_eer
 from utils.scorefiles import read_scores
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
-N_TRAIN, N_DEV, N_EVAL = 8, 7, 7
-
-
-def build_tiny_corpus(base: Path) -> Path:
-    """Generated corpus under base/LA and feature stores under base/feats (reused if already built)."""
-    import preprocess
-    from data import demo
-
-    done = base / "ready"
-    if not done.exists():
-        demo.main(
-            [
-                "--out",
-                str(base / "LA"),
-                "--n-train",
-                str(N_TRAIN),
-                "--n-dev",
-                str(N_DEV),
-                "--n-eval",
-                str(N_EVAL),
-                "--workers",
-                "1",
-                "--no-progress",
-            ]
-        )
-        common = [
-            "--data-root",
-            str(base / "LA"),
-            "--out",
-            str(base / "feats"),
-            "--num-workers",
-            "0",
-            "--no-progress",
-        ]
-        assert preprocess.main([*common, "--frontend", "f0"]) == 0
-        assert preprocess.main([*common, "--frontend", "ssl", "--ssl-model", "random:narrow"]) == 0
-        done.touch()
-    return base
-
-
-@pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_corpus(tmp_path_factory.getbasetemp() / "tiny_corpus")
-
-
-def recipe(tmp_path: Path, name: str, **sections: dict) -> Path:
-    """A copy of configs/<name>.yaml with whole sections replaced (overrides cannot remove keys)."""
-    cfg = load_config(CONFIGS / f"{name}.yaml")
-    cfg.update(sections)
-    path = tmp_path / f"{name}_custom.yaml"
-    save_config(cfg, path)
-    return path
 
 
 def train(config: Path | str, corpus: Path, out: Path, *extra: str) -> int:
@@ -181,46 +122,6 @@ def test_lambda_counter_continues_across_epochs_and_after_resume(tiny_corpus: Pa
     assert full["history"][1]["dev_eer"] == resumed["history"][1]["dev_eer"]
 
 
-def test_resume_after_sigkill_ends_with_the_same_weights(tiny_corpus: Path, tmp_path: Path) -> None:
-    args = [
-        "--config",
-        str(CONFIGS / "demo_xlsr_lcnn.yaml"),
-        "--features",
-        str(tiny_corpus / "feats"),
-        "train.epochs=3",
-        "train.batch_size=4",
-        "--no-eval",
-        "--no-progress",
-        "--deterministic",
-        "--device",
-        "cpu",
-    ]
-    killed = tmp_path / "killed"
-    # --throttle pauses 30 s after each epoch's checkpoint: the kill lands between epochs 1 and 2
-    cmd = [sys.executable, "main_train.py", *args, "--out", str(killed), "--throttle", "30"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while not (killed / "last.pt").exists():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint after 120 s"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert load_checkpoint(killed / "last.pt")["epoch"] == 1
-    assert main_train.main([*args, "--out", str(killed), "--resume"]) == 0
-    assert main_train.main([*args, "--out", str(tmp_path / "straight")]) == 0
-    resumed = load_checkpoint(killed / "last.pt")
-    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
-    assert resumed["epoch"] == straight["epoch"] == 3
-    assert_same_weights(resumed["model"], straight["model"])
-    assert_same_weights(resumed["optimizer"]["state"][0], straight["optimizer"]["state"][0])
-    assert len((killed / "history.csv").read_text().splitlines()) == 4
-
-
 def test_select_by_dev_loss_and_early_stopping(tiny_corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert (
@@ -261,33 +162,6 @@ def test_grad_accumulation_counts_optimizer_steps(tiny_corpus: Path, tmp_path: P
         == 0
     )
     assert load_checkpoint(out / "last.pt")["global_step"] == 1  # 8 utterances = 2 micro-batches = 1 step
-
-
-def test_training_input_errors_are_one_line(tiny_corpus: Path, tmp_path: Path, capsys) -> None:
-    cfg = str(CONFIGS / "demo_xlsr_lcnn.yaml")
-    cases = [
-        (["model.input_shape=[1, 32, 201]"], "features have shape [1, 64, 201]"),
-        (["frontend.model=random:tiny"], "feature store not found"),
-        (["train.epochz=1"], "unknown config key 'train.epochz'"),
-        (["train.batch_size=5", "train.grad_accum=2"], "not divisible"),
-    ]
-    for overrides, message in cases:
-        argv = [
-            "--config",
-            cfg,
-            *overrides,
-            "--features",
-            str(tiny_corpus / "feats"),
-            "--out",
-            str(tmp_path / "bad"),
-            "--no-progress",
-            "--device",
-            "cpu",
-        ]
-        assert run_cli(main_train.main, argv) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("error: ") and message in err and "\n" not in err, err
-    assert not (tmp_path / "bad" / "last.pt").exists()
 
 
 def test_multi_seed_summary(tiny_corpus: Path, tmp_path: Path, capsys) -> None:

@@ -61,15 +61,27 @@ def _run(args: Sequence[str], log: list[tuple[str, float]]) -> None:
         raise UserError(f"demo step failed with exit code {code}: {shown}")
 
 
-def run_demo(out: Path, seed: int = 0, progress: bool = True) -> dict[str, dict]:
-    """Run the whole demo into ``out``; return each system's eval metrics (the evaluator's JSON)."""
+def run_demo(
+    out: Path,
+    seed: int = 0,
+    progress: bool = True,
+    sizes: tuple[int, int, int] = (200, 200, 400),
+    overrides: Sequence[str] = (),
+) -> dict[str, dict]:
+    """Run the whole demo into ``out``; return each system's eval metrics (the evaluator's JSON).
+
+    ``sizes`` are the train/dev/eval utterance counts of the generated corpus; ``overrides`` are
+    ``key=value`` recipe overrides passed to main_train.py (the consistency test uses both).
+    """
     out = out if out.is_absolute() else (Path.cwd() / out)
     corpus, features = out / "LA", out / "features"
     quiet = [] if progress else ["--no-progress"]
     log: list[tuple[str, float]] = []
     started = time.perf_counter()
 
-    _run(["-m", "data.demo", "--out", str(corpus), "--seed", str(seed), *quiet], log)
+    n_train, n_dev, n_eval = (str(n) for n in sizes)
+    _run(["-m", "data.demo", "--out", str(corpus), "--seed", str(seed), "--n-train", n_train,
+          "--n-dev", n_dev, "--n-eval", n_eval, *quiet], log)
     results: dict[str, dict] = {}
     for system in SYSTEMS:
         run_dir = out / "runs" / system.name
@@ -83,7 +95,7 @@ def run_demo(out: Path, seed: int = 0, progress: bool = True) -> dict[str, dict]
             # --resume continues a demo that was interrupted during training.
             _run(["main_train.py", "--config", system.config, "--features", str(features),
                   "--data-root", str(corpus), "--out", str(run_dir), "--seed", str(seed),
-                  "--resume", "--no-eval", *quiet], log)
+                  "--resume", "--no-eval", *quiet, *overrides], log)
         _run(["generate_score.py", "--checkpoint", str(run_dir / "best.pt"), "--features", str(features),
               "--partition", "eval", "--output", str(scores), *quiet], log)
         _run(["evaluate_tDCF_asvspoof19.py", str(scores),
