@@ -103,6 +103,7 @@ class F0SubbandFrontEnd:
         n_frames: int = 600,
         method: str = "fft",
         batch_size: int = 8,
+        workers: int = -1,
     ) -> None:
         if method not in METHODS:
             raise UserError(f"f0 front end: method must be one of {METHODS}, got {method!r}")
@@ -119,6 +120,8 @@ class F0SubbandFrontEnd:
         self.n_frames = int(n_frames)
         self.method = method
         self.batch_size = max(1, int(batch_size))
+        # FFT threads over the frames of a clip (-1 = all cores); the numbers do not depend on it.
+        self.workers = int(workers)
         self.feature_shape = (1, self.n_bins, self.n_frames)
         self._window = blackman(self.n_fft, sym=True)
         self._dft_t = self._dft_matrix() if method == "dft" else None
@@ -174,7 +177,7 @@ class F0SubbandFrontEnd:
     def _fft_logmag(self, wave: np.ndarray) -> np.ndarray:
         """One clip -> (n_bins, t) float64 log-magnitudes via a full real FFT of each frame."""
         windowed = self._frames(wave) * self._window
-        spec = scipy.fft.rfft(windowed, axis=1, overwrite_x=True)[:, : self.n_bins]
+        spec = scipy.fft.rfft(windowed, axis=1, overwrite_x=True, workers=self.workers)[:, : self.n_bins]
         return np.log(np.hypot(spec.real, spec.imag) + np.exp(-80.0)).T
 
     def _extract_chunk(self, waves: list[np.ndarray]) -> np.ndarray:
@@ -458,7 +461,7 @@ _DERIVED = {
 }
 _CHOSEN = {
     "f0": {"tiling", "max_samples", "pre_emphasis", "n_fft", "hop", "n_bins", "n_frames", "method",
-           "batch_size"},
+           "batch_size", "workers"},
     "ssl": {"model", "layer", "n_samples", "dtype", "batch_size"},
 }
 
