@@ -82,11 +82,11 @@ class F0SubbandFrontEnd:
     shorter clips are tiled in time (mirror by default). Everything is float64 inside, float32 out;
     the result matches the float64 reference vectors to < 1e-6.
 
-    ``method``: "fft" (default) takes a real FFT per clip and keeps the first 45 bins before the log;
-    "dft" computes only the 45 bins as one (90, 1728) DFT-matrix product over all frames of the batch,
-    as SPEC §3 suggests. The DFT needs ~311k flops per frame against ~46k for the FFT; on the 2-core CPU
-    this was written on (OpenBLAS) it ran at about half the FFT's speed, so it is opt-in, for machines with
-    a fast BLAS. The two agree to ~1e-12 before rounding to float32.
+    ``method``: "dft" (default) computes only the 45 bins as one (90, 1728) DFT-matrix product over all
+    frames of the batch, as SPEC §3 suggests; "fft" takes a real FFT per clip and keeps the first 45 bins
+    before the log. The DFT needs ~311k flops per frame against ~46k for the FFT, but runs in BLAS: on an
+    idle 2-core CPU it was 1.7x faster than the FFT path (bench/bench_preprocess.py); on a heavily loaded
+    one the FFT can win. The two agree to ~1e-12 before rounding to float32.
     """
 
     name = "f0"
@@ -101,7 +101,7 @@ class F0SubbandFrontEnd:
         hop: int = 130,
         n_bins: int = 45,
         n_frames: int = 600,
-        method: str = "fft",
+        method: str = "dft",
         batch_size: int = 8,
         workers: int = -1,
     ) -> None:
