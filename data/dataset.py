@@ -1,7 +1,9 @@
 """Torch datasets: features read from a feature store, or computed from audio on the fly.
 
-Both yield ``(feature, label, utt_id, attack)``: ``feature`` a float32 tensor of the front end's
-``feature_shape``, ``label`` 0 = bona fide / 1 = spoof. `collate_batch` stacks them for a DataLoader.
+Both yield ``(feature, label, utt_id, attack)``: ``feature`` a tensor of the front end's
+``feature_shape`` (in the store's dtype for `StoreDataset` — float16 for SSL features, so batches move
+half the bytes and are cast to float32 on the compute device by the trainer and scorer; float32 from
+`AudioDataset`), ``label`` 0 = bona fide / 1 = spoof. `collate_batch` stacks them for a DataLoader.
 Both also implement ``__getitems__``, which torch's DataLoader uses to fetch a whole batch in one call
 (one gathered store read, or one batched front-end call).
 """
@@ -68,11 +70,11 @@ class StoreDataset(Dataset):
 
     def __getitem__(self, i: int) -> Item:
         row = self.rows[i]
-        feature = torch.from_numpy(np.array(self.store[int(self.store_rows[i])], dtype=np.float32))
+        feature = torch.from_numpy(np.array(self.store[int(self.store_rows[i])]))
         return feature, row.label, row.utt_id, row.attack
 
     def __getitems__(self, indices: Sequence[int]) -> list[Item]:
-        feats = torch.from_numpy(self.store.get_batch(self.store_rows[np.asarray(indices)], dtype=np.float32))
+        feats = torch.from_numpy(self.store.get_batch(self.store_rows[np.asarray(indices)]))
         return [(feats[j], self.rows[i].label, self.rows[i].utt_id, self.rows[i].attack)
                 for j, i in enumerate(indices)]
 
@@ -116,6 +118,6 @@ class AudioDataset(Dataset):
 
 
 def collate_batch(items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
-    """Items -> (features (B, *feature_shape) float32, labels (B,) int64, utt_ids, attacks)."""
+    """Items -> (features (B, *feature_shape), labels (B,) int64, utt_ids, attacks)."""
     feats, labels, utt_ids, attacks = zip(*items, strict=True)
     return torch.stack(feats), torch.tensor(labels, dtype=torch.int64), list(utt_ids), list(attacks)

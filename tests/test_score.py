@@ -124,7 +124,7 @@ def test_partition_from_the_store(checkpoint, tiny_corpus: Path, tmp_path: Path,
     )
     scores = read_scores(out)
     store = StoreDataset(tiny_corpus / "feats" / "ssl-random-narrow" / "eval")
-    x = torch.stack([store[i][0] for i in range(len(store))])
+    x = torch.stack([store[i][0] for i in range(len(store))]).float()  # float16 SSL store rows
     with torch.no_grad():
         expected = loss.score(*model(x)).double().numpy()
     assert list(scores.utt_ids) == [r.utt_id for r in store.rows]

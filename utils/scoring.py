@@ -96,7 +96,7 @@ def score_loader(
         for x, y, utt, attack in tqdm(
             loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True
         ):
-            x = x.to(device, non_blocking=True)
+            x = x.to(device, non_blocking=True).float()  # float16 store batches are cast here
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = torch.as_tensor(y).to(device)

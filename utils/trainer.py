@@ -424,7 +424,7 @@ def fit(
         optimizer.zero_grad(set_to_none=True)
         lr_now = optimizer.param_groups[0]["lr"]  # logged: the lr of the epoch's last optimizer step
         for i, (x, y, _utt, _attack) in enumerate(bar):
-            x = x.to(device, non_blocking=True)
+            x = x.to(device, non_blocking=True).float()  # float16 store batches are cast here
             y = y.to(device, non_blocking=True)
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
