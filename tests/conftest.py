@@ -333,3 +333,16 @@ def make_release(path: Path, wrap: bool = False, **kwargs: object) -> LCNN:
     model.eval()
     torch.save(nn.DataParallel(model) if wrap else model, path)
     return model
+
+# What main_train.py writes into a run folder (rank 0 only), without --eval scores.
+RUN_FILES = {
+    "best.pt",
+    "last.pt",
+    "config.yaml",
+    "command.txt",
+    "environment.json",
+    "history.csv",
+    "scores_dev.txt",
+    "summary.json",
+    "tb",
+}

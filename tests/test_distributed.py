@@ -12,23 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import recipe
+from conftest import RUN_FILES, recipe
 
 from utils.checkpoint import load_checkpoint
 from utils.scorefiles import read_scores
 
 REPO = Path(__file__).resolve().parents[1]
-RUN_FILES = {
-    "best.pt",
-    "last.pt",
-    "config.yaml",
-    "command.txt",
-    "environment.json",
-    "history.csv",
-    "scores_dev.txt",
-    "summary.json",
-    "tb",
-}
 
 # A model without batch statistics or dropout, so that one process on the global batch and two processes
 # on half batches each must agree up to float rounding. Registered before main_train runs.
