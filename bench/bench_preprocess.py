@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     parser.add_argument("--ssl-model", default="random:xlsr-300m", help="SSL model id")
     parser.add_argument("--ssl-utts", type=int, default=16, help="utterances for SSL")
-    parser.add_argument("--ssl-batch", type=int, default=8, help="our SSL batch size")
+    parser.add_argument("--ssl-batch", type=int, default=4, help="our SSL batch size (the CPU default)")
     parser.add_argument("--f0-utts", type=int, default=64, help="utterances for F0")
     parser.add_argument("--read-rows", type=int, default=512, help="rows in the read test")
     parser.add_argument("--read-batches", type=int, default=20, help="minibatches read")

