@@ -273,6 +273,11 @@ def min_tdcf(
 # ASVspoof 5 measures (SPEC §6 "for later"); the scores are bona fide-vs-spoof LLRs for actDCF and Cllr.
 
 
+def _normalised_dcf(pmiss, pfa, pspoof: float, cmiss: float, cfa: float):
+    """ASVspoof 5 DCF Cmiss·(1−Pspoof)·Pmiss + Cfa·Pspoof·Pfa over min(Cmiss·(1−Pspoof), Cfa·Pspoof)."""
+    return (cmiss * (1 - pspoof) * pmiss + cfa * pspoof * pfa) / min(cmiss * (1 - pspoof), cfa * pspoof)
+
+
 def min_dcf(
     bonafide_scores: np.ndarray,
     spoof_scores: np.ndarray,
@@ -285,9 +290,9 @@ def min_dcf(
     normalised by min(Cmiss·(1−Pspoof), Cfa·Pspoof) (= 0.5 with the defaults).
     """
     det = det_curve(bonafide_scores, spoof_scores)
-    dcf = cmiss * (1 - pspoof) * det.frr + cfa * pspoof * det.far
+    dcf = _normalised_dcf(det.frr, det.far, pspoof, cmiss, cfa)
     k = int(np.argmin(dcf))
-    return float(dcf[k] / min(cmiss * (1 - pspoof), cfa * pspoof)), float(det.thresholds[k])
+    return float(dcf[k]), float(det.thresholds[k])
 
 
 def act_dcf(
@@ -303,8 +308,7 @@ def act_dcf(
     threshold = -np.log(cmiss * (1 - pspoof) / (cfa * pspoof))
     pmiss = np.count_nonzero(bona < threshold) / bona.size
     pfa = np.count_nonzero(spoof >= threshold) / spoof.size
-    dcf = cmiss * (1 - pspoof) * pmiss + cfa * pspoof * pfa
-    return float(dcf / min(cmiss * (1 - pspoof), cfa * pspoof)), float(threshold)
+    return float(_normalised_dcf(pmiss, pfa, pspoof, cmiss, cfa)), float(threshold)
 
 
 def cllr(bonafide_scores: np.ndarray, spoof_scores: np.ndarray) -> float:
