@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from data.protocols import DATASETS
 from utils.errors import UserError, run_cli
 
-DATASETS = ("la2019", "la2021", "df2021", "itw")
 DEFAULT_SSL_MODEL = "facebook/wav2vec2-xls-r-300m"
 
 
@@ -241,16 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     shard, n_shards = parse_shard(args.shard)
     partitions = args.partitions or (["train", "dev", "eval"] if args.dataset == "la2019" else ["eval"])
 
-    import torch
-
     from data.features import build_frontend
+    from utils.distributed import place_process
 
-    device = args.device
-    if "LOCAL_RANK" in os.environ:  # torchrun: one GPU per local rank, or a fair share of the CPU cores
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        if device is None and torch.cuda.is_available():
-            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    # torchrun: one GPU per local rank, or a fair share of the CPU cores; ranks never communicate.
+    device = place_process(args.device or "auto").device
     frontend = build_frontend(frontend_settings(args), device=device)
     started = time.perf_counter()
     for partition in partitions:

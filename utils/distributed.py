@@ -52,11 +52,12 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         raise UserError(f"--device {name}: not a torch device (use auto, cpu, cuda or cuda:N)") from None
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the torchrun process group (if launched by torchrun) and pick this rank's device.
+def place_process(device: str = "auto") -> DistInfo:
+    """This process's place in a torchrun launch and its device, without joining a process group.
 
-    On CPU each process limits itself to its share of the cores (cores // processes on this node),
-    so that two ranks on two cores do not fight over them.
+    For jobs whose ranks never communicate (preprocess.py: each rank writes its own shard). On CPU each
+    process limits itself to its share of the cores (cores // processes on this node), so that two
+    ranks on two cores do not fight over them.
     """
     env = os.environ
     world_size = int(env.get("WORLD_SIZE", "1"))
@@ -64,14 +65,19 @@ def init_distributed(device: str = "auto") -> DistInfo:
     local_rank = int(env.get("LOCAL_RANK", "0"))
     local_world_size = int(env.get("LOCAL_WORLD_SIZE", str(world_size)))
     dev = resolve_device(device, local_rank)
-    if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-        dist.init_process_group(backend=backend)
     if dev.type == "cpu" and local_world_size > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world_size))
     return DistInfo(rank, world_size, local_rank, local_world_size, dev)
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """`place_process`, then join the torchrun process group (nccl on CUDA, gloo on CPU) if launched by it."""
+    info = place_process(device)
+    if info.distributed and not dist.is_initialized():
+        if info.device.type == "cuda":
+            torch.cuda.set_device(info.device)
+        dist.init_process_group(backend="nccl" if info.device.type == "cuda" else "gloo")
+    return info
 
 
 def cleanup() -> None:
