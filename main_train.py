@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -77,23 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _eval_available(args: argparse.Namespace, cfg: dict, partition: str | None) -> bool:
     from data.protocols import protocol_path
-    from utils.scoring import store_dir_for
+    from utils.scoring import recipe_dataset, store_dir_for
 
     if partition is None or args.no_eval:
         return False
-    dataset = str(cfg.get("data", {}).get("dataset", "la2019"))
+    dataset = recipe_dataset(cfg)
     if args.on_the_fly:
         return protocol_path(args.data_root, partition, dataset).is_file()
     return store_dir_for(args.features, cfg["frontend"], partition, dataset).is_dir()
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation of the finite values (NaN, NaN when there are none)."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return math.nan, math.nan
-    mean = sum(finite) / len(finite)
-    var = sum((v - mean) ** 2 for v in finite) / (len(finite) - 1) if len(finite) > 1 else 0.0
-    return mean, math.sqrt(var)
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -183,6 +183,11 @@ def check_feature_shape(expected: Sequence[int], found: Sequence[int], source: s
         )
 
 
+def recipe_dataset(cfg: dict[str, Any]) -> str:
+    """The corpus layout a recipe reads (``data.dataset``; default la2019)."""
+    return str((cfg.get("data") or {}).get("dataset", "la2019"))
+
+
 def store_dir_for(
     features: str | os.PathLike, frontend_cfg: dict[str, Any], partition: str, dataset: str = "la2019"
 ) -> Path:
@@ -205,7 +210,7 @@ def open_store_partition(features: str | os.PathLike, cfg: dict[str, Any], parti
     from data.dataset import StoreDataset
 
     store = store_dir_for(
-        features, cfg["frontend"], partition, str(cfg.get("data", {}).get("dataset", "la2019"))
+        features, cfg["frontend"], partition, recipe_dataset(cfg)
     )
     if not store.is_dir():
         raise UserError(
@@ -229,7 +234,7 @@ def open_audio_partition(
     from data.features import build_frontend
     from data.protocols import audio_path, load_partition
 
-    dataset_name = str(cfg.get("data", {}).get("dataset", "la2019"))
+    dataset_name = recipe_dataset(cfg)
     rows = load_partition(data_root, partition, dataset_name)
     frontend = frontend or build_frontend(cfg["frontend"])
     check_feature_shape(cfg["model"]["input_shape"], frontend.feature_shape, f"front end {frontend.name}")
