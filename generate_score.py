@@ -120,11 +120,10 @@ def find_audio(items: Sequence[str]) -> list[Path]:
 
 
 def _write_results(path: Path, rows: list[dict]) -> None:
+    """Per-file results as .json, or else .csv (main() has checked the suffix before scoring)."""
     if path.suffix.lower() == ".json":
         atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
         return
-    if path.suffix.lower() != ".csv":
-        raise UserError(f"{path}: --output for --audio must end in .csv or .json")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
@@ -166,11 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from data.features import build_frontend
 
         files = find_audio(args.audio)
-        frontend = (
-            build_frontend(cfg["frontend"], device=device)
-            if cfg["frontend"].get("name") == "ssl"
-            else build_frontend(cfg["frontend"])
-        )
+        frontend = build_frontend(cfg["frontend"], device=device)  # the device matters to SSL only
         check_feature_shape(
             cfg["model"]["input_shape"],
             frontend.feature_shape,
