@@ -5,11 +5,14 @@ Training (per model, the published input shapes, recipe optimizer/schedule/loss,
   best      the fastest of bf16 autocast, channels_last, both (and torch.compile with --compile),
             chosen on a short trial; then both run the SAME 20 steps from the same weights and batches,
             and the per-step losses are compared (bf16 tolerance).
-Scoring a partition from a feature store (fp32 both ways, scores compared):
-  baseline  one utterance at a time, one torch.load'ed .pt file per utterance (as the published script)
-  ours      utils.scoring.score_loader over the memory-mapped store, batched
+Scoring a partition from a feature store (scores compared):
+  baseline  one utterance at a time, fp32, one torch.load'ed .pt file per utterance (published script)
+  ours      utils.scoring.score_loader over the memory-mapped store with generate_score.py's CPU
+            defaults (batch 1, channels_last, fp32), with --amp bf16 (float32 last layer), with
+            --compile (inductor, frozen weights), and with both
 
     python bench/bench_train.py [--steps 20] [--batch 8] [--models lcnn sr_la_res2net] [--compile]
+    python bench/bench_train.py --skip train         # scoring only, ~1 min
 """
 
 from __future__ import annotations
@@ -28,8 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import build_model  # noqa: E402
 from models.losses import build_loss  # noqa: E402
+from utils.allocator import keep_freed_memory  # noqa: E402
 from utils.config import load_config  # noqa: E402
-from utils.scoring import autocast_context, score_loader  # noqa: E402
+from utils.scoring import (  # noqa: E402
+    autocast_context,
+    compile_for_scoring,
+    default_batch_size,
+    score_loader,
+)
 from utils.trainer import TrainStep, build_optimizer, build_scheduler  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,7 +101,7 @@ def run_lockstep(trainers: list[Trainer], batches: list) -> None:
             trainer.step(x, y)
 
 
-def bench_training(name: str, steps: int, batch: int, try_compile: bool) -> None:
+def bench_training(name: str, steps: int, batch: int, try_compile: bool) -> dict[str, float]:
     cfg = load_config(REPO / "configs" / f"{RECIPES[name]}.yaml")
     shape = tuple(cfg["model"]["input_shape"])
     torch.manual_seed(0)
@@ -133,9 +142,10 @@ def bench_training(name: str, steps: int, batch: int, try_compile: bool) -> None
         f"  losses step 1/{steps}: fp32 {base_losses[0]:.4f} / {base_losses[-1]:.4f}, "
         f"best {best_losses[0]:.4f} / {best_losses[-1]:.4f}; max relative difference {rel.max():.3%}"
     )
+    return {f"train {name}, best setting": best_speed / base_speed}
 
 
-def bench_scoring(name: str, n_utts: int, batch: int) -> None:
+def bench_scoring(name: str, n_utts: int, batch: int, compile_too: bool = True) -> dict[str, float]:
     from data.dataset import StoreDataset, collate_batch
     from data.store import ShardWriter
 
@@ -165,30 +175,52 @@ def bench_scoring(name: str, n_utts: int, batch: int) -> None:
             with torch.inference_mode():
                 return [float(loss_fn.score(*model(torch.load(pt_dir / f"{u}.pt")[None]))) for u in ids]
 
-        def batched() -> np.ndarray:
+        # Ours as generate_score.py runs it: channels_last, then --amp and/or --compile.
+        eager = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        example = torch.zeros(batch, *shape).contiguous(memory_format=torch.channels_last)
+        variants: dict[str, tuple[torch.nn.Module, str, int | None]] = {
+            "fp32 (default on CPU)": (eager, "none", None),
+            "--amp bf16": (eager, "bf16", None),
+        }
+        if compile_too:
+            for amp, label in (("none", "--compile"), ("bf16", "--compile --amp bf16")):
+                start = time.perf_counter()
+                compiled, why = compile_for_scoring(copy.deepcopy(eager), example, amp)
+                note = f"failed: {why}" if why else f"{time.perf_counter() - start:.0f} s"
+                print(f"  compiling for {label}: {note}")
+                if not why:
+                    variants[label] = (compiled, amp, batch)
+
+        def ours(variant: str) -> np.ndarray:
+            net, amp, fixed = variants[variant]
             loader = torch.utils.data.DataLoader(store, batch_size=batch, collate_fn=collate_batch)
             return score_loader(
-                model, loss_fn, loader, torch.device("cpu"), channels_last=True, progress=False
+                net, loss_fn, loader, torch.device("cpu"), amp=amp, channels_last=True, fixed_batch=fixed,
+                progress=False,
             ).scores
 
-        # alternate the two, best of 3 rounds each: load from other processes hits both alike
-        base_time, our_time = [], []
+        # alternate the variants, best of 3 rounds each: load from other processes hits them alike
+        times: dict[str, list[float]] = {"baseline": [], **{v: [] for v in variants}}
+        results: dict[str, np.ndarray] = {}
         for _ in range(3):
             start = time.perf_counter()
-            base = one_at_a_time()
-            base_time.append(time.perf_counter() - start)
-            model.to(memory_format=torch.channels_last)
-            start = time.perf_counter()
-            ours = batched()
-            our_time.append(time.perf_counter() - start)
-            model.to(memory_format=torch.contiguous_format)
-        base_speed, our_speed = n_utts / min(base_time), n_utts / min(our_time)
-    diff = float(np.max(np.abs(np.array(base) - ours)))
-    print(f"  baseline one file per utterance, batch 1 : {base_speed:8.2f} utt/s")
-    print(
-        f"  store + batched score_loader (batch {batch}, channels_last) : {our_speed:8.2f} utt/s "
-        f"-> {our_speed / base_speed:.2f}x (max score difference {diff:.2e})"
-    )
+            base = np.array(one_at_a_time())
+            times["baseline"].append(time.perf_counter() - start)
+            for variant in variants:
+                start = time.perf_counter()
+                results[variant] = ours(variant)
+                times[variant].append(time.perf_counter() - start)
+    speed = {v: n_utts / min(t) for v, t in times.items()}
+    print(f"  baseline: one .pt file per utterance, fp32, batch 1   : {speed['baseline']:8.2f} utt/s")
+    for variant, scores in results.items():
+        diff = float(np.max(np.abs(base - scores) / np.maximum(np.abs(base), 1e-3)))
+        ties = n_utts - len(np.unique(scores))
+        print(
+            f"  ours {variant:22s} (store, batch {batch}) : {speed[variant]:8.2f} utt/s "
+            f"-> {speed[variant] / speed['baseline']:.2f}x (max relative score difference {diff:.1e}, "
+            f"{ties} tied scores)"
+        )
+    return {f"score {name}, {variant}": speed[variant] / speed["baseline"] for variant in results}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,15 +230,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=sorted(RECIPES), default=sorted(RECIPES))
     parser.add_argument("--compile", action="store_true", help="also try torch.compile (slow to compile)")
     parser.add_argument("--score-utts", type=int, default=64, help="utterances scored (default 64)")
+    parser.add_argument(
+        "--score-batch", type=int, default=None, help="our scoring batch (default: generate_score.py's)"
+    )
+    parser.add_argument(
+        "--no-score-compile", action="store_true", help="skip the generate_score.py --compile variants"
+    )
+    parser.add_argument("--skip", nargs="*", choices=("train", "score"), default=[], help="parts to skip")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the toolkit's CLIs do (utils/allocator.py); the baselines share this process
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 CPU support: "
         f"{torch.backends.mkldnn.is_available()}"
     )
-    for name in args.models:
-        bench_training(name, args.steps, args.batch, args.compile)
-    for name in args.models:
-        bench_scoring(name, args.score_utts, 16)
+    ratios: dict[str, float] = {}
+    if "train" not in args.skip:
+        for name in args.models:
+            ratios.update(bench_training(name, args.steps, args.batch, args.compile))
+    if "score" not in args.skip:
+        batch = args.score_batch or default_batch_size(torch.device("cpu"))
+        for name in args.models:
+            ratios.update(bench_scoring(name, args.score_utts, batch, not args.no_score_compile))
+    print("\n== Summary (ratios vs the baselines measured in this run; target >= 1.5x)")
+    for what, ratio in ratios.items():
+        print(f"  {what:48s} {ratio:6.2f}x")
+    for part in ("train", "score"):
+        for name in args.models:
+            best = max((r for w, r in ratios.items() if w.startswith(f"{part} {name},")), default=None)
+            if best is not None:
+                print(f"  {part} {name}: best {best:.2f}x  {'PASS' if best >= 1.5 else 'MISS'}")
     return 0
 
 

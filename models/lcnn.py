@@ -104,4 +104,8 @@ class LCNN(nn.Module):
         for index in range(1, len(_BLOCKS) + 1):
             x = getattr(self, f"conv{index}")(x)
         embedding = self.out(torch.flatten(x, 1))
-        return embedding, self.fc_mu(embedding)
+        return embedding, self.classify(embedding)
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        """(B, emb_dim) embedding -> (B, n_classes) logits: the last layer alone."""
+        return self.fc_mu(embedding)

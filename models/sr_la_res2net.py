@@ -193,4 +193,8 @@ class SRLARes2Net(nn.Module):
         x = self.stem(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         embedding = x.mean(dim=(2, 3))
-        return embedding, self.classifier(embedding)
+        return embedding, self.classify(embedding)
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        """(B, 256) embedding -> (B, 2) logits ‖x‖·cos θ: the last layer alone."""
+        return self.classifier(embedding)

@@ -42,7 +42,7 @@ def _waves(*lengths: int, seed: int = 0) -> list[np.ndarray]:
 # ---------------------------------------------------------------------------------------------- F0
 
 
-@pytest.mark.parametrize("method", ["fft", "dft"])
+@pytest.mark.parametrize("method", ["sliding", "dft", "fft"])
 @pytest.mark.parametrize("name", VECTOR_NAMES)
 def test_f0_matches_reference_vector(name, method):
     wave, ref = _vector(name)
@@ -74,7 +74,7 @@ def test_f0_frame_count_and_cut():
     np.testing.assert_array_equal(fe.extract([long]), fe.extract([changed]))
 
 
-@pytest.mark.parametrize("method", ["fft", "dft"])
+@pytest.mark.parametrize("method", ["sliding", "dft", "fft"])
 def test_f0_batched_equals_one_by_one(method):
     waves = _waves(75200, 4800, 300, 96000, 1729, seed=1)
     fe = F0SubbandFrontEnd(method=method, batch_size=3)

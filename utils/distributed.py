@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from utils.allocator import keep_freed_memory
 from utils.errors import UserError
 
 
@@ -57,8 +58,9 @@ def place_process(device: str = "auto") -> DistInfo:
 
     For jobs whose ranks never communicate (preprocess.py: each rank writes its own shard). On CPU each
     process limits itself to its share of the cores (cores // processes on this node), so that two
-    ranks on two cores do not fight over them.
+    ranks on two cores do not fight over them. Also keeps freed memory for reuse (`utils.allocator`).
     """
+    keep_freed_memory()
     env = os.environ
     world_size = int(env.get("WORLD_SIZE", "1"))
     rank = int(env.get("RANK", "0"))

@@ -38,6 +38,71 @@ def autocast_context(device: torch.device, amp: str = "none") -> contextlib.Abst
     return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
 
 
+def resolve_scoring_amp(amp: str, device: torch.device) -> str:
+    """``auto`` -> bf16 on CUDA, none (exact float32) elsewhere; other values are checked and returned."""
+    amp = (amp or "auto").lower()
+    if amp == "auto":
+        return "bf16" if device.type == "cuda" else "none"
+    if amp not in ("none", *AMP_DTYPES):
+        raise UserError(f"--amp {amp!r}: expected auto, none, bf16 or fp16")
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError("--amp fp16 needs CUDA; use --amp bf16 on CPU")
+    return amp
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Utterances per scoring batch: 64 on CUDA; 1 on CPU, where both models ran fastest one utterance
+    at a time in bench/bench_train.py (larger batches leave the caches)."""
+    return 64 if device.type == "cuda" else 1
+
+
+def forward_for_scores(
+    model: nn.Module, x: torch.Tensor, device: torch.device, amp: str = "none", fixed_batch: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model(x)`` under ``amp`` -> float32 (embedding, logits) for the B rows of ``x``.
+
+    Under bf16/fp16 the logits would land on a grid of 8 (or 11) significant bits, and many utterances
+    would share a score; the model's small ``classify`` head (embedding -> logits) is then run again in
+    float32 on the embedding, so scores stay distinct. ``fixed_batch``: a short batch is padded to this
+    size (repeating its last row) so that a model compiled for one shape is not compiled again.
+    """
+    n = x.shape[0]
+    if fixed_batch is not None and n < fixed_batch:
+        layout = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+            else torch.contiguous_format
+        x = torch.cat([x, x[-1:].expand(fixed_batch - n, *x.shape[1:])]).contiguous(memory_format=layout)
+    with autocast_context(device, amp):
+        embedding, logits = model(x)
+    embedding, logits = embedding[:n].float(), logits[:n]
+    classify = getattr(getattr(model, "module", model), "classify", None)
+    if amp != "none" and classify is not None:
+        with autocast_context(device, "none"):
+            logits = classify(embedding)
+    return embedding, logits.float()
+
+
+def compile_for_scoring(model: nn.Module, example: torch.Tensor, amp: str = "none") -> tuple[nn.Module, str]:
+    """``torch.compile`` a model for inference and run it once on ``example`` (B, C, H, W) under ``amp``
+    (the autocast state is part of the compiled graph: score with the same ``amp``).
+
+    Inductor with weight freezing: batch norms folded into the convolutions, weights prepacked, chains of
+    element-wise ops fused into generated C++ (CPU) or Triton (CUDA) kernels; the same float32 math (scores
+    within ~1e-6 relative). Compiling takes ~10 s (LCNN) to ~1 min (SR-LA-Res2Net) on a 2-core CPU and
+    made SR-LA-Res2Net scoring ~1.6x faster there (bench/bench_train.py). Needs a C++ compiler on CPU;
+    if compiling fails, returns the eager model and the reason, so the caller can warn and go on.
+    """
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(model, dynamic=False)
+    autocast = autocast_context(example.device, amp)
+    try:  # compiling happens at this first call
+        with inductor_config.patch(freezing=True), torch.inference_mode(), autocast:
+            compiled(example)
+    except Exception as exc:  # noqa: BLE001 - any compiler/toolchain failure: fall back to eager
+        return model, f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+    return compiled, ""
+
+
 # ----------------------------------------------------------------------------- partitions
 
 
@@ -76,6 +141,7 @@ def score_loader(
     *,
     amp: str = "none",
     channels_last: bool = False,
+    fixed_batch: int | None = None,
     with_loss: bool = False,
     progress: bool = True,
     desc: str = "score",
@@ -83,7 +149,8 @@ def score_loader(
     """Score every batch ``(features (B, C, H, W), labels (B,), utt_ids, attacks)`` of ``loader``.
 
     Model and loss are put in eval mode (no dropout, no A-Softmax λ update). ``with_loss`` also
-    averages the loss (e.g. the dev loss for checkpoint selection).
+    averages the loss (e.g. the dev loss for checkpoint selection). ``amp``, ``fixed_batch``: see
+    `forward_for_scores`.
     """
     model.eval()
     loss_fn.eval()
@@ -100,9 +167,7 @@ def score_loader(
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = torch.as_tensor(y).to(device)
-            with autocast_context(device, amp):
-                embedding, logits = model(x)
-            embedding, logits = embedding.float(), logits.float()
+            embedding, logits = forward_for_scores(model, x, device, amp, fixed_batch)
             scores.append(loss_fn.score(embedding, logits).double().cpu().numpy())
             if with_loss:
                 loss_sum += float(loss_fn(embedding, logits, y)) * y.shape[0]
@@ -315,6 +380,8 @@ def score_audio_files(
     hop_fraction: float = 0.5,
     batch_size: int = 16,
     amp: str = "none",
+    channels_last: bool = False,
+    fixed_batch: int | None = None,
     threshold: float | None = None,
     progress: bool = True,
 ) -> list[FileScore]:
@@ -324,7 +391,8 @@ def score_audio_files(
     input length (``frontend.n_samples``: 64,600 for XLS-R-LCNN, 80,000 for F0) every
     ``hop_fraction`` · window samples, and the window scores are averaged. ``crop="first"`` scores the
     first window only (the training crop). Windows of all files are batched together. With
-    ``threshold`` each result carries ``bonafide`` (score ≥ threshold) or ``spoof``.
+    ``threshold`` each result carries ``bonafide`` (score ≥ threshold) or ``spoof``. ``amp``,
+    ``channels_last``, ``fixed_batch``: as in `score_loader`.
     """
     from data.audio import load_audio
 
@@ -341,10 +409,11 @@ def score_audio_files(
 
     def flush(batch: list[tuple[int, np.ndarray]]) -> None:
         features = torch.from_numpy(frontend.extract([w for _, w in batch])).to(device)
-        with torch.inference_mode(), autocast_context(device, amp):
-            embedding, logits = model(features)
+        if channels_last and features.dim() == 4:
+            features = features.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            window_scores = loss_fn.score(embedding.float(), logits.float()).double().cpu().numpy()
+            embedding, logits = forward_for_scores(model, features, device, amp, fixed_batch)
+            window_scores = loss_fn.score(embedding, logits).double().cpu().numpy()
         for (index, _), score in zip(batch, window_scores, strict=True):
             sums[index] += score
             counts[index] += 1
