@@ -5,9 +5,9 @@ Three measurements, each against a baseline run in the same process on the same 
 1. SSL extraction with an XLS-R 300M-sized model (random weights, same compute): ours batched with
    bf16 autocast (and in fp32) writing float16 rows to the feature store, vs the published approach:
    one utterance at a time in fp32, ``torch.save`` of one fp32 (201, 1024) tensor per utterance.
-2. F0 subband: ours (default: the 45-bin float64 DFT matrix product; and the FFT method, log of the 45
-   kept bins only) vs a per-file full 865-bin float64 numpy STFT then slicing, as the published code
-   did with librosa.
+2. F0 subband: ours (default "sliding": shared hop-block partial DFTs; and the "dft" matrix product
+   and "fft" methods) vs a per-file full 865-bin float64 numpy STFT then slicing, as the published
+   code did with librosa.
 3. Reading random minibatches of 64 SSL features: our memory-mapped store vs ``torch.load`` of one
    file per utterance (both from the page cache after writing, i.e. the steady state of training).
 
@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.audio import SAMPLE_RATE, fix_length  # noqa: E402
 from data.features import F0SubbandFrontEnd, SSLFrontEnd, tile_frames  # noqa: E402
 from data.store import FeatureStore, ShardWriter  # noqa: E402
+from utils.allocator import keep_freed_memory  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 
 
@@ -86,8 +87,12 @@ def bench_ssl(args: argparse.Namespace, work: Path) -> dict[str, float]:
     start = time.perf_counter()
     fp32 = SSLFrontEnd(args.ssl_model, dtype="fp32", device="cpu", batch_size=args.ssl_batch)
     bf16 = SSLFrontEnd(args.ssl_model, dtype="bf16", device="cpu", batch_size=args.ssl_batch)
-    print(f"two models built in {time.perf_counter() - start:.1f} s, "
-          f"{sum(p.numel() for p in fp32.model.parameters()) / 1e6:.1f} M parameters")
+    fronts = {"fp32": fp32, "bf16": bf16}
+    if not args.no_compile:
+        fronts["bf16c"] = SSLFrontEnd(args.ssl_model, dtype="bf16", device="cpu", batch_size=args.ssl_batch,
+                                      compile=True)
+    print(f"{len(fronts)} models built in {time.perf_counter() - start:.1f} s, "
+          f"{sum(p.numel() for p in fp32.model.parameters()) / 1e6:.1f} M parameters each")
 
     waves = synthetic_waves(args.ssl_utts, [4.0], seed=1)
     batch = args.ssl_batch
@@ -97,7 +102,7 @@ def bench_ssl(args: argparse.Namespace, work: Path) -> dict[str, float]:
     pt_dir = work / "ssl_published"
     pt_dir.mkdir()
     writers = {name: ShardWriter(work / f"ssl_{name}", index, fe.settings(), fe.feature_shape, fe.store_dtype)
-               for name, fe in (("fp32", fp32), ("bf16", bf16))}
+               for name, fe in fronts.items()}
 
     def published(r: int) -> int:
         for j, wave in enumerate(chunks[r]):
@@ -111,20 +116,27 @@ def bench_ssl(args: argparse.Namespace, work: Path) -> dict[str, float]:
             return len(rows)
         return run
 
-    for fe in (fp32, bf16):  # warm-up: oneDNN kernels, allocator
+    for name, fe in fronts.items():  # warm-up: oneDNN kernels, allocator; compiling
+        start = time.perf_counter()
         fe.extract(waves[:1])
-    rates = interleaved({"published fp32 1-by-1 + torch.save": published,
-                         "ours fp32 batched + store": ours("fp32", fp32),
-                         "ours bf16 batched + store": ours("bf16", bf16)}, rounds)
-    sizes = {"published fp32 1-by-1 + torch.save": dir_bytes(pt_dir) / len(waves),
-             "ours fp32 batched + store": dir_bytes(work / "ssl_fp32") / len(waves),
-             "ours bf16 batched + store": dir_bytes(work / "ssl_bf16") / len(waves)}
+        if name == "bf16c":
+            failed = fe._compiled.failed
+            took = time.perf_counter() - start
+            print(f"  compile failed: {failed}" if failed else f"  compiled in {took:.0f} s")
+    base = "published fp32 1-by-1 + torch.save"
+    labels = {"fp32": "ours fp32 batched + store", "bf16": "ours bf16 batched + store",
+              "bf16c": "ours bf16 --compile batched + store"}
+    rates = interleaved({base: published, **{labels[n]: ours(n, fe) for n, fe in fronts.items()}}, rounds)
+    sizes = {base: dir_bytes(pt_dir) / len(waves),
+             **{labels[n]: dir_bytes(work / f"ssl_{n}") / len(waves) for n in fronts}}
     for name in rates:
         print(f"  {name:38s} {rates[name]:8.3f} utt/s {sizes[name]:12,.0f} bytes/utt")
-    base = "published fp32 1-by-1 + torch.save"
-    return {"ssl_speed_bf16": rates["ours bf16 batched + store"] / rates[base],
-            "ssl_speed_fp32": rates["ours fp32 batched + store"] / rates[base],
-            "ssl_bytes": sizes["ours bf16 batched + store"] / sizes[base]}
+    out = {"ssl_speed_bf16": rates[labels["bf16"]] / rates[base],
+           "ssl_speed_fp32": rates[labels["fp32"]] / rates[base],
+           "ssl_bytes": sizes[labels["bf16"]] / sizes[base]}
+    if "bf16c" in fronts:
+        out["ssl_speed_bf16c"] = rates[labels["bf16c"]] / rates[base]
+    return out
 
 
 # --------------------------------------------------------------------------------------------- F0
@@ -146,13 +158,20 @@ def bench_f0(args: argparse.Namespace, work: Path) -> dict[str, float]:
 
     waves = synthetic_waves(args.f0_utts, [1.5, 2.5, 3.2, 4.0, 6.0], seed=2)
     window = blackman(1728)
-    fft, dft = F0SubbandFrontEnd(method="fft"), F0SubbandFrontEnd(method="dft")
-    diff = max(np.abs(fft.extract([w])[0] - published_f0_one(w, window)).max() for w in waves[:5])
-    print(f"  max |ours - full STFT| on 5 utterances: {diff:.2e}")
+    fronts = {m: F0SubbandFrontEnd(method=m) for m in ("sliding", "dft", "fft")}
+    fft = fronts["fft"]
+    diff = max(np.abs(fe.extract([w])[0] - published_f0_one(w, window)).max()
+               for fe in fronts.values() for w in waves[:5])
+    print(f"  max |ours - full STFT| on 5 utterances, all three methods: {diff:.2e}")
     base = "published per-file full STFT"
+    labels = {"sliding": "ours sliding (default)", "dft": "ours dft, 45-bin matrix product",
+              "fft": "ours fft, 45-bin log"}
+
+    def ours(fe: F0SubbandFrontEnd) -> Callable[[int], int]:
+        return lambda r: len(fe.extract(waves))
+
     rates = interleaved({base: lambda r: len([published_f0_one(w, window) for w in waves]),
-                         "ours fft, 45-bin log": lambda r: len(fft.extract(waves)),
-                         "ours dft, 45 bins (default)": lambda r: len(dft.extract(waves))}, rounds=5)
+                         **{labels[m]: ours(fe) for m, fe in fronts.items()}}, rounds=5)
     # The published code recomputed F0 features on every access, every epoch; ours reads the store.
     index = [f"utt{i:05d}" for i in range(len(waves))]
     writer = ShardWriter(work / "f0_store", index, fft.settings(), fft.feature_shape, fft.store_dtype)
@@ -164,8 +183,7 @@ def bench_f0(args: argparse.Namespace, work: Path) -> dict[str, float]:
     for name, rate in rates.items():
         print(f"  {name:38s} {rate:8.1f} utt/s")
     return {"f0_epoch": rates["ours store.get_batch (training epochs)"] / rates[base],
-            "f0_speed": rates["ours fft, 45-bin log"] / rates[base],
-            "f0_speed_dft": rates["ours dft, 45 bins (default)"] / rates[base]}
+            **{f"f0_speed_{m}": rates[labels[m]] / rates[base] for m in fronts}}
 
 
 # ------------------------------------------------------------------------------------------- read
@@ -210,10 +228,12 @@ def bench_read(args: argparse.Namespace, work: Path) -> dict[str, float]:
 
 TARGETS = [  # key, description, target, higher is better
     ("ssl_speed_bf16", "SSL utt/s, ours bf16 batched vs published", 2.5, True),
+    ("ssl_speed_bf16c", "SSL utt/s, ours bf16 --compile batched vs published", 2.5, True),
     ("ssl_speed_fp32", "SSL utt/s, ours fp32 batched vs published (info)", None, True),
     ("ssl_bytes", "SSL bytes/utt, ours vs published", 0.5, False),
-    ("f0_speed_dft", "F0 utt/s, ours (dft, default) vs per-file full STFT", 2.0, True),
-    ("f0_speed", "F0 utt/s, ours fft vs per-file full STFT (info)", None, True),
+    ("f0_speed_sliding", "F0 utt/s, ours (sliding, default) vs per-file full STFT", 2.0, True),
+    ("f0_speed_dft", "F0 utt/s, ours dft vs per-file full STFT (info)", None, True),
+    ("f0_speed_fft", "F0 utt/s, ours fft vs per-file full STFT (info)", None, True),
     ("f0_epoch", "F0 epoch: store read vs recompute per access (info)", None, True),
     ("read_speed", "read utt/s, store vs torch.load per file", 5.0, True),
 ]
@@ -232,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--read-rows", type=int, default=512, help="rows in the read test")
     parser.add_argument("--read-batches", type=int, default=20, help="minibatches read")
     parser.add_argument("--batch-size", type=int, default=64, help="read minibatch size")
+    parser.add_argument("--no-compile", action="store_true", help="skip the SSL --compile variant")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (None: torch)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: ssl,f0,read")
     parser.add_argument("--workdir", default=None, help="parent of the scratch dir (None: system temp)")
@@ -239,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as preprocess.py does (utils/allocator.py); the baselines share this process
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
     work = Path(tempfile.mkdtemp(prefix="bench_preprocess_", dir=args.workdir))

@@ -8,12 +8,14 @@ numbers) and ``extract(waves) -> (B, *feature_shape)`` float32 for float32 16 kH
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -112,8 +114,9 @@ class F0SubbandFrontEnd:
         n_bins: int = 45,
         n_frames: int = 600,
         method: str = "sliding",
-        batch_size: int = 8,
-        workers: int = -1,
+        batch_size: int | None = None,
+        workers: int = 1,
+        threads: int | None = None,
     ) -> None:
         if method not in METHODS:
             raise UserError(f"f0 front end: method must be one of {METHODS}, got {method!r}")
@@ -129,9 +132,17 @@ class F0SubbandFrontEnd:
         self.n_bins = int(n_bins)
         self.n_frames = int(n_frames)
         self.method = method
-        self.batch_size = max(1, int(batch_size))
-        # FFT threads over the frames of a clip (-1 = all cores); the numbers do not depend on it.
+        # Clips per numpy call. "dft": 8, one large matrix product; "sliding": 1, its intermediate
+        # arrays then stay in cache (batch 8 ran ~25 % slower, bench/bench_preprocess.py).
+        self.batch_size = max(1, int(batch_size or (8 if method == "dft" else 1)))
+        # "fft": threads over the frames of a clip (-1 = all cores; the numbers do not depend on it).
+        # Default 1: once scipy's FFT thread pool exists, the rest of the process ran ~30 % slower here.
         self.workers = int(workers)
+        # "sliding": clips run in parallel threads with single-threaded BLAS (numpy releases the GIL);
+        # 2.3x the per-file STFT against 1.5-2.1x with BLAS threads inside each small product, here.
+        # None = torch's thread count, i.e. this process's share of the cores under torchrun.
+        self.threads = max(1, int(threads or torch.get_num_threads()))
+        self._pool: ThreadPoolExecutor | None = None
         self.feature_shape = (1, self.n_bins, self.n_frames)
         self._window = blackman(self.n_fft, sym=True)
         self._dft_t = self._dft_matrix() if method == "dft" else None
@@ -139,6 +150,10 @@ class F0SubbandFrontEnd:
             if self.hop > self.n_fft:
                 raise UserError(f"f0 front end: 'sliding' needs hop <= n_fft ({self.hop} > {self.n_fft})")
             self._sliding_tables()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable for DataLoader workers: the thread pool is not copied (each process makes its own)."""
+        return {**self.__dict__, "_pool": None}
 
     def _dft_matrix(self) -> np.ndarray:
         """(2·n_bins, n_fft) float64: windowed cos rows, then -sin rows, so M @ frame = [Re X; Im X]."""
@@ -203,9 +218,20 @@ class F0SubbandFrontEnd:
         """Waves (any lengths, 16 kHz) -> (B, 1, n_bins, n_frames) float32 log-magnitudes."""
         waves = _check_waves(waves)
         out = np.empty((len(waves), *self.feature_shape), dtype=np.float32)
-        for start in range(0, len(waves), self.batch_size):
+        starts = range(0, len(waves), self.batch_size)
+
+        def run(start: int) -> None:
             chunk = waves[start : start + self.batch_size]
             out[start : start + len(chunk), 0] = self._extract_chunk(chunk)
+
+        if self.method != "sliding" or self.threads == 1 or len(starts) == 1:
+            for start in starts:
+                run(start)
+            return out
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="f0")
+        with _single_threaded_blas():
+            list(self._pool.map(run, starts))
         return out
 
     def _frames(self, wave: np.ndarray) -> np.ndarray:
@@ -274,6 +300,19 @@ class F0SubbandFrontEnd:
         bounds = np.cumsum([len(v) for v in views])[:-1]
         parts = np.split(logmag, bounds, axis=1)
         return np.stack([tile_frames(part, self.n_frames, self.tiling) for part in parts])
+
+
+_blas_controller = None
+
+
+def _single_threaded_blas() -> contextlib.AbstractContextManager:
+    """Limit numpy's BLAS to one thread while the block runs (threadpoolctl)."""
+    global _blas_controller
+    if _blas_controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas_controller = ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 def _window_sum(x: np.ndarray, width: int) -> np.ndarray:
@@ -452,6 +491,8 @@ class SSLFrontEnd:
     XLS-R-style stable-layer-norm models, as the published XLS-R-LCNN used). The (frames, hidden) output
     is transposed to (1, hidden, frames) so the LCNN sees features as height and time as width.
     ``dtype``: "fp32" (default on CPU, exact) or autocast "bf16" (default on CUDA) / "fp16".
+    ``compile``: run the model through `utils.compile.FrozenCompiled` (one compiled shape: short batches
+    are padded to ``batch_size``); a compile failure is logged and extraction goes on eagerly.
     Outputs are rounded to ``store_dtype`` (float16) and returned as float32, so features read from the
     store and computed on the fly are identical.
     """
@@ -467,6 +508,7 @@ class SSLFrontEnd:
         dtype: str | None = None,
         device: str | torch.device | None = None,
         batch_size: int | None = None,
+        compile: bool = False,
     ) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         dtype = dtype or ("bf16" if self.device.type == "cuda" else "fp32")
@@ -488,6 +530,11 @@ class SSLFrontEnd:
         self.model.requires_grad_(False)
         if self.dtype != "fp32":
             _precast_for_autocast(self.model, DTYPES[self.dtype])
+        self._compiled = None
+        if compile:
+            from utils.compile import FrozenCompiled
+
+            self._compiled = FrozenCompiled(self.model)
 
         config = self.model.config
         n_layers = config.num_hidden_layers
@@ -540,13 +587,20 @@ class SSLFrontEnd:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """(b, n_samples) normalised waves -> (b, frames, hidden) float32 hidden states of ``layer``."""
         autocast = torch.autocast(self.device.type, dtype=DTYPES[self.dtype], enabled=self.dtype != "fp32")
+        n = x.shape[0]
+        model = self.model
+        if self._compiled is not None and self._compiled.failed is None:
+            model = self._compiled
+            x = torch.cat([x, x[-1:].expand(self.batch_size - n, -1)]) if n < self.batch_size else x
         with torch.inference_mode(), autocast:
             x = x.to(self.device)
             if self._layer_index == self.model.config.num_hidden_layers:
-                hidden = self.model(x).last_hidden_state
+                hidden = model(x).last_hidden_state
             else:
-                hidden = self.model(x, output_hidden_states=True).hidden_states[self._layer_index]
-        return hidden.float()
+                hidden = model(x, output_hidden_states=True).hidden_states[self._layer_index]
+        if self._compiled is not None and self._compiled.failed and model is self._compiled:
+            logger.warning("torch.compile failed, extracting without it (%s)", self._compiled.failed)
+        return hidden[:n].float()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -561,8 +615,8 @@ _DERIVED = {
 }
 _CHOSEN = {
     "f0": {"tiling", "max_samples", "pre_emphasis", "n_fft", "hop", "n_bins", "n_frames", "method",
-           "batch_size", "workers"},
-    "ssl": {"model", "layer", "n_samples", "dtype", "batch_size"},
+           "batch_size", "workers", "threads"},
+    "ssl": {"model", "layer", "n_samples", "dtype", "batch_size", "compile"},
 }
 
 

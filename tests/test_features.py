@@ -279,3 +279,26 @@ def test_xlsr_300m_config_has_published_size():
         model = Wav2Vec2Model(random_model_config("xlsr-300m"))
     assert sum(p.numel() for p in model.parameters()) == 315_438_720  # SPEC §2: 315.4 M
     assert int(model._get_feat_extract_output_lengths(64600)) == 201
+
+
+def test_f0_sliding_threads_give_identical_bytes_and_pickle():
+    """Clips in parallel threads (single-threaded BLAS) give the very same float32 bytes as one thread."""
+    import pickle
+
+    waves = _waves(75200, 4800, 300, 96000, 1729, 16000, seed=3)
+    one = F0SubbandFrontEnd(threads=1).extract(waves)
+    fe = F0SubbandFrontEnd(threads=2)
+    assert fe.batch_size == 1 and F0SubbandFrontEnd(method="dft").batch_size == 8
+    np.testing.assert_array_equal(fe.extract(waves), one)
+    again = pickle.loads(pickle.dumps(fe))  # the thread pool made by extract() is not pickled
+    np.testing.assert_array_equal(again.extract(waves), one)
+    np.testing.assert_array_equal(F0SubbandFrontEnd(method="dft").extract(waves), one)  # here: bit-identical
+
+
+def test_ssl_compiled_matches_eager_with_a_padded_last_batch():
+    waves = _waves(64600, 30000, 70000, seed=4)
+    eager = SSLFrontEnd("random:narrow", device="cpu", batch_size=2)
+    compiled = SSLFrontEnd("random:narrow", device="cpu", batch_size=2, compile=True)
+    out = compiled.extract(waves)  # batches of 2 and 1 (padded to 2): one compiled shape
+    assert compiled._compiled.failed is None
+    np.testing.assert_allclose(out, eager.extract(waves), rtol=0, atol=2e-3)  # float16-rounded outputs

@@ -99,38 +99,51 @@ def test_crop_first_and_json_output(checkpoint, clips, tmp_path: Path) -> None:
     assert rows["long"]["score"] == pytest.approx(expected, abs=1e-5)
 
 
-def test_partition_from_the_store(checkpoint, tiny_corpus: Path, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(
+    ("flags", "rtol"),
+    [([], 1e-5), (["--amp", "bf16"], 5e-2), (["--compile"], 1e-5)],
+    ids=["fp32", "bf16", "compile"],
+)
+def test_partition_from_the_store(checkpoint, tiny_corpus: Path, tmp_path: Path, capsys, flags, rtol) -> None:
+    """7 utterances in batches of 4: with --compile the short last batch is padded to the compiled shape."""
     from data.dataset import StoreDataset
 
     path, model, loss = checkpoint
     out = tmp_path / "eval.txt"
-    assert (
-        generate_score.main(
-            [
-                "--checkpoint",
-                str(path),
-                "--features",
-                str(tiny_corpus / "feats"),
-                "--partition",
-                "eval",
-                "--output",
-                str(out),
-                "--batch-size",
-                "4",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    argv = ["--checkpoint", str(path), "--features", str(tiny_corpus / "feats"), "--partition", "eval"]
+    argv += ["--output", str(out), "--batch-size", "4", "--no-progress", *flags]
+    assert generate_score.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err  # --compile did compile
+    assert "7 utterances scored" in captured.out
     scores = read_scores(out)
     store = StoreDataset(tiny_corpus / "feats" / "ssl-random-narrow" / "eval")
     x = torch.stack([store[i][0] for i in range(len(store))]).float()  # float16 SSL store rows
     with torch.no_grad():
         expected = loss.score(*model(x)).double().numpy()
     assert list(scores.utt_ids) == [r.utt_id for r in store.rows]
-    np.testing.assert_allclose(scores.scores, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores.scores, expected, rtol=rtol, atol=1e-6)
     assert list(scores.keys) == [r.key for r in store.rows]
-    assert "7 utterances scored" in capsys.readouterr().out
+    assert len(np.unique(scores.scores)) == len(scores.scores)
+
+
+def test_amp_logits_come_from_a_float32_last_layer_and_padding_is_dropped(checkpoint) -> None:
+    from utils.scoring import forward_for_scores
+
+    _, model, _ = checkpoint
+    shape = load_config(CONFIGS / "demo_xlsr_lcnn.yaml")["model"]["input_shape"]
+    x = torch.randn(5, *shape, generator=torch.Generator().manual_seed(0))
+    cpu = torch.device("cpu")
+    with torch.inference_mode():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, bf16_logits = model(x)
+        embedding, logits = forward_for_scores(model, x, cpu, "bf16")
+        assert bf16_logits.dtype == torch.bfloat16 and logits.dtype == torch.float32
+        torch.testing.assert_close(logits, model.classify(embedding), rtol=0, atol=0)
+        assert not torch.equal(logits, logits.bfloat16().float())  # finer than the bf16 grid
+        torch.testing.assert_close(logits, model(x)[1], rtol=0.05, atol=0.05)
+        _, padded = forward_for_scores(model, x[:3], cpu, "none", fixed_batch=8)
+        torch.testing.assert_close(padded, model(x[:3])[1], rtol=1e-5, atol=1e-6)
 
 
 def test_released_safetensors_scores_like_our_checkpoint(checkpoint, clips, tmp_path: Path) -> None:

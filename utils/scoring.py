@@ -82,25 +82,17 @@ def forward_for_scores(
 
 
 def compile_for_scoring(model: nn.Module, example: torch.Tensor, amp: str = "none") -> tuple[nn.Module, str]:
-    """``torch.compile`` a model for inference and run it once on ``example`` (B, C, H, W) under ``amp``
-    (the autocast state is part of the compiled graph: score with the same ``amp``).
+    """`utils.compile.FrozenCompiled` model, compiled by one call on ``example`` (B, C, H, W) under ``amp``
+    (the autocast state is part of the compiled graph: score with the same ``amp`` and batch shape).
 
-    Inductor with weight freezing: batch norms folded into the convolutions, weights prepacked, chains of
-    element-wise ops fused into generated C++ (CPU) or Triton (CUDA) kernels; the same float32 math (scores
-    within ~1e-6 relative). Compiling takes ~10 s (LCNN) to ~1 min (SR-LA-Res2Net) on a 2-core CPU and
-    made SR-LA-Res2Net scoring ~1.6x faster there (bench/bench_train.py). Needs a C++ compiler on CPU;
-    if compiling fails, returns the eager model and the reason, so the caller can warn and go on.
+    Returns the model to score with and "" or, if compiling failed, the eager model and the reason.
     """
-    import torch._inductor.config as inductor_config
+    from utils.compile import FrozenCompiled
 
-    compiled = torch.compile(model, dynamic=False)
-    autocast = autocast_context(example.device, amp)
-    try:  # compiling happens at this first call
-        with inductor_config.patch(freezing=True), torch.inference_mode(), autocast:
-            compiled(example)
-    except Exception as exc:  # noqa: BLE001 - any compiler/toolchain failure: fall back to eager
-        return model, f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
-    return compiled, ""
+    compiled = FrozenCompiled(model)
+    with torch.inference_mode(), autocast_context(example.device, amp):
+        compiled(example)
+    return (model, compiled.failed) if compiled.failed else (compiled, "")
 
 
 # ----------------------------------------------------------------------------- partitions

@@ -1,0 +1,42 @@
+"""``torch.compile`` for inference, with a fallback to plain PyTorch.
+
+Inductor with weight freezing treats the frozen weights as constants: batch norms are folded into the
+convolutions, weights are prepacked for oneDNN, and chains of element-wise ops become generated C++
+(CPU) or Triton (CUDA) kernels. Measured on this project's 2-core CPU (bench/): SR-LA-Res2Net scoring
+~1.6x faster than eager in the same float32 math; XLS-R 300M bf16 extraction ~5-10 % faster.
+Compiling costs ~10 s to ~1 min per shape, so batches are padded to one shape by the callers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class FrozenCompiled(nn.Module):
+    """Run ``module`` through ``torch.compile(dynamic=False)`` with inductor freezing, for inference only.
+
+    Compiles at the first call. If compiling or a compiled call fails (no C++ compiler, an unsupported
+    op), the reason is kept in ``failed`` (for the caller to report) and this and every later call run
+    ``module`` eagerly. ``self.module`` is the compiled wrapper; attribute lookups on it reach the
+    original module.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = torch.compile(module, dynamic=False)
+        self._eager = module
+        self.failed: str | None = None
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failed is None:
+            import torch._inductor.config as inductor_config
+
+            try:
+                with inductor_config.patch(freezing=True):
+                    return self.module(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - any compiler/toolchain failure: run eagerly
+                self.failed = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+        return self._eager(*args, **kwargs)
