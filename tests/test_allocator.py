@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 CODE = "from utils.allocator import keep_freed_memory as k; print(k(), k())"

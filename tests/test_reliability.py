@@ -275,7 +275,8 @@ def test_reopen_with_other_settings_is_a_user_error(corpus, tmp_path, capsys) ->
     code, _, err = run_preprocess(f0_args(corpus, tmp_path, "--shard", "2/2"), capsys)
     assert code == 2 and "--shard 2/2" in err
     code, _, err = run_preprocess(f0_args(corpus, tmp_path, "--compile"), capsys)
-    assert code == 2 and err == "error: --compile applies to the SSL front end only (the F0 front end is numpy)\n"
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: --compile applies to the SSL front end only")
 
 
 def test_training_input_errors_are_one_line(tiny_corpus: Path, tmp_path: Path, capsys) -> None:
