@@ -9,6 +9,7 @@ Compiling costs ~10 s to ~1 min per shape, so batches are padded to one shape by
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -35,7 +36,9 @@ class FrozenCompiled(nn.Module):
             import torch._inductor.config as inductor_config
 
             try:
-                with inductor_config.patch(freezing=True):
+                with inductor_config.patch(freezing=True), warnings.catch_warnings():
+                    # transformers' lru_cache'd helpers: dynamo's notice about them is not for users
+                    warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools")
                     return self.module(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - any compiler/toolchain failure: run eagerly
                 self.failed = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
