@@ -590,8 +590,9 @@ class SSLFrontEnd:
         n = x.shape[0]
         model = self.model
         if self._compiled is not None and self._compiled.failed is None:
-            model = self._compiled
-            x = torch.cat([x, x[-1:].expand(self.batch_size - n, -1)]) if n < self.batch_size else x
+            from utils.compile import pad_batch
+
+            model, x = self._compiled, pad_batch(x, self.batch_size)
         with torch.inference_mode(), autocast:
             x = x.to(self.device)
             if self._layer_index == self.model.config.num_hidden_layers:

@@ -43,3 +43,9 @@ class FrozenCompiled(nn.Module):
             except Exception as exc:  # noqa: BLE001 - any compiler/toolchain failure: run eagerly
                 self.failed = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
         return self._eager(*args, **kwargs)
+
+
+def pad_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, ...) -> (max(n, size), ...): a short batch repeats its last row up to the compiled shape."""
+    n = x.shape[0]
+    return torch.cat([x, x[-1:].expand(size - n, *x.shape[1:])]) if n < size else x

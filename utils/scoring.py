@@ -39,7 +39,8 @@ def autocast_context(device: torch.device, amp: str = "none") -> contextlib.Abst
 
 
 def resolve_scoring_amp(amp: str, device: torch.device) -> str:
-    """``auto`` -> bf16 on CUDA, none (exact float32) elsewhere; other values are checked and returned."""
+    """``auto`` -> bf16 on CUDA, none (exact float32) elsewhere; other values are checked and returned
+    (fp16 autocast needs CUDA, as for training)."""
     amp = (amp or "auto").lower()
     if amp == "auto":
         return "bf16" if device.type == "cuda" else "none"
@@ -57,20 +58,28 @@ def default_batch_size(device: torch.device) -> int:
 
 
 def forward_for_scores(
-    model: nn.Module, x: torch.Tensor, device: torch.device, amp: str = "none", fixed_batch: int | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    device: torch.device,
+    amp: str = "none",
+    fixed_batch: int | None = None,
+    channels_last: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``model(x)`` under ``amp`` -> float32 (embedding, logits) for the B rows of ``x``.
 
     Under bf16/fp16 the logits would land on a grid of 8 (or 11) significant bits, and many utterances
     would share a score; the model's small ``classify`` head (embedding -> logits) is then run again in
     float32 on the embedding, so scores stay distinct. ``fixed_batch``: a short batch is padded to this
-    size (repeating its last row) so that a model compiled for one shape is not compiled again.
+    size (`utils.compile.pad_batch`) so that a model compiled for one shape is not compiled again.
+    ``channels_last``: 4-D inputs are passed in that memory format.
     """
+    from utils.compile import pad_batch
+
     n = x.shape[0]
-    if fixed_batch is not None and n < fixed_batch:
-        layout = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
-            else torch.contiguous_format
-        x = torch.cat([x, x[-1:].expand(fixed_batch - n, *x.shape[1:])]).contiguous(memory_format=layout)
+    if fixed_batch is not None:
+        x = pad_batch(x, fixed_batch)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
     with autocast_context(device, amp):
         embedding, logits = model(x)
     embedding, logits = embedding[:n].float(), logits[:n]
@@ -156,10 +165,8 @@ def score_loader(
             loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True
         ):
             x = x.to(device, non_blocking=True).float()  # float16 store batches are cast here
-            if channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
             y = torch.as_tensor(y).to(device)
-            embedding, logits = forward_for_scores(model, x, device, amp, fixed_batch)
+            embedding, logits = forward_for_scores(model, x, device, amp, fixed_batch, channels_last)
             scores.append(loss_fn.score(embedding, logits).double().cpu().numpy())
             if with_loss:
                 loss_sum += float(loss_fn(embedding, logits, y)) * y.shape[0]
@@ -401,10 +408,8 @@ def score_audio_files(
 
     def flush(batch: list[tuple[int, np.ndarray]]) -> None:
         features = torch.from_numpy(frontend.extract([w for _, w in batch])).to(device)
-        if channels_last and features.dim() == 4:
-            features = features.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            embedding, logits = forward_for_scores(model, features, device, amp, fixed_batch)
+            embedding, logits = forward_for_scores(model, features, device, amp, fixed_batch, channels_last)
             window_scores = loss_fn.score(embedding, logits).double().cpu().numpy()
         for (index, _), score in zip(batch, window_scores, strict=True):
             sums[index] += score
