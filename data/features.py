@@ -234,14 +234,22 @@ class F0SubbandFrontEnd:
             list(self._pool.map(run, starts))
         return out
 
-    def _frames(self, wave: np.ndarray) -> np.ndarray:
-        """Pre-emphasised, centred, zero-padded float64 frames of one clip: a (t, n_fft) strided view."""
+    def _padded(self, wave: np.ndarray, extra: int) -> tuple[np.ndarray, int]:
+        """(buffer, t): the pre-emphasised clip (first ``n_samples``) in float64 after n_fft/2 zeros, in a
+        zero buffer that reaches ``extra`` samples past the start of the last kept frame (cut if the clip
+        is longer); t = number of kept frames."""
         x = wave[: self.n_samples].astype(np.float64)
         t = min(self.n_stft_frames(len(x)), self.n_frames)  # later frames are never kept
         pad = self.n_fft // 2
-        buf = np.zeros(max(len(x) + 2 * pad, (t - 1) * self.hop + self.n_fft))
+        buf = np.zeros((t - 1) * self.hop + extra)
+        used = min(len(x), len(buf) - pad)
         buf[pad] = x[0]
-        buf[pad + 1 : pad + len(x)] = x[1:] - self.pre_emphasis * x[:-1]
+        buf[pad + 1 : pad + used] = x[1:used] - self.pre_emphasis * x[: used - 1]
+        return buf, t
+
+    def _frames(self, wave: np.ndarray) -> np.ndarray:
+        """Pre-emphasised, centred, zero-padded float64 frames of one clip: a (t, n_fft) strided view."""
+        buf, t = self._padded(wave, self.n_fft)
         return np.lib.stride_tricks.sliding_window_view(buf, self.n_fft)[:: self.hop][:t]
 
     def _fft_logmag(self, wave: np.ndarray) -> np.ndarray:
@@ -252,15 +260,10 @@ class F0SubbandFrontEnd:
 
     def _sliding_logmag(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         """Batch of clips -> list of (n_bins, t_i) float64 log-magnitudes, "sliding" method."""
-        h, pad, q_full = self.hop, self.n_fft // 2, self._q_full
+        h, q_full = self.hop, self._q_full
         counts, blocks = [], []
         for wave in waves:
-            x = wave[: self.n_samples].astype(np.float64)
-            t = min(self.n_stft_frames(len(x)), self.n_frames)
-            buf = np.zeros((t + q_full) * h)  # blocks 0 .. t-1+q_full hold every kept frame
-            used = min(len(x), len(buf) - pad)
-            buf[pad] = x[0]
-            buf[pad + 1 : pad + used] = x[1:used] - self.pre_emphasis * x[: used - 1]
+            buf, t = self._padded(wave, (q_full + 1) * h)  # blocks 0 .. t-1+q_full hold every kept frame
             counts.append(t)
             blocks.append(buf.reshape(-1, h))
         a = np.concatenate(blocks)  # (total blocks, hop): clips back to back
