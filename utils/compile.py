@@ -45,6 +45,17 @@ class FrozenCompiled(nn.Module):
         return self._eager(*args, **kwargs)
 
 
+def compile_for_training(module: nn.Module) -> nn.Module:
+    """``torch.compile`` of a training step (``train.compile=true``) with static shapes.
+
+    With the default automatic dynamic shapes, torch 2.13's inductor failed on SR-LA-Res2Net's training
+    graph when it recompiled ("Cannot convert expression to float"); static shapes compile (~4 min on
+    this 2-core CPU) and ran 2.1x faster than fp32 eager with bf16 + channels_last. An epoch's short
+    last batch costs one more compile, once.
+    """
+    return torch.compile(module, dynamic=False)
+
+
 def pad_batch(x: torch.Tensor, size: int) -> torch.Tensor:
     """(n, ...) -> (max(n, size), ...): a short batch repeats its last row up to the compiled shape."""
     n = x.shape[0]

@@ -354,7 +354,9 @@ def fit(
             step_module, device_ids=[device.index] if device.type == "cuda" else None
         )
     if bool(tcfg.get("compile", False)):
-        step_module = torch.compile(step_module)
+        from utils.compile import compile_for_training
+
+        step_module = compile_for_training(step_module)
 
     # ---- state: fresh or resumed
     start_epoch, global_step = 0, 0
