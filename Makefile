@@ -39,7 +39,7 @@ bench: install
 	$(PY) bench/bench_train.py
 
 demo: install
-	$(PY) -m utils.run_demo --out $(DEMO)
+	$(PY) -m engine.recipe --out $(DEMO)
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -158,109 +158,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.audio is not None and args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
         raise UserError(f"{args.output}: --output for --audio must end in .csv or .json")
 
-    import torch
-    from torch.utils.data import DataLoader
+    from engine.score import load_scorer, score_partition, score_recordings
+    from engine.scoring import write_partition_scores
 
-    from data.dataset import collate_batch
-    from utils.distributed import place_process
-    from utils.scoring import (
-        check_feature_shape,
-        compile_for_scoring,
-        default_batch_size,
-        load_scoring_model,
-        open_audio_partition,
-        open_store_partition,
-        resolve_scoring_amp,
-        score_audio_files,
-        score_loader,
-        write_partition_scores,
-    )
-
-    device = place_process(args.device).device
-    amp = resolve_scoring_amp(args.amp, device)
-    batch_size = args.batch_size or default_batch_size(device)
-    scorer = load_scoring_model(args.checkpoint, device, ssl_model=args.ssl_model)
-    cfg = scorer.cfg
+    scorer = load_scorer(args.checkpoint, device=args.device, amp=args.amp, batch_size=args.batch_size,
+                         compile=args.compile, ssl_model=args.ssl_model)
     threshold = args.threshold if args.threshold is not None else scorer.threshold
     progress = not args.no_progress
-    # channels_last: the same float32 math, faster convolutions on CPU (bench/bench_train.py)
-    model = scorer.model.to(memory_format=torch.channels_last)
-    fixed_batch = None
-    if args.compile:
-        example = torch.zeros(batch_size, *cfg["model"]["input_shape"], device=device)
-        model, why = compile_for_scoring(model, example.contiguous(memory_format=torch.channels_last), amp)
-        if why:
-            print(f"warning: --compile failed, scoring without it ({why})", file=sys.stderr)
-        else:
-            fixed_batch = batch_size  # one compiled shape: the last batch is padded
-
     if args.audio is not None:
-        from data.features import build_frontend
-
-        files = find_audio(args.audio)
-        frontend = build_frontend(cfg["frontend"], device=device)  # the device matters to SSL only
-        check_feature_shape(
-            cfg["model"]["input_shape"],
-            frontend.feature_shape,
-            f"{args.checkpoint}: front end {cfg['frontend'].get('model', frontend.name)}",
-        )
-        results = score_audio_files(
-            files,
-            model,
-            scorer.loss_fn,
-            frontend,
-            device,
-            crop=args.crop,
-            batch_size=batch_size,
-            amp=amp,
-            channels_last=True,
-            fixed_batch=fixed_batch,
-            threshold=threshold,
-            progress=progress,
-        )
+        rows = score_recordings(scorer, find_audio(args.audio), crop=args.crop, threshold=threshold,
+                                progress=progress)
         if threshold is None:
             print("note: no threshold in the checkpoint and no --threshold: scores only", file=sys.stderr)
-        rows = [
-            {
-                "file": r.path,
-                "score": r.score,
-                "decision": r.decision or "n/a",
-                "threshold": threshold,
-                "windows": r.n_windows,
-                "duration_s": round(r.duration_s, 3),
-            }
-            for r in results
-        ]
         for row in rows:
             print(f"{row['file']}\t{row['score']:.6f}\t{row['decision']}")
         if args.output:
             _write_results(Path(args.output), rows)
         return 0
 
-    if args.features is not None:
-        dataset = open_store_partition(args.features, cfg, args.partition)
-    else:
-        if args.dataset is not None:
-            cfg = {**cfg, "data": {**(cfg.get("data") or {}), "dataset": args.dataset}}
-        dataset = open_audio_partition(args.data_root, cfg, args.partition)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=args.num_workers,
-        collate_fn=collate_batch,
-    )
-    scores = score_loader(
-        model,
-        scorer.loss_fn,
-        loader,
-        device,
-        amp=amp,
-        channels_last=True,
-        fixed_batch=fixed_batch,
-        progress=progress,
-        desc=f"score {args.partition}",
-    )
+    scores = score_partition(scorer, args.partition, features=args.features, data_root=args.data_root,
+                             dataset=args.dataset, num_workers=args.num_workers, progress=progress)
     write_partition_scores(scores, args.output)
     n_bona = int((scores.labels == 0).sum())
     summary = f"{len(scores.utt_ids)} utterances scored -> {args.output}"
@@ -269,7 +186,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary += f" (EER {100 * eer:.3f}%)"
     print(summary)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

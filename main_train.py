@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _eval_available(args: argparse.Namespace, cfg: dict, partition: str | None) -> bool:
     from data.protocols import protocol_path
-    from utils.scoring import recipe_dataset, store_dir_for
+    from engine.partitions import recipe_dataset, store_dir_for
 
     if partition is None or args.no_eval:
         return False
@@ -105,12 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"{args.config}: recipe has no '{section}' section")
 
     # Heavy imports after argument checks, so that --help and config errors are instant.
+    from engine.partitions import open_partition
+    from engine.trainer import fit
     from models import build_model
     from models.losses import build_loss
     from utils import distributed as du
-    from utils.scoring import open_partition
     from utils.seed import seed_everything
-    from utils.trainer import fit
 
     data = cfg.get("data", {}) or {}
     dist_info = du.init_distributed(args.device)
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 resume=args.resume,
                 deterministic=args.deterministic,
                 eval_set=eval_set,
-                argv=list(argv) if argv is not None else None,
+                command=["main_train.py", *argv] if argv is not None else None,
                 progress=not args.no_progress,
                 on_epoch_end=(lambda _epoch: time.sleep(args.throttle)) if args.throttle > 0 else None,
             )

@@ -98,7 +98,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def frontend_settings(args: argparse.Namespace) -> dict:
-    """The front-end settings dict (data.features.build_frontend) chosen by the flags or the recipe."""
+    """The front-end settings dict (models.frontends.build_frontend) chosen by the flags or the recipe."""
     settings = _chosen_settings(args)
     if args.compile:
         if settings.get("name") != "ssl":
@@ -253,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shard, n_shards = parse_shard(args.shard)
     partitions = args.partitions or (["train", "dev", "eval"] if args.dataset == "la2019" else ["eval"])
 
-    from data.features import build_frontend
+    from models.frontends import build_frontend
     from utils.distributed import place_process
 
     # torchrun: one GPU per local rank, or a fair share of the CPU cores; ranks never communicate.

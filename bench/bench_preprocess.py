@@ -34,8 +34,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.audio import SAMPLE_RATE, fix_length  # noqa: E402
-from data.features import F0SubbandFrontEnd, SSLFrontEnd, tile_frames  # noqa: E402
 from data.store import FeatureStore, ShardWriter  # noqa: E402
+from models.frontends.f0_subband import F0SubbandFrontEnd, tile_frames  # noqa: E402
+from models.frontends.ssl import SSLFrontEnd  # noqa: E402
 from utils.allocator import keep_freed_memory  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 

@@ -8,7 +8,7 @@ Training (per model, the published input shapes, recipe optimizer/schedule/loss,
             and the per-step losses are compared (bf16 tolerance).
 Scoring a partition from a feature store (scores compared):
   baseline  one utterance at a time, fp32, one torch.load'ed .pt file per utterance (published script)
-  ours      utils.scoring.score_loader over the memory-mapped store with generate_score.py's CPU
+  ours      engine.scoring.score_loader over the memory-mapped store with generate_score.py's CPU
             defaults (batch 1, channels_last, fp32), with --amp bf16 (float32 last layer), with
             --compile (inductor, frozen weights), and with both
 
@@ -30,18 +30,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import build_model  # noqa: E402
-from models.losses import build_loss  # noqa: E402
-from utils.allocator import keep_freed_memory  # noqa: E402
-from utils.compile import compile_for_training  # noqa: E402
-from utils.config import load_config  # noqa: E402
-from utils.scoring import (  # noqa: E402
+from engine.scoring import (  # noqa: E402
     autocast_context,
     compile_for_scoring,
     default_batch_size,
     score_loader,
 )
-from utils.trainer import TrainStep, build_optimizer, build_scheduler  # noqa: E402
+from engine.trainer import TrainStep, build_optimizer, build_scheduler  # noqa: E402
+from models import build_model  # noqa: E402
+from models.losses import build_loss  # noqa: E402
+from utils.allocator import keep_freed_memory  # noqa: E402
+from utils.compile import compile_for_training  # noqa: E402
+from utils.config import load_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = {"lcnn": "xlsr_lcnn", "sr_la_res2net": "sr_la_res2net_f0"}

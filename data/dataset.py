@@ -83,7 +83,7 @@ class AudioDataset(Dataset):
     """Protocol rows whose features are computed from audio when read (no store needed).
 
     ``path_fn(utt_id) -> path`` locates the audio (e.g. ``functools.partial(audio_path, root, "eval")``
-    wrapped to take the id); ``frontend`` is a front end from `data.features.build_frontend`.
+    wrapped to take the id); ``frontend`` is a front end from `models.frontends.build_frontend`.
     Unreadable audio raises `UserError` naming the file. For SSL front ends keep DataLoader workers at 0
     (the model is big); F0 is cheap enough to compute in workers.
     """

@@ -1,6 +1,12 @@
-"""Back ends and losses. Importing the package registers every model with `build_model`."""
+"""Front ends, back ends and losses, each registered by name. Importing the package imports every module
+in it (and in `models.frontends`), so a new model is one new file with ``@register_model("name")``."""
 
-from models import lcnn, sr_la_res2net  # noqa: F401  (imported to register the models)
+import importlib
+import pkgutil
+
 from models.registry import MODELS, build_model, register_model
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["MODELS", "build_model", "register_model"]

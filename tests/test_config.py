@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.trainer import build_scheduler, micro_batch_size, noam_factor
 from utils.config import apply_overrides, load_config, parse_value, save_config
 from utils.errors import UserError
-from utils.trainer import build_scheduler, micro_batch_size, noam_factor
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -42,7 +42,7 @@ def test_xlsr_lcnn_recipe_has_the_published_settings() -> None:
 
 
 def test_f0_recipe_has_the_published_settings() -> None:
-    from data.features import build_frontend
+    from models.frontends import build_frontend
 
     cfg = load_config(CONFIGS / "sr_la_res2net_f0.yaml")
     frontend = build_frontend(cfg["frontend"])

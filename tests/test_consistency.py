@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ["preprocess.py", "main_train.py", "generate_score.py", "evaluate_tDCF_asvspoof19.py"]
-MODULES = ["data.demo", "models.import_released", "utils.run_demo"]
+MODULES = ["data.demo", "models.import_released", "engine.recipe"]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
@@ -58,7 +58,7 @@ def test_every_config_builds_its_model_and_loss(config: Path) -> None:
 
 def test_the_whole_chain_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
     """preprocess → train → score → evaluate for both recipes, each step a real CLI process."""
-    from utils.run_demo import SYSTEMS, run_demo
+    from engine.recipe import SYSTEMS, run_demo
 
     results = run_demo(tmp_path / "demo", progress=False, sizes=(16, 12, 24),
                        overrides=("train.epochs=1", "train.batch_size=8"))

@@ -1,4 +1,4 @@
-"""data/features.py: F0 subband against the float64 reference vectors, SSL hidden states on tiny models."""
+"""models/frontends: F0 subband against the float64 reference vectors, SSL hidden states on tiny models."""
 
 from __future__ import annotations
 
@@ -12,14 +12,9 @@ import soundfile as sf
 import torch
 
 from data.audio import fix_length
-from data.features import (
-    F0SubbandFrontEnd,
-    SSLFrontEnd,
-    build_frontend,
-    random_model_config,
-    save_random_model,
-    tile_frames,
-)
+from models.frontends import build_frontend
+from models.frontends.f0_subband import F0SubbandFrontEnd, tile_frames
+from models.frontends.ssl import SSLFrontEnd, random_model_config, save_random_model
 from utils.errors import UserError
 
 VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "testvectors" / "f0_subband"
@@ -260,7 +255,7 @@ def test_ssl_bad_model_paths(tmp_path):
 
 
 def test_ssl_settings_round_trip_and_narrow_model(caplog):
-    with caplog.at_level(logging.WARNING, logger="data.features"):
+    with caplog.at_level(logging.WARNING, logger="models.frontends.ssl"):
         fe = build_frontend({"name": "ssl", "model": "random:narrow", "layer": -1}, device="cpu")
         again = build_frontend(json.loads(json.dumps(fe.settings())), device="cpu")
     assert fe.feature_shape == (1, 64, 201) and again.settings() == fe.settings()

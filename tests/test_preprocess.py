@@ -43,7 +43,7 @@ def reference(corpus, tmp_path_factory) -> Path:
 
 
 def test_f0_store_holds_the_front_end_output_for_every_file(corpus, reference) -> None:
-    from data.features import build_frontend
+    from models.frontends import build_frontend
 
     store = FeatureStore(reference)
     assert store.complete and store.valid.all() and len(store) == len(GOOD)
@@ -93,7 +93,7 @@ def test_torchrun_ranks_fill_their_own_shards(corpus, reference, tmp_path, monke
 
 
 def test_ssl_random_tiny_store(corpus, tmp_path) -> None:
-    from data.features import build_frontend
+    from models.frontends import build_frontend
 
     argv = ["--data-root", str(corpus), "--partitions", "train", "--frontend", "ssl",
             "--ssl-model", "random:tiny", "--out", str(tmp_path), "--limit", "3", "--batch-size", "2",
@@ -127,8 +127,8 @@ def test_audio_dataset_equals_store_dataset(corpus, reference) -> None:
     import torch
 
     from data.dataset import AudioDataset, StoreDataset, collate_batch
-    from data.features import build_frontend
     from data.protocols import audio_path, load_partition
+    from models.frontends import build_frontend
 
     rows = load_partition(corpus, "train")
     stored = StoreDataset(reference, rows)

@@ -17,10 +17,10 @@ from conftest import CONFIGS, THRESHOLD
 
 import generate_score
 from data.audio import load_audio
-from data.features import build_frontend
+from engine.audio_scoring import window_starts
+from models.frontends import build_frontend
 from utils.config import load_config
 from utils.scorefiles import read_scores
-from utils.scoring import window_starts
 
 
 def test_window_starts() -> None:
@@ -128,7 +128,7 @@ def test_partition_from_the_store(checkpoint, tiny_corpus: Path, tmp_path: Path,
 
 
 def test_amp_logits_come_from_a_float32_last_layer_and_padding_is_dropped(checkpoint) -> None:
-    from utils.scoring import forward_for_scores
+    from engine.scoring import forward_for_scores
 
     _, model, _ = checkpoint
     shape = load_config(CONFIGS / "demo_xlsr_lcnn.yaml")["model"]["input_shape"]

@@ -28,11 +28,24 @@ from utils.io import atomic_path
 FORMAT = "asvspoof-toolkit-checkpoint/1"
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write ``state`` to ``path`` atomically (temp file in the same folder, then rename)."""
+def previous_path(path: str | os.PathLike) -> Path:
+    """Where `save_checkpoint(..., keep_previous=True)` keeps the file it replaced (last.prev.pt)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, keep_previous: bool = False) -> None:
+    """Write ``state`` to ``path`` atomically (temp file in the same folder, then rename).
+
+    ``keep_previous``: the file being replaced is first renamed to `previous_path` (only once the new
+    one is completely written), so a damaged or missing ``path`` still leaves the one before it.
+    """
     state = {"format": FORMAT, **state}
+    path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+        if keep_previous and path.exists():
+            os.replace(path, previous_path(path))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -54,6 +67,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: unreadable or truncated checkpoint ({reason[:160]})") from None
+    except Exception as exc:  # text or other non-torch files: torch's legacy reader raises KeyError & co.
+        raise UserError(
+            f"{path}: not a checkpoint of this toolkit (cannot be read as a torch file: {type(exc).__name__})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path}: not a checkpoint of this toolkit (no '{FORMAT}' format tag)")
     return state

@@ -5,7 +5,7 @@ worked example. Steps whose outputs exist are reused, so a second run is quick. 
 SYNTHETIC and the XLS-R path uses a narrow RANDOM-weight wav2vec2: the numbers show the pipeline
 works end to end, not how the published systems perform on ASVspoof 2019 LA.
 
-    python -m utils.run_demo --out demo_out
+    python -m engine.recipe --out demo_out
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def run_demo(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m utils.run_demo",
+        prog="python -m engine.recipe",
         description="End-to-end demo on a generated corpus: preprocess, train, score and evaluate "
         "both systems (CPU, a few minutes). Rerunning reuses finished steps.",
     )

@@ -1,0 +1,114 @@
+"""What generate_score.py does, as library calls: load a trained countermeasure once, then score a
+partition (feature store or raw audio) or arbitrary recordings with it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from data.dataset import collate_batch
+from engine.audio_scoring import score_audio_files
+from engine.checkpoints import load_scoring_model
+from engine.partitions import check_feature_shape, open_audio_partition, open_store_partition
+from engine.scoring import Scores, compile_for_scoring, default_batch_size, resolve_scoring_amp, score_loader
+from models.frontends import build_frontend
+from utils.distributed import place_process
+
+
+@dataclass
+class Scorer:
+    """A loaded countermeasure with its scoring settings (``fixed_batch``: the compiled batch size)."""
+
+    model: nn.Module
+    loss_fn: nn.Module
+    cfg: dict[str, Any]
+    threshold: float | None
+    device: torch.device
+    amp: str
+    batch_size: int
+    fixed_batch: int | None
+    source: str
+
+
+def load_scorer(
+    checkpoint: str | os.PathLike,
+    *,
+    device: str = "auto",
+    amp: str = "auto",
+    batch_size: int | None = None,
+    compile: bool = False,
+    ssl_model: str | None = None,
+) -> Scorer:
+    """Place this process, load ``checkpoint`` and choose precision, batch size and layout for scoring.
+
+    ``compile``: torch.compile with frozen weights for one batch shape (falls back with a warning)."""
+    dev = place_process(device).device
+    amp = resolve_scoring_amp(amp, dev)
+    batch_size = batch_size or default_batch_size(dev)
+    loaded = load_scoring_model(checkpoint, dev, ssl_model=ssl_model)
+    # channels_last: the same float32 math, faster convolutions on CPU (bench/bench_train.py)
+    model = loaded.model.to(memory_format=torch.channels_last)
+    fixed_batch = None
+    if compile:
+        example = torch.zeros(batch_size, *loaded.cfg["model"]["input_shape"], device=dev)
+        model, why = compile_for_scoring(model, example.contiguous(memory_format=torch.channels_last), amp)
+        if why:
+            print(f"warning: torch.compile failed, scoring without it ({why})", file=sys.stderr)
+        else:
+            fixed_batch = batch_size  # one compiled shape: the last batch is padded
+    return Scorer(model, loaded.loss_fn, loaded.cfg, loaded.threshold, dev, amp, batch_size, fixed_batch,
+                  str(checkpoint))
+
+
+def score_recordings(
+    scorer: Scorer, files: Sequence[Path], *, crop: str = "windows", threshold: float | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Score audio files (any length, rate, channels) -> one result row per file (file, score, decision,
+    threshold, windows, duration_s); decisions at ``threshold`` (None: scores only)."""
+    cfg = scorer.cfg
+    frontend = build_frontend(cfg["frontend"], device=scorer.device)  # the device matters to SSL only
+    check_feature_shape(
+        cfg["model"]["input_shape"], frontend.feature_shape,
+        f"{scorer.source}: front end {cfg['frontend'].get('model', frontend.name)}",
+    )
+    results = score_audio_files(
+        files, scorer.model, scorer.loss_fn, frontend, scorer.device, crop=crop, batch_size=scorer.batch_size,
+        amp=scorer.amp, channels_last=True, fixed_batch=scorer.fixed_batch, threshold=threshold,
+        progress=progress,
+    )
+    return [
+        {"file": r.path, "score": r.score, "decision": r.decision or "n/a", "threshold": threshold,
+         "windows": r.n_windows, "duration_s": round(r.duration_s, 3)}
+        for r in results
+    ]
+
+
+def score_partition(
+    scorer: Scorer, partition: str, *, features: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None, dataset: str | None = None, num_workers: int = 0,
+    progress: bool = True,
+) -> Scores:
+    """Scores of a whole partition, from the feature store under ``features`` or raw audio under
+    ``data_root`` (``dataset`` layout overrides the recipe's)."""
+    cfg = scorer.cfg
+    if features is not None:
+        data = open_store_partition(features, cfg, partition)
+    else:
+        if dataset is not None:
+            cfg = {**cfg, "data": {**(cfg.get("data") or {}), "dataset": dataset}}
+        data = open_audio_partition(data_root, cfg, partition)
+    loader = DataLoader(data, batch_size=scorer.batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_batch)
+    return score_loader(
+        scorer.model, scorer.loss_fn, loader, scorer.device, amp=scorer.amp, channels_last=True,
+        fixed_batch=scorer.fixed_batch, progress=progress, desc=f"score {partition}",
+    )

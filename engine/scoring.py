@@ -1,0 +1,222 @@
+"""Scoring batches of a partition: float32-safe forward passes, scores gathered over processes, score files.
+
+Scores follow the toolkit convention: higher = more bona fide, the loss's ``score(embedding, logits)``
+(logit difference bona fide − spoof, or ‖x‖(cos θ_bonafide − cos θ_spoof) for A-Softmax).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from utils import distributed as du
+from utils.errors import UserError
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_context(device: torch.device, amp: str = "none") -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``amp`` in (bf16, fp16); ``none`` disables any enclosing autocast."""
+    amp = (amp or "none").lower()
+    if amp not in ("none", *AMP_DTYPES):
+        raise UserError(f"config: train.amp={amp!r} is not one of none, bf16, fp16")
+    if amp == "none":
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
+
+
+def resolve_scoring_amp(amp: str, device: torch.device) -> str:
+    """``auto`` -> bf16 on CUDA, none (exact float32) elsewhere; other values are checked and returned
+    (fp16 autocast needs CUDA, as for training)."""
+    amp = (amp or "auto").lower()
+    if amp == "auto":
+        return "bf16" if device.type == "cuda" else "none"
+    if amp not in ("none", *AMP_DTYPES):
+        raise UserError(f"--amp {amp!r}: expected auto, none, bf16 or fp16")
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError("--amp fp16 needs CUDA; use --amp bf16 on CPU")
+    return amp
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Utterances per scoring batch: 64 on CUDA; 1 on CPU, where both models ran fastest one utterance
+    at a time in bench/bench_train.py (larger batches leave the caches)."""
+    return 64 if device.type == "cuda" else 1
+
+
+def forward_for_scores(
+    model: nn.Module,
+    x: torch.Tensor,
+    device: torch.device,
+    amp: str = "none",
+    fixed_batch: int | None = None,
+    channels_last: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model(x)`` under ``amp`` -> float32 (embedding, logits) for the B rows of ``x``.
+
+    Under bf16/fp16 the logits would land on a grid of 8 (or 11) significant bits, and many utterances
+    would share a score; the model's small ``classify`` head (embedding -> logits) is then run again in
+    float32 on the embedding, so scores stay distinct. ``fixed_batch``: a short batch is padded to this
+    size (`utils.compile.pad_batch`) so that a model compiled for one shape is not compiled again.
+    ``channels_last``: 4-D inputs are passed in that memory format.
+    """
+    from utils.compile import pad_batch
+
+    n = x.shape[0]
+    if fixed_batch is not None:
+        x = pad_batch(x, fixed_batch)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast_context(device, amp):
+        embedding, logits = model(x)
+    embedding, logits = embedding[:n].float(), logits[:n]
+    classify = getattr(getattr(model, "module", model), "classify", None)
+    if amp != "none" and classify is not None:
+        with autocast_context(device, "none"):
+            logits = classify(embedding)
+    return embedding, logits.float()
+
+
+def compile_for_scoring(model: nn.Module, example: torch.Tensor, amp: str = "none") -> tuple[nn.Module, str]:
+    """`utils.compile.FrozenCompiled` model, compiled by one call on ``example`` (B, C, H, W) under ``amp``
+    (the autocast state is part of the compiled graph: score with the same ``amp`` and batch shape).
+
+    Returns the model to score with and "" or, if compiling failed, the eager model and the reason.
+    """
+    from utils.compile import FrozenCompiled
+
+    compiled = FrozenCompiled(model)
+    with torch.inference_mode(), autocast_context(example.device, amp):
+        compiled(example)
+    return (model, compiled.failed) if compiled.failed else (compiled, "")
+
+
+# ----------------------------------------------------------------------------- partitions
+
+
+@dataclass
+class Scores:
+    """Scores of a partition: ``utt_ids``, ``attacks`` (lists), ``labels`` (n,) int64 (0 = bona fide),
+    ``scores`` (n,) float64, and the mean loss when it was computed."""
+
+    utt_ids: list[str]
+    attacks: list[str]
+    labels: np.ndarray
+    scores: np.ndarray
+    loss: float | None = None
+    loss_weight: float = 0.0  # number of utterances the loss was averaged over
+
+    def eer(self, what: str = "partition") -> tuple[float, float]:
+        """(EER as a fraction, threshold) of bona fide vs spoof; `UserError` if a class is missing."""
+        from utils.metrics import compute_eer
+
+        bona, spoof = self.scores[self.labels == 0], self.scores[self.labels == 1]
+        if bona.size == 0 or spoof.size == 0:
+            raise UserError(
+                f"{what}: needs both bona fide and spoof utterances to compute an EER "
+                f"({bona.size} bona fide, {spoof.size} spoof)"
+            )
+        if not np.all(np.isfinite(self.scores)):
+            raise UserError(f"{what}: the model produced NaN or inf scores")
+        return compute_eer(bona, spoof)
+
+
+def score_loader(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    loader: DataLoader | Sequence[Any],
+    device: torch.device,
+    *,
+    amp: str = "none",
+    channels_last: bool = False,
+    fixed_batch: int | None = None,
+    with_loss: bool = False,
+    progress: bool = True,
+    desc: str = "score",
+    frontend: nn.Module | None = None,
+) -> Scores:
+    """Score every batch ``(features (B, C, H, W), labels (B,), utt_ids, attacks)`` of ``loader``.
+
+    Model and loss are put in eval mode (no dropout, no A-Softmax λ update). ``with_loss`` also
+    averages the loss (e.g. the dev loss for checkpoint selection). ``amp``, ``fixed_batch``: see
+    `forward_for_scores`. ``frontend``: the batches hold waves, turned into features by it first.
+    """
+    model.eval()
+    loss_fn.eval()
+    if frontend is not None:
+        frontend.eval()
+    utt_ids: list[str] = []
+    attacks: list[str] = []
+    labels: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    loss_sum, loss_n = 0.0, 0
+    with torch.inference_mode():
+        for x, y, utt, attack in tqdm(
+            loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True
+        ):
+            x = x.to(device, non_blocking=True).float()  # float16 store batches are cast here
+            y = torch.as_tensor(y).to(device)
+            if frontend is not None:
+                with autocast_context(device, amp):
+                    x = frontend(x).float()
+            embedding, logits = forward_for_scores(model, x, device, amp, fixed_batch, channels_last)
+            scores.append(loss_fn.score(embedding, logits).double().cpu().numpy())
+            if with_loss:
+                loss_sum += float(loss_fn(embedding, logits, y)) * y.shape[0]
+                loss_n += int(y.shape[0])
+            labels.append(y.cpu().numpy().astype(np.int64))
+            utt_ids.extend(utt)
+            attacks.extend(attack)
+    return Scores(
+        utt_ids=utt_ids,
+        attacks=attacks,
+        labels=np.concatenate(labels) if labels else np.zeros(0, np.int64),
+        scores=np.concatenate(scores) if scores else np.zeros(0),
+        loss=loss_sum / loss_n if with_loss and loss_n else None,
+        loss_weight=float(loss_n),
+    )
+
+
+def gather_scores(local: Scores) -> Scores:
+    """Merge every rank's `Scores` (DistributedSampler shards) in utterance order, dropping the padding
+    duplicates DistributedSampler adds; identity when single-process."""
+    parts = du.all_gather_objects(local)
+    if len(parts) == 1:
+        return local
+    # DistributedSampler without shuffle gives rank r the items r, r + W, r + 2W, ...: interleave back.
+    seen: set[str] = set()
+    order: list[tuple[int, int]] = []
+    longest = max(len(p.utt_ids) for p in parts)
+    for i in range(longest):
+        for r, part in enumerate(parts):
+            if i < len(part.utt_ids) and part.utt_ids[i] not in seen:
+                seen.add(part.utt_ids[i])
+                order.append((r, i))
+    loss_n = sum(p.loss_weight for p in parts)
+    loss = None
+    if all(p.loss is not None for p in parts) and loss_n:
+        loss = sum(float(p.loss) * p.loss_weight for p in parts) / loss_n
+    return Scores(
+        utt_ids=[parts[r].utt_ids[i] for r, i in order],
+        attacks=[parts[r].attacks[i] for r, i in order],
+        labels=np.array([parts[r].labels[i] for r, i in order], dtype=np.int64),
+        scores=np.array([parts[r].scores[i] for r, i in order], dtype=np.float64),
+        loss=loss,
+        loss_weight=loss_n,
+    )
+
+
+def write_partition_scores(scores: Scores, path: str | os.PathLike) -> None:
+    """Write ``utt_id attack key score`` lines (atomically) with `utils.scorefiles.write_scores`."""
+    from utils.scorefiles import write_scores
+
+    keys = ["bonafide" if int(label) == 0 else "spoof" for label in scores.labels]
+    write_scores(path, scores.utt_ids, scores.scores, attacks=scores.attacks, keys=keys)

@@ -1,0 +1,563 @@
+"""The training loop: epochs, dev EER per epoch, best/last checkpoints, resume, DDP, AMP.
+
+`Trainer` (or `fit`) trains one seed of one recipe in one run folder:
+
+    out/config.yaml     resolved recipe            out/command.txt   the command line
+    out/environment.json  versions, git commit     out/history.csv   one row per epoch
+    out/last.pt         written every epoch        out/best.pt       best dev EER (or dev loss)
+    out/scores_dev.txt  dev scores of best.pt      out/scores_eval.txt  eval scores (if eval given)
+    out/tb/             TensorBoard logs (if tensorboard is installed)
+
+Reproducibility: the sampler order depends only on (seed, epoch), every RNG state is saved at the
+end of each epoch, so ``--resume`` after a crash continues exactly where an uninterrupted run would
+be (bit-identical weights in deterministic CPU mode). Only global rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from data.dataset import collate_batch
+from engine.optim import build_optimizer, build_scheduler, noam_factor
+from engine.records import TensorBoard, write_history, write_run_files
+from engine.scoring import Scores, autocast_context, gather_scores, score_loader, write_partition_scores
+from models.countermeasure import Countermeasure
+from utils import distributed as du
+from utils.checkpoint import load_checkpoint, previous_path, save_checkpoint, unwrap
+from utils.config import get
+from utils.errors import UserError
+from utils.io import atomic_write_text
+from utils.seed import get_rng_state, seed_everything, set_rng_state
+
+# Sections that define the model and its inputs: a resumed run must not change them.
+FROZEN_SECTIONS = ("frontend", "model", "loss")
+#: Kept for scripts written against the earlier name; the training module is the countermeasure itself.
+TrainStep = Countermeasure
+
+
+@dataclass
+class RunResult:
+    """What one training run produced (dev EER as a fraction)."""
+
+    out_dir: Path
+    best_epoch: int
+    best_dev_eer: float
+    best_dev_loss: float
+    threshold: float
+    best_path: Path
+    last_path: Path
+    epochs_done: int
+    eval_eer: float | None = None
+    eval_scores_path: Path | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, dist_info: du.DistInfo, shuffle: bool, seed: int, num_workers: int
+) -> tuple[DataLoader, DistributedSampler]:
+    """A DataLoader whose order depends only on (seed, epoch) and this process's rank."""
+    # DistributedSampler with one replica is a plain seeded shuffle: the order depends only on
+    # (seed, epoch), never on the global RNG, which is what makes resume exact.
+    sampler = DistributedSampler(
+        dataset,
+        num_replicas=dist_info.world_size,
+        rank=dist_info.rank,
+        shuffle=shuffle,
+        seed=seed,
+        drop_last=False,
+    )
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_batch,
+        pin_memory=dist_info.device.type == "cuda",
+        generator=generator,
+    )
+    return loader, sampler
+
+
+def micro_batch_size(batch_size: int, grad_accum: int, world_size: int) -> int:
+    """Per-process batch of one forward pass: the recipe's batch is the global batch per optimizer step."""
+    per_step = world_size * grad_accum
+    if batch_size % per_step:
+        raise UserError(
+            f"config: train.batch_size={batch_size} is not divisible by "
+            f"processes ({world_size}) × train.grad_accum ({grad_accum})"
+        )
+    return batch_size // per_step
+
+
+def _check_resume_config(cfg: dict[str, Any], saved: dict[str, Any], path: Path) -> None:
+    for section in FROZEN_SECTIONS:
+        if cfg.get(section) != saved.get(section):
+            raise UserError(
+                f"{path}: --resume with a different '{section}' section than the checkpoint's; "
+                "use the same recipe and overrides (only train.* settings may change)"
+            )
+
+
+def load_resume_state(last_path: Path) -> dict[str, Any]:
+    """``last.pt``, or the previous checkpoint kept beside it when ``last.pt`` is missing or unreadable
+    (a crash while it was being replaced, a damaged disk): the run then loses one epoch, not all."""
+    try:
+        return load_checkpoint(last_path, map_location="cpu")
+    except UserError as exc:
+        prev = previous_path(last_path)
+        if not prev.is_file():
+            raise
+        print(f"warning: {exc}; resuming from the previous checkpoint {prev}", file=sys.stderr)
+        return load_checkpoint(prev, map_location="cpu")
+
+
+@dataclass
+class TrainSettings:
+    """The ``train.*`` values the loop reads, checked once."""
+
+    epochs: int
+    grad_accum: int
+    select_by: str
+    patience: int | None
+    amp: str
+    channels_last: bool
+    workers: int
+    micro: int
+    eval_micro: int
+    compile: bool
+    sync_batchnorm: bool
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], world_size: int) -> TrainSettings:
+        tcfg = cfg.get("train", {})
+        grad_accum = max(1, int(tcfg.get("grad_accum", 1)))
+        select_by = str(tcfg.get("select_by", "dev_eer"))
+        if select_by not in ("dev_eer", "dev_loss"):
+            raise UserError(f"config: train.select_by={select_by!r} is not one of dev_eer, dev_loss")
+        micro = micro_batch_size(int(tcfg.get("batch_size", 64)), grad_accum, world_size)
+        patience = get(cfg, "train.patience")
+        return cls(
+            epochs=int(tcfg.get("epochs", 1)),
+            grad_accum=grad_accum,
+            select_by=select_by,
+            patience=None if patience is None else int(patience),
+            amp=str(tcfg.get("amp", "none")).lower(),
+            channels_last=bool(tcfg.get("channels_last", False)),
+            workers=int(tcfg.get("num_workers", 0)),
+            micro=micro,
+            eval_micro=max(1, int(tcfg.get("eval_batch_size", micro))),
+            compile=bool(tcfg.get("compile", False)),
+            sync_batchnorm=bool(tcfg.get("sync_batchnorm", False)),
+        )
+
+
+class Trainer:
+    """Trains ``model`` with ``loss_fn`` on ``train_set``, selects by dev, scores eval; see the module
+    docstring for the files it writes. Datasets yield ``(input, label 0/1, utt_id, attack)`` where the
+    input is features (C, H, W), or waves when ``frontend`` runs inside the countermeasure.
+
+    ``resume`` continues from ``out_dir/last.pt`` if it exists. ``on_epoch_end(epoch)`` is called after
+    each epoch's checkpoint is written. ``command`` is recorded in command.txt (default: sys.argv).
+    """
+
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        model: nn.Module,
+        loss_fn: nn.Module,
+        train_set: Dataset,
+        dev_set: Dataset,
+        out_dir: str | os.PathLike,
+        *,
+        frontend: nn.Module | None = None,
+        seed: int = 0,
+        dist_info: du.DistInfo | None = None,
+        resume: bool = False,
+        deterministic: bool = False,
+        eval_set: Dataset | None = None,
+        command: Sequence[str] | None = None,
+        progress: bool = True,
+        on_epoch_end: Callable[[int], None] | None = None,
+    ) -> None:
+        self.cfg, self.model, self.loss_fn, self.frontend = cfg, model, loss_fn, frontend
+        self.sets = {"train": train_set, "dev": dev_set, "eval": eval_set}
+        self.out = Path(out_dir)
+        self.seed, self.resume_requested, self.deterministic = seed, resume, deterministic
+        self.dist = dist_info or du.DistInfo()
+        self.device = self.dist.device
+        self.command, self.progress, self.on_epoch_end = command, progress, on_epoch_end
+        self.s = TrainSettings.from_config(cfg, self.dist.world_size)
+        self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
+        self.start_epoch, self.global_step, self.stopped_early = 0, 0, False
+        self.best: dict[str, Any] = {
+            "epoch": -1,
+            "metric": math.inf,
+            "dev_eer": math.nan,
+            "dev_loss": math.nan,
+            "threshold": math.nan,
+        }
+        self.history: list[dict[str, Any]] = []
+
+    @property
+    def main(self) -> bool:
+        return self.dist.is_main
+
+    # ------------------------------------------------------------------------- set-up and resume
+
+    def setup(self) -> None:
+        """Place the modules, build optimizer, schedule, scaler and the (DDP/compiled) training module."""
+        # Every rank checks (shared file system), so that all of them stop together.
+        if self.last_path.exists() and not self.resume_requested:
+            raise UserError(
+                f"{self.last_path}: run folder already holds a checkpoint; pass --resume or another --out"
+            )
+        s, device = self.s, self.device
+        seed_everything(self.seed + self.dist.rank, self.deterministic)
+        cm = Countermeasure(self.model, self.loss_fn, self.frontend).to(device)
+        if s.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if s.sync_batchnorm and self.dist.distributed and device.type == "cuda":
+            cm.model = self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        params = [p for p in cm.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(params, self.cfg.get("optim", {}))
+        self.scheduler, self.interval = build_scheduler(self.optimizer, self.cfg.get("sched"))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=(s.amp == "fp16" and device.type == "cuda"))
+        if s.amp == "fp16" and device.type != "cuda":
+            raise UserError("config: train.amp=fp16 needs CUDA; use train.amp=bf16 on CPU")
+        self.cm = cm
+        self.step_module: nn.Module = cm
+        if self.dist.distributed:
+            self.step_module = nn.parallel.DistributedDataParallel(
+                cm, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        if s.compile:
+            from utils.compile import compile_for_training
+
+            self.step_module = compile_for_training(self.step_module)
+
+    def resume(self) -> None:
+        """Continue from last.pt (or the previous checkpoint) when asked and one exists."""
+        if not self.resume_requested or not (
+            self.last_path.exists() or previous_path(self.last_path).exists()
+        ):
+            return
+        state = load_resume_state(self.last_path)
+        _check_resume_config(self.cfg, state.get("config", {}), self.last_path)
+        unwrap(self.model).load_state_dict(state["model"])
+        self.loss_fn.load_state_dict(state["loss"])
+        if self.frontend is not None and state.get("frontend_state") is not None:
+            self.frontend.load_state_dict(state["frontend_state"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.best = dict(state["best"])
+        self.history = list(state.get("history", []))
+        self.stopped_early = bool(state.get("stopped_early", False))
+        rng = state.get("rng") or []
+        if len(rng) == self.dist.world_size:
+            set_rng_state(rng[self.dist.rank])
+        else:
+            seed_everything(self.seed + 1000 * self.start_epoch + self.dist.rank, self.deterministic)
+        if self.main:
+            print(
+                f"resuming {self.out} after epoch {self.start_epoch} (step {self.global_step})",
+                file=sys.stderr,
+            )
+
+    # ------------------------------------------------------------------------- one epoch
+
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        """One pass over the training set -> (mean training loss over all processes, last lr)."""
+        s, device = self.s, self.device
+        self.train_sampler.set_epoch(epoch)
+        self.train_loader.generator.manual_seed(self.seed * 100_003 + epoch)
+        self.step_module.train()
+        running, seen = 0.0, 0
+        n_batches = len(self.train_loader)
+        bar = tqdm(
+            self.train_loader,
+            desc=f"epoch {epoch + 1}/{s.epochs}",
+            leave=False,
+            dynamic_ncols=True,
+            disable=not (self.progress and self.main),
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        lr_now = self.optimizer.param_groups[0]["lr"]  # logged: the lr of the epoch's last optimizer step
+        for i, (x, y, _utt, _attack) in enumerate(bar):
+            x = x.to(device, non_blocking=True).float()  # float16 store batches are cast here
+            y = y.to(device, non_blocking=True)
+            if s.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            group_start = (i // s.grad_accum) * s.grad_accum
+            group_size = min(s.grad_accum, n_batches - group_start)
+            is_step = i == group_start + group_size - 1
+            sync = contextlib.nullcontext()
+            if self.dist.distributed and not is_step and hasattr(self.step_module, "no_sync"):
+                sync = self.step_module.no_sync()
+            with sync:
+                with autocast_context(device, s.amp):
+                    loss_value = self.step_module(x, y)
+                self.scaler.scale(loss_value / group_size).backward()
+            if is_step:
+                lr_now = self._optimizer_step()
+            value = float(loss_value.detach())
+            if not math.isfinite(value):
+                raise UserError(
+                    f"training diverged: loss is {value} at epoch {epoch + 1}, batch {i + 1}; "
+                    "lower optim.lr or disable train.amp"
+                )
+            running += value * y.shape[0]
+            seen += y.shape[0]
+            bar.set_postfix(loss=f"{running / max(seen, 1):.4f}")
+        bar.close()
+        if self.scheduler is not None and self.interval == "epoch":
+            self.scheduler.step()
+        train_sum, train_n = du.all_reduce_sum([running, float(seen)], device)
+        return train_sum / max(train_n, 1.0), lr_now
+
+    def _optimizer_step(self) -> float:
+        lr_now = self.optimizer.param_groups[0]["lr"]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        if self.scheduler is not None and self.interval == "step":
+            self.scheduler.step()
+        return lr_now
+
+    def score(self, loader: DataLoader, desc: str, with_loss: bool = False) -> Scores:
+        """Scores of a partition (all processes gathered), in float32: bf16 logits would round into ties."""
+        return gather_scores(
+            score_loader(
+                unwrap(self.model),
+                self.loss_fn,
+                loader,
+                self.device,
+                channels_last=self.s.channels_last,
+                with_loss=with_loss,
+                progress=self.progress and self.main,
+                desc=desc,
+                frontend=self.frontend,
+            )
+        )
+
+    def validate(self, epoch: int, train_loss: float, lr_now: float, t0: float) -> tuple[Scores, bool]:
+        """Dev scores, selection and the epoch's history record -> (dev scores, improved)."""
+        dev = self.score(self.dev_loader, "dev", with_loss=True)
+        dev_eer, dev_thr = dev.eer(what="dev partition")
+        dev_loss = float(dev.loss) if dev.loss is not None else math.nan
+        metric = dev_eer if self.s.select_by == "dev_eer" else dev_loss
+        improved = metric < self.best["metric"]
+        if improved:
+            self.best = {
+                "epoch": epoch + 1,
+                "metric": metric,
+                "dev_eer": dev_eer,
+                "dev_loss": dev_loss,
+                "threshold": dev_thr,
+            }
+        self.history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "dev_loss": dev_loss,
+                "dev_eer": dev_eer,
+                "dev_threshold": dev_thr,
+                "lr": lr_now,
+                "time_s": round(time.perf_counter() - t0, 3),
+            }
+        )
+        if self.s.patience is not None and epoch + 1 - self.best["epoch"] >= self.s.patience:
+            self.stopped_early = True
+        return dev, improved
+
+    # ------------------------------------------------------------------------- checkpoints
+
+    def state(self, epoch: int, rng_all: list[Any]) -> dict[str, Any]:
+        """Everything a resumed run needs, plus what scoring reads (config, threshold, best)."""
+        last = self.history[-1]
+        state = {
+            "model": unwrap(self.model).state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": rng_all,
+            "epoch": epoch + 1,
+            "global_step": self.global_step,
+            "config": self.cfg,
+            "seed": self.seed,
+            "threshold": last["dev_threshold"],
+            "dev_eer": last["dev_eer"],
+            "dev_loss": last["dev_loss"],
+            "best": self.best,
+            "history": self.history,
+            "stopped_early": self.stopped_early,
+        }
+        if self.frontend is not None:
+            # A trainable front end is saved; a frozen pretrained one by reference (settings in the
+            # config) and content hash, checked when the checkpoint is loaded for scoring.
+            if getattr(self.frontend, "trainable", False):
+                state["frontend_state"] = self.frontend.state_dict()
+            else:
+                state["frontend_sha256"] = self.frontend_hash
+        return state
+
+    def checkpoint(self, epoch: int, dev: Scores, improved: bool) -> None:
+        """Write best.pt (if improved), last.pt (keeping the previous one), history and logs."""
+        rng_all = du.all_gather_objects(get_rng_state())
+        if not self.main:
+            return
+        state = self.state(epoch, rng_all)
+        if improved:
+            # best.pt first: a crash between the two writes must not leave last.pt ahead of best.pt.
+            save_checkpoint(state, self.best_path)
+            write_partition_scores(dev, self.out / "scores_dev.txt")
+        save_checkpoint(state, self.last_path, keep_previous=True)
+        write_history(self.out / "history.csv", self.history)
+        r = self.history[-1]
+        self.tb.scalars(
+            {
+                "loss/train": r["train_loss"],
+                "loss/dev": r["dev_loss"],
+                "eer/dev": r["dev_eer"],
+                "lr": r["lr"],
+            },
+            epoch + 1,
+        )
+        mark = " *" if improved else ""
+        print(
+            f"epoch {epoch + 1}/{self.s.epochs}: train loss {r['train_loss']:.4f}  dev loss "
+            f"{r['dev_loss']:.4f}  dev EER {100 * r['dev_eer']:.3f}%  lr {r['lr']:.3g}  "
+            f"{r['time_s']:.1f}s{mark}",
+            file=sys.stderr,
+        )
+
+    # ------------------------------------------------------------------------- the whole run
+
+    def run(self) -> RunResult:
+        """Set up, resume, train the remaining epochs, then score eval with best.pt."""
+        self.setup()
+        self.resume()
+        s = self.s
+        self.train_loader, self.train_sampler = make_loader(
+            self.sets["train"], s.micro, self.dist, True, self.seed, s.workers
+        )
+        self.dev_loader, _ = make_loader(
+            self.sets["dev"], s.eval_micro, self.dist, False, self.seed, s.workers
+        )
+        if len(self.train_loader) == 0:
+            raise UserError("training partition is empty")
+        self.frontend_hash = (
+            self.frontend.content_hash()
+            if self.frontend is not None and not getattr(self.frontend, "trainable", False)
+            else None
+        )
+        self.tb = TensorBoard(self.out / "tb" if self.main else None)
+        if self.main:
+            write_run_files(self.out, self.cfg, self.device, self.dist.world_size, self.command)
+        for epoch in range(self.start_epoch, s.epochs):
+            if self.stopped_early:
+                break
+            t0 = time.perf_counter()
+            train_loss, lr_now = self.train_epoch(epoch)
+            dev, improved = self.validate(epoch, train_loss, lr_now, t0)
+            self.checkpoint(epoch, dev, improved)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch + 1)
+            du.barrier()
+        self.tb.close()
+        result = self.finish()
+        du.barrier()
+        return result
+
+    def finish(self) -> RunResult:
+        """Eval scores of best.pt (if an eval set was given) and summary.json."""
+        result = RunResult(
+            out_dir=self.out,
+            best_epoch=int(self.best["epoch"]),
+            best_dev_eer=float(self.best["dev_eer"]),
+            best_dev_loss=float(self.best["dev_loss"]),
+            threshold=float(self.best["threshold"]),
+            best_path=self.best_path,
+            last_path=self.last_path,
+            epochs_done=len(self.history),
+            history=self.history,
+        )
+        if self.stopped_early and self.main:
+            print(f"early stop: no dev improvement for {self.s.patience} epochs", file=sys.stderr)
+        if self.sets["eval"] is not None and self.best_path.exists():
+            best_state = load_checkpoint(self.best_path, map_location="cpu")
+            unwrap(self.model).load_state_dict(best_state["model"])
+            self.loss_fn.load_state_dict(best_state["loss"])
+            if self.frontend is not None and best_state.get("frontend_state") is not None:
+                self.frontend.load_state_dict(best_state["frontend_state"])
+            eval_loader, _ = make_loader(
+                self.sets["eval"], self.s.eval_micro, self.dist, False, self.seed, self.s.workers
+            )
+            scores = self.score(eval_loader, "eval")
+            result.eval_eer, _ = scores.eer(what="eval partition")
+            result.eval_scores_path = self.out / "scores_eval.txt"
+            if self.main:
+                write_partition_scores(scores, result.eval_scores_path)
+        if self.main:
+            summary = {
+                "best_epoch": result.best_epoch,
+                "dev_eer": result.best_dev_eer,
+                "dev_loss": result.best_dev_loss,
+                "threshold": result.threshold,
+                "eval_eer": result.eval_eer,
+                "epochs_done": result.epochs_done,
+                "stopped_early": self.stopped_early,
+                "best_checkpoint": str(self.best_path),
+                "seed": self.seed,
+            }
+            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        return result
+
+
+def fit(
+    cfg: dict[str, Any],
+    model: nn.Module,
+    loss_fn: nn.Module,
+    train_set: Dataset,
+    dev_set: Dataset,
+    out_dir: str | os.PathLike,
+    **kwargs: Any,
+) -> RunResult:
+    """``Trainer(cfg, model, loss_fn, train_set, dev_set, out_dir, **kwargs).run()``."""
+    return Trainer(cfg, model, loss_fn, train_set, dev_set, out_dir, **kwargs).run()
+
+
+__all__ = [
+    "RunResult",
+    "Scores",
+    "TrainSettings",
+    "TrainStep",
+    "Trainer",
+    "build_optimizer",
+    "build_scheduler",
+    "fit",
+    "micro_batch_size",
+    "noam_factor",
+]

@@ -1,0 +1,348 @@
+"""SSL front end (SPEC §2): hidden states of a wav2vec2-family model (XLS-R, WavLM, HuBERT, ...)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.frontends.base import FrontEnd, check_waves, register_frontend
+from utils.errors import UserError
+from utils.waves import fix_length_batch
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+RANDOM_PREFIX = "random:"
+#: Written into the config.json of models saved by `save_random_model`, so loading them still warns.
+RANDOM_CONFIG_KEY = "random_weights_kind"
+_warned_random: set[str] = set()
+
+
+def random_model_config(kind: str):
+    """Wav2Vec2Config for a random-weight model: ``tiny``, ``narrow`` or ``xlsr-300m``.
+
+    All three keep the XLS-R conv strides/kernels, so 64,600 samples give 201 frames.
+    ``xlsr-300m`` is the full XLS-R 300M architecture (315.4 M parameters) for benchmarks.
+    """
+    from transformers import Wav2Vec2Config
+
+    common = dict(
+        do_stable_layer_norm=True,
+        feat_extract_norm="layer",
+        conv_bias=True,
+        feat_extract_activation="gelu",
+        hidden_act="gelu",
+        layer_norm_eps=1e-5,
+    )
+    if kind == "xlsr-300m":
+        spec = dict(
+            hidden_size=1024,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            intermediate_size=4096,
+            conv_dim=(512,) * 7,
+            num_conv_pos_embeddings=128,
+            num_conv_pos_embedding_groups=16,
+        )
+    elif kind == "tiny":
+        # Small positional conv and conv channels: the parts that dominate CPU time in a tiny model.
+        spec = dict(
+            hidden_size=1024,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=1024,
+            conv_dim=(64,) * 7,
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=16,
+        )
+    elif kind == "narrow":
+        spec = dict(
+            hidden_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=128,
+            conv_dim=(32,) * 7,
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=16,
+        )
+    else:
+        raise UserError(
+            f"unknown random SSL model 'random:{kind}' (known: random:tiny, random:narrow, random:xlsr-300m)"
+        )
+    return Wav2Vec2Config(**common, **spec, **{RANDOM_CONFIG_KEY: kind})
+
+
+def build_random_model(kind: str) -> torch.nn.Module:
+    """Wav2Vec2Model with seeded random weights (seed 0, global RNG state left untouched)."""
+    from transformers import Wav2Vec2Model
+
+    config = random_model_config(kind)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return Wav2Vec2Model(config)
+
+
+def save_random_model(kind: str, out_dir: str | os.PathLike) -> Path:
+    """Write the ``random:<kind>`` model and its preprocessor config to ``out_dir`` (save_pretrained).
+
+    The directory appears complete or not at all; an existing non-empty ``out_dir`` is an error.
+    """
+    from transformers import Wav2Vec2FeatureExtractor
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise UserError(f"{out_dir}: already exists and is not an empty directory")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        build_random_model(kind).save_pretrained(tmp)
+        Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(tmp)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _looks_local(model_id: str) -> bool:
+    """Paths, not hub ids: absolute, ./ ../ ~ prefixes, or anything that exists on disk."""
+    return model_id.startswith(("/", ".", "~", os.sep)) or Path(model_id).exists()
+
+
+def _read_do_normalize(model_id: str, local: bool) -> bool:
+    """``do_normalize`` from the model's preprocessor_config.json; True (the XLS-R setting) if absent."""
+    path: Path | None = Path(model_id).expanduser() / "preprocessor_config.json" if local else None
+    if not local:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(model_id, "preprocessor_config.json"))
+        except Exception:  # no preprocessor config on the hub or no network: use the default
+            path = None
+    if path is None or not path.is_file():
+        return True
+    try:
+        return bool(json.loads(path.read_text()).get("do_normalize", True))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read preprocessor config ({exc})") from exc
+
+
+def load_ssl_model(model_id: str) -> tuple[torch.nn.Module, bool, str | None]:
+    """Load a wav2vec2-family model -> (model, do_normalize, random kind or None).
+
+    ``model_id`` is ``random:<kind>``, a local directory written by ``save_pretrained``, or a hub id.
+    """
+    if model_id.startswith(RANDOM_PREFIX):
+        kind = model_id[len(RANDOM_PREFIX) :]
+        return build_random_model(kind), True, kind
+    from transformers import AutoModel
+
+    local = _looks_local(model_id)
+    if local:
+        path = Path(model_id).expanduser()
+        if not path.is_dir():
+            raise UserError(f"{model_id}: SSL model directory not found (looked for {path.resolve()})")
+        if not (path / "config.json").is_file():
+            raise UserError(f"{model_id}: not a Hugging Face model directory (no config.json)")
+    try:
+        model = AutoModel.from_pretrained(str(Path(model_id).expanduser()) if local else model_id)
+    except Exception as exc:  # transformers raises OSError, ValueError, EnvironmentError, ...
+        tried = "local directory" if local else "Hugging Face hub id (not a local directory)"
+        msg = " ".join(str(exc).split())[:300]
+        raise UserError(f"{model_id}: cannot load SSL model as {tried}: {type(exc).__name__}: {msg}") from exc
+    if not hasattr(model, "_get_feat_extract_output_lengths"):
+        raise UserError(
+            f"{model_id}: {type(model).__name__} is not a wav2vec2-family speech model "
+            "(expected e.g. Wav2Vec2Model, WavLMModel, HubertModel)"
+        )
+    return model, _read_do_normalize(model_id, local), getattr(model.config, RANDOM_CONFIG_KEY, None)
+
+
+def _precast_for_autocast(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Store Linear/Conv1d weights in ``dtype``, which autocast would cast them to on every call anyway.
+
+    Results are bit-identical to autocast with fp32 weights, minus a weight copy per forward (a quarter
+    of XLS-R's CPU time). Layer norms stay fp32 (autocast runs them in fp32); parametrized modules
+    (the weight-normed positional conv) are left alone because their weight is computed in fp32.
+    """
+    from torch.nn.utils import parametrize
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear | torch.nn.Conv1d) and not parametrize.is_parametrized(module):
+            module.to(dtype)
+
+
+def default_device() -> torch.device:
+    """CUDA if available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@register_frontend("ssl")
+class SSLFrontEnd(FrontEnd):
+    """Hidden states of a frozen wav2vec2-family model (XLS-R, WavLM, HuBERT, ...) -> (1, hidden, frames).
+
+    Waves are tiled/cut to ``n_samples`` (64,600 = 4.04 s), normalised per utterance as the model's feature
+    extractor says ((x - mean)/sqrt(var + 1e-7), computed in float64 here), and run through the model in
+    eval mode under ``torch.inference_mode``. ``layer`` counts like the model's ``hidden_states``
+    (0 = transformer input, k = output of transformer layer k) except that the last one, ``layer = -1``
+    (the default) or ``num_hidden_layers``, is always ``last_hidden_state`` (with the final layer norm of
+    XLS-R-style stable-layer-norm models, as the published XLS-R-LCNN used). The (frames, hidden) output
+    is transposed to (1, hidden, frames) so the LCNN sees features as height and time as width.
+    ``dtype``: "fp32" (default on CPU, exact) or autocast "bf16" (default on CUDA) / "fp16".
+    ``compile``: run the model through `utils.compile.FrozenCompiled` (one compiled shape: short batches
+    are padded to ``batch_size``); a compile failure is logged and extraction goes on eagerly.
+    Outputs are rounded to ``store_dtype`` (float16) and returned as float32, so features read from the
+    store and computed on the fly are identical.
+    """
+
+    name = "ssl"
+    store_dtype = np.float16
+    derived_settings = frozenset(
+        {"tiling", "do_normalize", "random_weights", "model_type", "hidden_size", "frames"}
+    )
+
+    def __init__(
+        self,
+        model: str = "random:tiny",
+        layer: int = -1,
+        n_samples: int = 64600,
+        dtype: str | None = None,
+        device: str | torch.device | None = None,
+        batch_size: int | None = None,
+        compile: bool = False,
+        trainable: bool = False,
+    ) -> None:
+        super().__init__()
+        self.trainable = bool(trainable)
+        self.device = torch.device(device) if device is not None else default_device()
+        dtype = dtype or ("bf16" if self.device.type == "cuda" else "fp32")
+        # On CPU small batches stay in cache: batch 4 ran ~25 % faster than 8 or 16 for XLS-R 300M.
+        batch_size = batch_size or (32 if self.device.type == "cuda" else 4)
+        if dtype not in DTYPES:
+            raise UserError(f"ssl front end: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        self.model_id = str(model)
+        self.layer = int(layer)
+        self.n_samples = int(n_samples)
+        self.dtype = dtype
+        self.batch_size = max(1, int(batch_size))
+
+        net, self.do_normalize, self.random_kind = load_ssl_model(self.model_id)
+        if self.random_kind is not None and self.model_id not in _warned_random:
+            _warned_random.add(self.model_id)
+            logger.warning("SSL model has RANDOM weights (%s) — features are not meaningful", self.model_id)
+        self.model = net.float().eval().to(self.device)
+        self.model.requires_grad_(self.trainable)
+        if self.dtype != "fp32":
+            _precast_for_autocast(self.model, DTYPES[self.dtype])
+        self._compiled = None
+        if compile:
+            from utils.compile import FrozenCompiled
+
+            self._compiled = FrozenCompiled(self.model)
+
+        config = self.model.config
+        n_layers = config.num_hidden_layers
+        if not -(n_layers + 1) <= self.layer <= n_layers:
+            raise UserError(
+                f"ssl front end: layer {self.layer} out of range for a {n_layers}-layer model "
+                f"(valid: {-(n_layers + 1)}..{n_layers})"
+            )
+        # transformers 4.x and 5.x disagree on whether hidden_states[-1] includes the final layer norm of
+        # stable-layer-norm models, so the last layer is always taken from last_hidden_state.
+        self._layer_index = self.layer % (n_layers + 1)
+        self.hidden_size = int(config.hidden_size)
+        self.frames = int(self.model._get_feat_extract_output_lengths(self.n_samples))
+        self.feature_shape = (1, self.hidden_size, self.frames)
+
+    def settings(self) -> dict[str, Any]:
+        """JSON-serialisable parameters (model id, layer, length, dtype, ...); see `build_frontend`."""
+        return {
+            "name": self.name,
+            "model": self.model_id,
+            "layer": self.layer,
+            "n_samples": self.n_samples,
+            "dtype": self.dtype,
+            "tiling": "repeat",
+            "do_normalize": self.do_normalize,
+            "random_weights": self.random_kind is not None,
+            "model_type": str(self.model.config.model_type),
+            "hidden_size": self.hidden_size,
+            "frames": self.frames,
+            # Only recorded when on, so stores written before the option existed keep their settings.
+            **({"trainable": True} if self.trainable else {}),
+        }
+
+    def prepare(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        """Waves -> (B, n_samples) float32 model input: length-fixed by tiling, then normalised."""
+        x = fix_length_batch(check_waves(waves), self.n_samples, dtype=np.float64)
+        if self.do_normalize:
+            x = (x - x.mean(axis=1, keepdims=True)) / np.sqrt(x.var(axis=1, keepdims=True) + 1e-7)
+        return x.astype(np.float32)
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        """(B, n_samples) float32 waves -> (B, 1, hidden, frames); differentiable when ``trainable``.
+
+        The trainable path normalises in float32 on the device (the frozen path, `extract`, in float64
+        and rounds to float16, exactly as stored); the model runs under the caller's autocast."""
+        if not self.trainable:
+            return super().forward(waves)
+        if waves.dim() != 2 or waves.shape[1] != self.n_samples:
+            raise ValueError(f"ssl front end: expected (B, {self.n_samples}) waves, got {tuple(waves.shape)}")
+        x = waves.float()
+        if self.do_normalize:
+            var = x.var(dim=1, unbiased=False, keepdim=True)
+            x = (x - x.mean(dim=1, keepdim=True)) / torch.sqrt(var + 1e-7)
+        if self._layer_index == self.model.config.num_hidden_layers:
+            hidden = self.model(x).last_hidden_state
+        else:
+            hidden = self.model(x, output_hidden_states=True).hidden_states[self._layer_index]
+        return hidden.transpose(1, 2).unsqueeze(1)
+
+    def train(self, mode: bool = True) -> SSLFrontEnd:
+        """A frozen SSL model stays in eval mode (no dropout) whatever the countermeasure's mode."""
+        super().train(mode)
+        if not self.trainable:
+            self.model.eval()
+        return self
+
+    def extract(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        """Waves (any lengths, 16 kHz) -> (B, 1, hidden, frames) float32 (values exact in float16)."""
+        waves = list(waves)
+        out = np.empty((len(waves), *self.feature_shape), dtype=np.float32)
+        for start in range(0, len(waves), self.batch_size):
+            chunk = waves[start : start + self.batch_size]
+            hidden = self._forward(torch.from_numpy(self.prepare(chunk)))  # (b, frames, hidden)
+            block = hidden.transpose(1, 2).cpu().numpy().astype(self.store_dtype)
+            if not np.isfinite(block).all():  # fp16 overflow or a diverged model must not reach the store
+                raise RuntimeError(f"{self.model_id}: non-finite hidden states (beyond float16 range?)")
+            out[start : start + len(chunk), 0] = block
+        return out
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, n_samples) normalised waves -> (b, frames, hidden) float32 hidden states of ``layer``."""
+        autocast = torch.autocast(self.device.type, dtype=DTYPES[self.dtype], enabled=self.dtype != "fp32")
+        n = x.shape[0]
+        model = self.model
+        if self._compiled is not None and self._compiled.failed is None:
+            from utils.compile import pad_batch
+
+            model, x = self._compiled, pad_batch(x, self.batch_size)
+        with torch.inference_mode(), autocast:
+            x = x.to(self.device)
+            if self._layer_index == self.model.config.num_hidden_layers:
+                hidden = model(x).last_hidden_state
+            else:
+                hidden = model(x, output_hidden_states=True).hidden_states[self._layer_index]
+        if self._compiled is not None and self._compiled.failed and model is self._compiled:
+            logger.warning("torch.compile failed, extracting without it (%s)", self._compiled.failed)
+        return hidden[:n].float()
