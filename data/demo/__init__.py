@@ -18,7 +18,7 @@ One module per concept:
   `ProtocolRow` of `data.protocols`;
 - `data.demo.__main__`: the CLI.
 
-Only numpy, scipy and soundfile are used (no torch).
+No torch: the audio is made with numpy and scipy and written with soundfile.
 """
 
 from data.demo.attacks import ATTACKS, EVAL_ATTACKS, PARTITION_ATTACKS, TRAIN_DEV_ATTACKS, Attack, synthesize
