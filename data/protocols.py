@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.errors import UserError, run_cli, where
+from utils.io import atomic_write_text
 from utils.scorefiles import BONAFIDE, CM_KEYS, SPOOF, check_unique, check_values, read_text, split_table
 
 DATASETS = ("la2019", "la2021", "df2021", "itw")
@@ -52,6 +53,16 @@ class ProtocolRow:
     def label(self) -> int:
         """Class index: 0 = bona fide, 1 = spoof."""
         return 0 if self.key == BONAFIDE else 1
+
+
+def format_protocol_line(row: ProtocolRow) -> str:
+    """One row in the 2019 LA protocol layout ``speaker utt_id - attack key`` (no newline)."""
+    return f"{row.speaker} {row.utt_id} - {row.attack} {row.key}"
+
+
+def write_protocol(path: str | os.PathLike, rows: Sequence[ProtocolRow]) -> None:
+    """Write ``rows`` as a 2019 LA protocol file (`format_protocol_line` per line), atomically."""
+    atomic_write_text(path, "".join(f"{format_protocol_line(row)}\n" for row in rows))
 
 
 def _rows_from_columns(

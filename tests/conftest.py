@@ -106,11 +106,11 @@ N_TRAIN, N_DEV, N_EVAL = 8, 7, 7
 def build_tiny_corpus(base: Path) -> Path:
     """Generated corpus under base/LA and feature stores under base/feats (reused if already built)."""
     import preprocess
-    from data import demo
+    from data.demo.__main__ import main as generate_demo
 
     done = base / "ready"
     if not done.exists():
-        demo.main(
+        generate_demo(
             [
                 "--out",
                 str(base / "LA"),
@@ -333,6 +333,7 @@ def make_release(path: Path, wrap: bool = False, **kwargs: object) -> LCNN:
     model.eval()
     torch.save(nn.DataParallel(model) if wrap else model, path)
     return model
+
 
 # What main_train.py writes into a run folder (rank 0 only), without --eval scores.
 RUN_FILES = {

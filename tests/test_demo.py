@@ -1,4 +1,4 @@
-"""The generated demo corpus (data/demo.py): layout, determinism, idempotence, audio and separability."""
+"""The generated demo corpus (data/demo/): layout, determinism, idempotence, audio and separability."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 import soundfile as sf
 
 from data import demo
+from data.demo.__main__ import main as demo_main
+from data.protocols import asv_score_path, protocol_path
 from utils.errors import UserError, run_cli
 
 SMALL = {"n_train": 10, "n_dev": 10, "n_eval": 20}
@@ -18,7 +20,7 @@ LINE = re.compile(r"^LA_00\d\d LA_([TDE])_\d{7} - (A\d\d|-) (bonafide|spoof)$")
 
 
 def _rows(root: Path, part: str) -> list[list[str]]:
-    text = (root / demo.PROTOCOL_DIR / demo.PROTOCOL_FILES[part]).read_text()
+    text = protocol_path(root, part).read_text()
     return [line.split() for line in text.splitlines()]
 
 
@@ -85,7 +87,7 @@ def test_asv_score_files(corpus: Path) -> None:
     for part in ("dev", "eval"):
         spoof_rows = [r for r in _rows(corpus, part) if r[4] == "spoof"]
         n_bona = len(_rows(corpus, part)) - len(spoof_rows)
-        text = (corpus / demo.ASV_DIR / demo.ASV_FILES[part]).read_text()
+        text = asv_score_path(corpus, part).read_text()
         scores: dict[str, list[float]] = {"target": [], "nontarget": [], "spoof": []}
         for line in text.splitlines():
             cm_key, asv_key, score = line.split()
@@ -121,12 +123,12 @@ def test_rerun_is_idempotent_and_new_parameters_regenerate(
 ) -> None:
     root = tmp_path / "LA"
     args = ["--out", str(root), "--n-train", "4", "--n-dev", "3", "--n-eval", "3", "--workers", "1"]
-    assert demo.main([*args, "--no-progress"]) == 0
+    assert demo_main([*args, "--no-progress"]) == 0
     first = capsys.readouterr().out
     assert "generated" in first and "SYNTHETIC" in first and "bonafide 1" in first
     stamp = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
 
-    assert demo.main([*args, "--no-progress"]) == 0
+    assert demo_main([*args, "--no-progress"]) == 0
     assert "already present" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == stamp
 
@@ -146,7 +148,7 @@ def test_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]
     assert (busy / "notes.txt").read_text() == "mine"
 
-    assert run_cli(demo.main, ["--out", str(tmp_path / "x"), "--n-dev", "1"]) == 2
+    assert run_cli(demo_main, ["--out", str(tmp_path / "x"), "--n-dev", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --n-dev must be at least 2") and err.count("\n") == 1
     with pytest.raises(UserError, match="bonafide-fraction"):
@@ -156,7 +158,7 @@ def test_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
 @pytest.mark.parametrize("attack", ["-", *demo.ATTACKS])
 def test_every_attack_renders_finite_audio_of_the_requested_length(attack: str) -> None:
-    spk = demo._make_speaker("LA_0001", np.random.default_rng(0))
+    spk = demo.make_speaker("LA_0001", np.random.default_rng(0))
     x = demo.synthesize(spk, attack, 16000, np.random.default_rng(1))
     assert x.shape == (16000,) and np.isfinite(x).all() and np.std(x) > 0
 
@@ -181,11 +183,11 @@ def _high_band_share(x: np.ndarray) -> float:
 
 def test_bona_fide_and_spoofs_differ_in_f0_jitter_and_bandwidth() -> None:
     rng = np.random.default_rng(7)
-    speakers = [demo._make_speaker(f"LA_00{i:02d}", rng) for i in range(4)]
+    speakers = [demo.make_speaker(f"LA_00{i:02d}", rng) for i in range(4)]
 
     def render(attack: str) -> list[np.ndarray]:
         return [
-            demo._channel(demo.synthesize(s, attack, 24000, rng), rng, demo.BONAFIDE_SNR_DB)
+            demo.channel(demo.synthesize(s, attack, 24000, rng), rng, demo.BONAFIDE_SNR_DB)
             for s in speakers
             for _ in range(2)
         ]

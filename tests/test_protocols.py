@@ -12,12 +12,14 @@ from data.protocols import (
     ProtocolRow,
     asv_score_path,
     audio_path,
+    format_protocol_line,
     format_summary,
     load_partition,
     main,
     protocol_path,
     protocol_summary,
     read_protocol,
+    write_protocol,
 )
 from utils.errors import UserError, run_cli
 
@@ -182,6 +184,19 @@ def test_layout_helpers() -> None:
         audio_path(root, "eval", "x", "la2017")
     with pytest.raises(UserError, match="dev and eval partitions only"):
         asv_score_path(root, "train")
+
+
+def test_write_protocol_round_trips_in_the_2019_layout(tmp_path: Path) -> None:
+    rows = [
+        ProtocolRow("LA_0079", "LA_T_1138215", "-", "bonafide"),
+        ProtocolRow("LA_0080", "LA_T_2", "A01", "spoof"),
+    ]
+    assert format_protocol_line(rows[1]) == "LA_0080 LA_T_2 - A01 spoof"
+    path = protocol_path(tmp_path, "train")
+    write_protocol(path, rows)  # creates the protocol folder
+    assert path.read_text() == "LA_0079 LA_T_1138215 - - bonafide\nLA_0080 LA_T_2 - A01 spoof\n"
+    assert load_partition(tmp_path, "train") == rows
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
 
 
 def test_load_partition_errors(tmp_path: Path) -> None:
