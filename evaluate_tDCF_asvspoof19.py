@@ -417,6 +417,7 @@ def evaluate_2021(
             "the 2021 LA t-DCF needs both --asv-scores (keys/LA/ASV/ASVTorch_Kaldi/score.txt) and "
             "--asv-metadata (keys/LA/ASV/trial_metadata.txt)"
         )
+    mask = subset_mask(meta, subset)
     utt_ids = cm.utt_ids.tolist()
     aligned = align_scores(meta, utt_ids, scores, args.scores)
     if cm.keys is not None:
@@ -426,7 +427,6 @@ def evaluate_2021(
             notes.append(
                 f"note: {n_differ} keys in the score file differ from the metadata; the metadata's are used"
             )
-    mask = subset_mask(meta, subset)
     sub = meta.select(mask)
     sub_scores = require_scores(sub, aligned[mask], args.scores)
     is_bona = sub.keys == BONAFIDE

@@ -205,7 +205,7 @@ def _cell(x: float | None, scale: float, digits: int) -> str:
 def format_condition_tables(layout: ConditionLayout, tables: dict) -> str:
     """The per-cell tables as plain text: EER % (2 dp) and, where present, min t-DCF (4 dp)."""
     cids = [cid for _, cid in layout.columns] + [POOLED]
-    width = max(len(label) for _, label in layout.rows) + 1
+    width = max(len(label) for _, label in (*layout.rows, (None, POOLED))) + 1
     lines: list[str] = []
     for measure, title, scale, digits in (
         ("eer", "EER %", 100.0, 2),
