@@ -98,7 +98,6 @@ def test_la2021_per_condition_eer_and_tdcf(la2021: dict, tmp_path: Path, capsys)
     r = json.loads(out_json.read_text())
     assert (r["track"], r["subset"]) == ("la2021", "eval")
     rows = [row for row in la2021["rows"] if row[4] == "eval"]
-    score = {row[0]: row[5] for row in rows}
     asv_score = {(m, t): float(s) for m, t, s in (line.split() for line in la2021["asv_scores"])}
 
     def cm(codec: str | None, attack: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +184,7 @@ def write_df2021(folder: Path, rng: np.random.Generator) -> tuple[Path, Path, li
     groups = [value for value, _ in DF2021_LAYOUT.rows]
     rows, meta, scores = [], [], []
     for c, (codec, _) in enumerate(DF2021_LAYOUT.columns):
-        for i in range(8):
+        for _ in range(8):
             rows.append((f"DF_E_{len(rows):07d}", codec, "bonafide", "bonafide", rng.normal(1 + c / 5, 1)))
         for g, group in enumerate(groups):
             for _ in range(3):

@@ -56,14 +56,12 @@ def results_markdown(rows: Sequence[dict]) -> str:
 
 
 def results_csv(rows: Sequence[dict]) -> str:
-    """The rows as CSV at full precision: EER in %, empty cells where undefined."""
+    """The rows as CSV at full precision, as fractions like the JSON (EER too); empty where undefined."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["corpus", "eer_percent", *(key for key, _, _, _ in RESULT_COLUMNS[1:])])
+    writer.writerow(["corpus", *(key for key, _, _, _ in RESULT_COLUMNS)])
     for row in rows:
-        values = [
-            "" if row.get(key) is None else repr(scale * row[key]) for key, _, _, scale in RESULT_COLUMNS
-        ]
+        values = ["" if row.get(key) is None else repr(row[key]) for key, _, _, _ in RESULT_COLUMNS]
         writer.writerow([row["corpus"], *values])
     return out.getvalue()
 
