@@ -45,17 +45,14 @@ class StoreDataset(Dataset):
         self.store = FeatureStore(store_dir, allow_partial=allow_partial)
         if rows is None:
             if any(len(cols) != 4 for cols in self.store.index):
-                raise UserError(
-                    f"{self.store.store_dir}: the store index has no protocol labels; pass the protocol rows"
-                )
+                raise UserError(f"{self.store.store_dir}: the store index has no protocol labels; "
+                                "pass the protocol rows")
             # index columns, as written by preprocess.py: utt_id speaker attack key
             rows = [ProtocolRow(cols[1], cols[0], cols[2], cols[3]) for cols in self.store.index]
         missing = [r.utt_id for r in rows if r.utt_id not in self.store]
         if missing:
-            raise UserError(
-                f"{self.store.store_dir}: {len(missing)} protocol utterance(s) not in the store "
-                f"(first: {', '.join(missing[:3])}); made from another protocol or with --limit?"
-            )
+            raise UserError(f"{self.store.store_dir}: {len(missing)} protocol utterance(s) not in the store "
+                            f"(first: {', '.join(missing[:3])}); made from another protocol or with --limit?")
         store_rows = np.array([self.store.row_of(r.utt_id) for r in rows], dtype=np.int64)
         keep = self.store.valid[store_rows] if len(rows) else np.zeros(0, bool)
         self.rows = [r for r, k in zip(rows, keep, strict=True) if k]
@@ -78,10 +75,8 @@ class StoreDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> list[Item]:
         feats = torch.from_numpy(self.store.get_batch(self.store_rows[np.asarray(indices)]))
-        return [
-            (feats[j], self.rows[i].label, self.rows[i].utt_id, self.rows[i].attack)
-            for j, i in enumerate(indices)
-        ]
+        return [(feats[j], self.rows[i].label, self.rows[i].utt_id, self.rows[i].attack)
+                for j, i in enumerate(indices)]
 
 
 class AudioDataset(Dataset):
@@ -118,10 +113,8 @@ class AudioDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> list[Item]:
         feats = self._features(indices)
-        return [
-            (feats[j], self.rows[i].label, self.rows[i].utt_id, self.rows[i].attack)
-            for j, i in enumerate(indices)
-        ]
+        return [(feats[j], self.rows[i].label, self.rows[i].utt_id, self.rows[i].attack)
+                for j, i in enumerate(indices)]
 
 
 def collate_batch(items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:

@@ -191,8 +191,7 @@ class F0SubbandFrontEnd:
         self._block_phase = np.exp(-2j * np.pi * cycles(np.arange(n_blocks)[:, None] * h))
         m = np.arange(self.n_frames)[:, None] * h
         self._frame_weight = BLACKMAN[None, :] * np.exp(
-            -2j * np.pi * ((np.arange(-2, 3)[None, :] * m) % (n - 1)) / (n - 1)
-        )
+            -2j * np.pi * ((np.arange(-2, 3)[None, :] * m) % (n - 1)) / (n - 1))
 
     def settings(self) -> dict[str, Any]:
         """JSON-serialisable parameters; `build_frontend` of this dict gives an identical front end."""
@@ -365,40 +364,18 @@ def random_model_config(kind: str):
         layer_norm_eps=1e-5,
     )
     if kind == "xlsr-300m":
-        spec = dict(
-            hidden_size=1024,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            intermediate_size=4096,
-            conv_dim=(512,) * 7,
-            num_conv_pos_embeddings=128,
-            num_conv_pos_embedding_groups=16,
-        )
+        spec = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                    conv_dim=(512,) * 7, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16)
     elif kind == "tiny":
         # Small positional conv and conv channels: the parts that dominate CPU time in a tiny model.
-        spec = dict(
-            hidden_size=1024,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=1024,
-            conv_dim=(64,) * 7,
-            num_conv_pos_embeddings=16,
-            num_conv_pos_embedding_groups=16,
-        )
+        spec = dict(hidden_size=1024, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
+                    conv_dim=(64,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=16)
     elif kind == "narrow":
-        spec = dict(
-            hidden_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            intermediate_size=128,
-            conv_dim=(32,) * 7,
-            num_conv_pos_embeddings=16,
-            num_conv_pos_embedding_groups=16,
-        )
+        spec = dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=4, intermediate_size=128,
+                    conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=16)
     else:
-        raise UserError(
-            f"unknown random SSL model 'random:{kind}' (known: random:tiny, random:narrow, random:xlsr-300m)"
-        )
+        raise UserError(f"unknown random SSL model 'random:{kind}' (known: random:tiny, random:narrow, "
+                        "random:xlsr-300m)")
     return Wav2Vec2Config(**common, **spec, **{RANDOM_CONFIG_KEY: kind})
 
 
@@ -482,10 +459,8 @@ def load_ssl_model(model_id: str) -> tuple[torch.nn.Module, bool, str | None]:
         msg = " ".join(str(exc).split())[:300]
         raise UserError(f"{model_id}: cannot load SSL model as {tried}: {type(exc).__name__}: {msg}") from exc
     if not hasattr(model, "_get_feat_extract_output_lengths"):
-        raise UserError(
-            f"{model_id}: {type(model).__name__} is not a wav2vec2-family speech model "
-            "(expected e.g. Wav2Vec2Model, WavLMModel, HubertModel)"
-        )
+        raise UserError(f"{model_id}: {type(model).__name__} is not a wav2vec2-family speech model "
+                        "(expected e.g. Wav2Vec2Model, WavLMModel, HubertModel)")
     return model, _read_do_normalize(model_id, local), getattr(model.config, RANDOM_CONFIG_KEY, None)
 
 
@@ -567,10 +542,8 @@ class SSLFrontEnd:
         config = self.model.config
         n_layers = config.num_hidden_layers
         if not -(n_layers + 1) <= self.layer <= n_layers:
-            raise UserError(
-                f"ssl front end: layer {self.layer} out of range for a {n_layers}-layer model "
-                f"(valid: {-(n_layers + 1)}..{n_layers})"
-            )
+            raise UserError(f"ssl front end: layer {self.layer} out of range for a {n_layers}-layer model "
+                            f"(valid: {-(n_layers + 1)}..{n_layers})")
         # transformers 4.x and 5.x disagree on whether hidden_states[-1] includes the final layer norm of
         # stable-layer-norm models, so the last layer is always taken from last_hidden_state.
         self._layer_index = self.layer % (n_layers + 1)
@@ -645,19 +618,8 @@ _DERIVED = {
     "ssl": {"tiling", "do_normalize", "random_weights", "model_type", "hidden_size", "frames"},
 }
 _CHOSEN = {
-    "f0": {
-        "tiling",
-        "max_samples",
-        "pre_emphasis",
-        "n_fft",
-        "hop",
-        "n_bins",
-        "n_frames",
-        "method",
-        "batch_size",
-        "workers",
-        "threads",
-    },
+    "f0": {"tiling", "max_samples", "pre_emphasis", "n_fft", "hop", "n_bins", "n_frames", "method",
+           "batch_size", "workers", "threads"},
     "ssl": {"model", "layer", "n_samples", "dtype", "batch_size", "compile"},
 }
 
@@ -674,9 +636,8 @@ def build_frontend(settings: dict[str, Any], device: str | torch.device | None =
         raise UserError(f"front end name must be one of {sorted(_FRONTENDS)}, got {name!r}")
     unknown = set(settings) - _CHOSEN[name] - _DERIVED[name]
     if unknown:
-        raise UserError(
-            f"unknown {name} front-end setting(s) {sorted(unknown)} (known: {sorted(_CHOSEN[name])})"
-        )
+        raise UserError(f"unknown {name} front-end setting(s) {sorted(unknown)} "
+                        f"(known: {sorted(_CHOSEN[name])})")
     kwargs = {k: v for k, v in settings.items() if k in _CHOSEN[name]}
     if name == "ssl":
         kwargs["device"] = device

@@ -58,17 +58,8 @@ PENDING, DONE, BAD = 0, 1, 2
 INDEX_FILE = "index.tsv"
 _META_RE = re.compile(r"^shard-(\d+)-of-(\d+)\.meta\.json$")
 # Keys that must agree between every shard of a store (the others describe one shard).
-_STORE_KEYS = (
-    "format",
-    "version",
-    "frontend",
-    "feature_shape",
-    "dtype",
-    "n_rows",
-    "n_shards",
-    "utt_ids_sha256",
-    "index_sha256",
-)
+_STORE_KEYS = ("format", "version", "frontend", "feature_shape", "dtype", "n_rows", "n_shards",
+               "utt_ids_sha256", "index_sha256")
 
 
 def shard_name(shard: int, n_shards: int) -> str:
@@ -104,9 +95,8 @@ def frontend_tag(settings: Mapping[str, Any]) -> str:
     raise ValueError(f"unknown front end name {name!r}")
 
 
-def store_dir_for(
-    out: str | os.PathLike, settings: Mapping[str, Any], partition: str, dataset: str = "la2019"
-) -> Path:
+def store_dir_for(out: str | os.PathLike, settings: Mapping[str, Any], partition: str,
+                  dataset: str = "la2019") -> Path:
     """Where preprocess.py puts a partition's store: ``<out>/<front end tag>/<partition>``
     (``<dataset>-<partition>`` for datasets other than la2019, whose partition names would collide)."""
     name = partition if dataset == "la2019" else f"{dataset}-{partition}"
@@ -317,7 +307,7 @@ class ShardWriter:
         """
         out = []
         for lo in range(0, self.stop - self.start, batch_size):
-            local = np.flatnonzero(self.status[lo : lo + batch_size] == PENDING) + lo
+            local = np.flatnonzero(self.status[lo:lo + batch_size] == PENDING) + lo
             if local.size:
                 out.append(local + self.start)
         return out
@@ -378,10 +368,8 @@ class FeatureStore:
         for path, meta in metas.items():
             diffs = _differing_keys(first, meta)
             if diffs:
-                raise UserError(
-                    f"{self.store_dir}: shards disagree ({first_path.name} vs {path.name}: "
-                    f"{', '.join(diffs)}); delete the store and preprocess again"
-                )
+                raise UserError(f"{self.store_dir}: shards disagree ({first_path.name} vs {path.name}: "
+                                f"{', '.join(diffs)}); delete the store and preprocess again")
         self.meta = first
         self.settings: dict[str, Any] = first["frontend"]
         self.feature_shape = tuple(first["feature_shape"])
@@ -407,7 +395,7 @@ class FeatureStore:
                 continue
             try:
                 self._data.append(np.load(f"{stem}.data.npy", mmap_mode="r"))
-                self.status[self.bounds[k] : self.bounds[k + 1]] = np.load(f"{stem}.status.npy")
+                self.status[self.bounds[k]:self.bounds[k + 1]] = np.load(f"{stem}.status.npy")
             except (OSError, ValueError) as exc:
                 raise UserError(f"{stem}.data.npy: damaged shard ({exc})") from exc
         self.valid = self.status == DONE
@@ -415,10 +403,8 @@ class FeatureStore:
         if not self.complete and not allow_partial:
             n_pending = int((self.status == PENDING).sum())
             what = f"{len(missing)} of {self.n_shards} shards not started, " if missing else ""
-            raise UserError(
-                f"{self.store_dir}: incomplete store ({what}{n_pending} of {n_rows} rows "
-                "pending); rerun preprocess.py to finish it"
-            )
+            raise UserError(f"{self.store_dir}: incomplete store ({what}{n_pending} of {n_rows} rows "
+                            "pending); rerun preprocess.py to finish it")
 
     def __len__(self) -> int:
         return len(self.utt_ids)

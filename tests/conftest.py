@@ -334,7 +334,6 @@ def make_release(path: Path, wrap: bool = False, **kwargs: object) -> LCNN:
     torch.save(nn.DataParallel(model) if wrap else model, path)
     return model
 
-
 # What main_train.py writes into a run folder (rank 0 only), without --eval scores.
 RUN_FILES = {
     "best.pt",

@@ -14,14 +14,8 @@ CODE = "from utils.allocator import keep_freed_memory as k; print(k(), k())"
 
 def _run(env_extra: dict[str, str]) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
-    proc = subprocess.run(
-        [sys.executable, "-c", CODE],
-        cwd=REPO,
-        env={**env, **env_extra},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    proc = subprocess.run([sys.executable, "-c", CODE], cwd=REPO, env={**env, **env_extra},
+                          capture_output=True, text=True, check=True)
     return proc.stdout.strip()
 
 

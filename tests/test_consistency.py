@@ -60,12 +60,8 @@ def test_the_whole_chain_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
     """preprocess → train → score → evaluate for both recipes, each step a real CLI process."""
     from utils.run_demo import SYSTEMS, run_demo
 
-    results = run_demo(
-        tmp_path / "demo",
-        progress=False,
-        sizes=(16, 12, 24),
-        overrides=("train.epochs=1", "train.batch_size=8"),
-    )
+    results = run_demo(tmp_path / "demo", progress=False, sizes=(16, 12, 24),
+                       overrides=("train.epochs=1", "train.batch_size=8"))
     for system in SYSTEMS:
         report = results[system.name]
         assert report["n_bonafide"] + report["n_spoof"] == 24

@@ -183,9 +183,8 @@ def test_ssl_layer_selection(tiny):
     np.testing.assert_array_equal(SSLFrontEnd("random:tiny", layer=2, device="cpu").extract(waves), last)
     first = SSLFrontEnd("random:tiny", layer=1, device="cpu")
     assert first.settings()["layer"] == 1
-    np.testing.assert_array_equal(
-        SSLFrontEnd("random:tiny", layer=-2, device="cpu").extract(waves), first.extract(waves)
-    )
+    np.testing.assert_array_equal(SSLFrontEnd("random:tiny", layer=-2, device="cpu").extract(waves),
+                                  first.extract(waves))
     with torch.inference_mode():
         x = torch.from_numpy(tiny.prepare(waves))
         ref = tiny.model(x, output_hidden_states=True).hidden_states[1][0].T.numpy()
@@ -250,11 +249,8 @@ def test_ssl_bad_model_paths(tmp_path):
     from transformers import BertConfig, BertModel
 
     text_model = tmp_path / "bert"
-    BertModel(
-        BertConfig(
-            vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8
-        )
-    ).save_pretrained(text_model)
+    BertModel(BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                         intermediate_size=8)).save_pretrained(text_model)
     with pytest.raises(UserError, match="not a wav2vec2-family speech model"):
         SSLFrontEnd(str(text_model), device="cpu")
     with pytest.raises(UserError, match="unknown random SSL model"):

@@ -30,18 +30,8 @@ def run(argv: list[str], capsys=None) -> tuple[int, str, str]:
 
 
 def f0_args(root: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--data-root",
-        str(root),
-        "--partitions",
-        "train",
-        "--frontend",
-        "f0",
-        "--out",
-        str(out),
-        "--no-progress",
-        *extra,
-    ]
+    return ["--data-root", str(root), "--partitions", "train", "--frontend", "f0", "--out", str(out),
+            "--no-progress", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +76,7 @@ def test_two_shards_equal_one_run(corpus, reference, tmp_path, capsys) -> None:
     assert two.n_shards == 2 and two.utt_ids == one.utt_ids
     np.testing.assert_array_equal(two.get_batch(range(len(two))), one.get_batch(range(len(one))))
     assert sorted(p.name for p in two.store_dir.glob("*.data.npy")) == [
-        "shard-0000-of-0002.data.npy",
-        "shard-0001-of-0002.data.npy",
-    ]
+        "shard-0000-of-0002.data.npy", "shard-0001-of-0002.data.npy"]
 
 
 def test_torchrun_ranks_fill_their_own_shards(corpus, reference, tmp_path, monkeypatch, two_threads) -> None:
@@ -107,23 +95,9 @@ def test_torchrun_ranks_fill_their_own_shards(corpus, reference, tmp_path, monke
 def test_ssl_random_tiny_store(corpus, tmp_path) -> None:
     from data.features import build_frontend
 
-    argv = [
-        "--data-root",
-        str(corpus),
-        "--partitions",
-        "train",
-        "--frontend",
-        "ssl",
-        "--ssl-model",
-        "random:tiny",
-        "--out",
-        str(tmp_path),
-        "--limit",
-        "3",
-        "--batch-size",
-        "2",
-        "--no-progress",
-    ]
+    argv = ["--data-root", str(corpus), "--partitions", "train", "--frontend", "ssl",
+            "--ssl-model", "random:tiny", "--out", str(tmp_path), "--limit", "3", "--batch-size", "2",
+            "--no-progress"]
     assert run_cli(main, argv) == 0
     store = FeatureStore(tmp_path / "ssl-random-tiny" / "train")
     assert store.feature_shape == (1, 1024, 201) and store.dtype == np.float16
@@ -139,17 +113,8 @@ def test_ssl_random_tiny_store(corpus, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_real_torchrun_two_ranks(corpus, reference, tmp_path) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "0",
-        "preprocess.py",
-        *f0_args(corpus, tmp_path),
-    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+           "preprocess.py", *f0_args(corpus, tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -170,9 +135,8 @@ def test_audio_dataset_equals_store_dataset(corpus, reference) -> None:
     frontend = build_frontend({"name": "f0"})
     on_the_fly = AudioDataset(rows, lambda utt: audio_path(corpus, "train", utt), frontend)
     assert len(stored) == len(on_the_fly) == len(GOOD) and on_the_fly.feature_shape == (1, 45, 600)
-    loaders = [
-        torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=collate_batch) for ds in (stored, on_the_fly)
-    ]
+    loaders = [torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=collate_batch)
+               for ds in (stored, on_the_fly)]
     for (xa, ya, ids_a, att_a), (xb, yb, ids_b, att_b) in zip(*loaders, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb) and ids_a == ids_b and att_a == att_b
     x, label, utt, attack = on_the_fly[3]

@@ -83,21 +83,8 @@ def test_resume_after_sigkill_is_byte_identical_and_recomputes_nothing(
     """Kill -9 a real preprocess.py process after some rows are done, rerun, compare with a clean run."""
 
     def args(out: Path, *more: str) -> list[str]:
-        return [
-            "--data-root",
-            str(corpus),
-            "--partitions",
-            "train",
-            "--frontend",
-            frontend.split("-")[0],
-            "--out",
-            str(out),
-            "--no-progress",
-            "--batch-size",
-            "2",
-            *extra,
-            *more,
-        ]
+        return ["--data-root", str(corpus), "--partitions", "train", "--frontend", frontend.split("-")[0],
+                "--out", str(out), "--no-progress", "--batch-size", "2", *extra, *more]
 
     assert run_cli(preprocess.main, args(tmp_path / "clean")) == 0
     store_dir = tmp_path / "killed" / frontend / "train"
@@ -220,27 +207,16 @@ def test_nan_samples(tmp_path):
     _assert_user_error(path, "NaN")
 
 
-BAD_SPECS = [
-    ("LA_T_1000000", "16k"),
-    ("LA_T_1000001", "empty"),
-    ("LA_T_1000002", "16k"),
-    ("LA_T_1000003", "truncated"),
-    ("LA_T_1000004", "text"),
-    ("LA_T_1000005", "short"),
-]
+BAD_SPECS = [("LA_T_1000000", "16k"), ("LA_T_1000001", "empty"), ("LA_T_1000002", "16k"),
+             ("LA_T_1000003", "truncated"), ("LA_T_1000004", "text"), ("LA_T_1000005", "short")]
 
 
 def test_bad_audio_stops_with_one_line_error_then_skip_bad_marks_it(tmp_path, capsys) -> None:
     root, out = tmp_path / "corpus", tmp_path / "out"
     write_corpus(root, BAD_SPECS)
     flac = root / "ASVspoof2019_LA_train" / "flac"
-    proc = subprocess.run(
-        [sys.executable, "preprocess.py", *f0_args(root, out, "--batch-size", "1")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = subprocess.run([sys.executable, "preprocess.py", *f0_args(root, out, "--batch-size", "1")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: {flac / 'LA_T_1000001.flac'}:") and "Traceback" not in proc.stderr
@@ -263,8 +239,7 @@ def test_bad_audio_stops_with_one_line_error_then_skip_bad_marks_it(tmp_path, ca
     assert store.status.tolist() == [DONE, BAD, DONE, BAD, BAD, DONE]
     report = (store_dir / "shard-0000-of-0001.bad.tsv").read_text().splitlines()
     assert [line.split("\t")[:2] for line in report] == [
-        [utt, str(flac / f"{utt}.flac")] for utt in ("LA_T_1000001", "LA_T_1000003", "LA_T_1000004")
-    ]
+        [utt, str(flac / f"{utt}.flac")] for utt in ("LA_T_1000001", "LA_T_1000003", "LA_T_1000004")]
     assert [b[0] for b in store.bad_files()] == ["LA_T_1000001", "LA_T_1000003", "LA_T_1000004"]
 
     from data.dataset import StoreDataset

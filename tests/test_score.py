@@ -175,3 +175,5 @@ def test_released_safetensors_scores_like_our_checkpoint(checkpoint, clips, tmp_
         results.append(json.loads(out.read_text())[0])
     assert results[0]["score"] == results[1]["score"]
     assert results[1]["decision"] == "n/a"  # no threshold in the imported file
+
+

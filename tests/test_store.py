@@ -17,12 +17,8 @@ from utils.errors import UserError
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (1, 3, 4)
 SETTINGS = {"name": "f0", "tiling": "mirror", "n_bins": 3}
-INDEX = [
-    (f"LA_T_{i:07d}", f"LA_{i % 2:04d}", "-", "bonafide")
-    if i % 3 == 0
-    else (f"LA_T_{i:07d}", f"LA_{i % 2:04d}", "A01", "spoof")
-    for i in range(7)
-]
+INDEX = [(f"LA_T_{i:07d}", f"LA_{i % 2:04d}", "-", "bonafide") if i % 3 == 0 else
+         (f"LA_T_{i:07d}", f"LA_{i % 2:04d}", "A01", "spoof") for i in range(7)]
 
 
 def feature(row: int) -> np.ndarray:
@@ -34,11 +30,8 @@ def fill(writer: ShardWriter, batch_size: int = 2, bad: dict[int, tuple[str, str
     bad = bad or {}
     for block in writer.pending_blocks(batch_size):
         good = [r for r in block if r not in bad]
-        writer.commit(
-            good,
-            np.stack([feature(r) for r in good]) if good else np.empty((0, *SHAPE)),
-            {r: bad[r] for r in block if r in bad},
-        )
+        writer.commit(good, np.stack([feature(r) for r in good]) if good else np.empty((0, *SHAPE)),
+                      {r: bad[r] for r in block if r in bad})
 
 
 def make_store(path: Path, n_shards: int = 1, **kw) -> Path:
@@ -67,16 +60,14 @@ def test_frontend_tags() -> None:
 def test_layout_and_zero_copy_reading(tmp_path) -> None:
     store_dir = make_store(tmp_path / "s", n_shards=3)
     names = sorted(p.name for p in store_dir.iterdir())
-    assert names == ["index.tsv"] + [
-        f"shard-{k:04d}-of-0003.{ext}" for k in range(3) for ext in ("data.npy", "meta.json", "status.npy")
-    ]
+    assert names == ["index.tsv"] + [f"shard-{k:04d}-of-0003.{ext}" for k in range(3)
+                                     for ext in ("data.npy", "meta.json", "status.npy")]
     assert (store_dir / "index.tsv").read_text().splitlines()[0] == "LA_T_0000000\tLA_0000\t-\tbonafide"
     meta = json.loads((store_dir / "shard-0002-of-0003.meta.json").read_text())
     assert (meta["start"], meta["stop"], meta["n_rows"], meta["dtype"]) == (4, 7, 7, "<f4")
     # a standard .npy file: shard 2 holds rows 4..6
-    np.testing.assert_array_equal(
-        np.load(store_dir / "shard-0002-of-0003.data.npy"), np.stack([feature(r) for r in (4, 5, 6)])
-    )
+    np.testing.assert_array_equal(np.load(store_dir / "shard-0002-of-0003.data.npy"),
+                                  np.stack([feature(r) for r in (4, 5, 6)]))
 
     store = FeatureStore(store_dir)
     assert store.complete and store.valid.all() and len(store) == 7 and store.n_shards == 3
@@ -112,8 +103,7 @@ def test_float16_store(tmp_path) -> None:
     assert store.dtype == np.float16 and store[0].dtype == np.float16
     assert store[0][0, 0, 0] == np.float16(1 / 3)
     assert (tmp_path / "shard-0000-of-0001.data.npy").stat().st_size - np.load(
-        tmp_path / "shard-0000-of-0001.data.npy", mmap_mode="r"
-    ).offset == 2 * 6 * 2
+        tmp_path / "shard-0000-of-0001.data.npy", mmap_mode="r").offset == 2 * 6 * 2
 
 
 def test_reopen_resumes_pending_rows_only_in_aligned_blocks(tmp_path) -> None:
@@ -162,10 +152,8 @@ def test_shard_killed_before_its_metadata_is_recreated(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (
-            {"frontend_settings": {**SETTINGS, "tiling": "repeat"}},
-            "frontend.tiling (store: 'mirror', requested: 'repeat')",
-        ),
+        ({"frontend_settings": {**SETTINGS, "tiling": "repeat"}},
+         "frontend.tiling (store: 'mirror', requested: 'repeat')"),
         ({"frontend_settings": {"name": "f0"}}, "frontend.n_bins (store: 3, requested: None)"),
         ({"index": INDEX[:6]}, "n_rows (store: 7, requested: 6); utt_ids (different utterance list)"),
         ({"index": [INDEX[1], INDEX[0], *INDEX[2:]]}, "utt_ids (different utterance list)"),
@@ -176,15 +164,8 @@ def test_shard_killed_before_its_metadata_is_recreated(tmp_path) -> None:
 )
 def test_reopen_with_other_settings_is_a_user_error(tmp_path, change, message) -> None:
     store_dir = make_store(tmp_path / "s", n_shards=3)
-    kw = {
-        "index": INDEX,
-        "frontend_settings": SETTINGS,
-        "feature_shape": SHAPE,
-        "dtype": np.float32,
-        "shard": 0,
-        "n_shards": 3,
-        **change,
-    }
+    kw = {"index": INDEX, "frontend_settings": SETTINGS, "feature_shape": SHAPE, "dtype": np.float32,
+          "shard": 0, "n_shards": 3, **change}
     before = {p.name: p.read_bytes() for p in store_dir.iterdir()}
     with pytest.raises(UserError) as info:
         ShardWriter(store_dir, **kw)
@@ -212,19 +193,16 @@ def test_missing_shard_and_damaged_files(tmp_path) -> None:
 
 
 def test_bad_rows_are_reported_and_excluded(tmp_path) -> None:
-    bad = {
-        1: ("/data/LA_T_0000001.flac", "/data/LA_T_0000001.flac: audio file is empty (0 bytes)"),
-        5: ("/data/LA_T_0000005.flac", "cannot read\taudio"),
-    }
+    bad = {1: ("/data/LA_T_0000001.flac", "/data/LA_T_0000001.flac: audio file is empty (0 bytes)"),
+           5: ("/data/LA_T_0000005.flac", "cannot read\taudio")}
     store_dir = make_store(tmp_path / "s", n_shards=2, bad=bad)
     store = FeatureStore(store_dir)
     assert store.complete  # every row is done or bad
     assert store.status.tolist() == [DONE, BAD, DONE, DONE, DONE, BAD, DONE]
     assert store.valid.tolist() == [True, False, True, True, True, False, True]
-    assert store.bad_files() == [
-        ("LA_T_0000001", "/data/LA_T_0000001.flac", "/data/LA_T_0000001.flac: audio file is empty (0 bytes)"),
-        ("LA_T_0000005", "/data/LA_T_0000005.flac", "cannot read audio"),
-    ]
+    assert store.bad_files() == [("LA_T_0000001", "/data/LA_T_0000001.flac",
+                                  "/data/LA_T_0000001.flac: audio file is empty (0 bytes)"),
+                                 ("LA_T_0000005", "/data/LA_T_0000005.flac", "cannot read audio")]
     assert not store[1].any()  # never written
 
     import torch

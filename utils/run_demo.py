@@ -80,96 +80,28 @@ def run_demo(
     started = time.perf_counter()
 
     n_train, n_dev, n_eval = (str(n) for n in sizes)
-    _run(
-        [
-            "-m",
-            "data.demo",
-            "--out",
-            str(corpus),
-            "--seed",
-            str(seed),
-            "--n-train",
-            n_train,
-            "--n-dev",
-            n_dev,
-            "--n-eval",
-            n_eval,
-            *quiet,
-        ],
-        log,
-    )
+    _run(["-m", "data.demo", "--out", str(corpus), "--seed", str(seed), "--n-train", n_train,
+          "--n-dev", n_dev, "--n-eval", n_eval, *quiet], log)
     results: dict[str, dict] = {}
     for system in SYSTEMS:
         run_dir = out / "runs" / system.name
         scores = out / "scores" / f"{system.name}_eval.txt"
         report = out / "eval" / system.name
-        _run(
-            [
-                "preprocess.py",
-                "--config",
-                system.config,
-                "--data-root",
-                str(corpus),
-                "--out",
-                str(features),
-                *quiet,
-            ],
-            log,
-        )
+        _run(["preprocess.py", "--config", system.config, "--data-root", str(corpus), "--out", str(features),
+              *quiet], log)
         if (run_dir / "summary.json").exists():
             print(f"\n# {system.title}: {run_dir} is trained already (make clean-demo to start over)")
         else:
             # --resume continues a demo that was interrupted during training.
-            _run(
-                [
-                    "main_train.py",
-                    "--config",
-                    system.config,
-                    "--features",
-                    str(features),
-                    "--data-root",
-                    str(corpus),
-                    "--out",
-                    str(run_dir),
-                    "--seed",
-                    str(seed),
-                    "--resume",
-                    "--no-eval",
-                    *quiet,
-                    *overrides,
-                ],
-                log,
-            )
-        _run(
-            [
-                "generate_score.py",
-                "--checkpoint",
-                str(run_dir / "best.pt"),
-                "--features",
-                str(features),
-                "--partition",
-                "eval",
-                "--output",
-                str(scores),
-                *quiet,
-            ],
-            log,
-        )
-        _run(
-            [
-                "evaluate_tDCF_asvspoof19.py",
-                str(scores),
-                "--protocol",
-                str(protocol_path(corpus, "eval")),
-                "--asv-scores",
-                str(asv_score_path(corpus, "eval")),
-                "--json",
-                str(report.with_suffix(".json")),
-                "--plot",
-                str(report.with_suffix(".png")),
-            ],
-            log,
-        )
+            _run(["main_train.py", "--config", system.config, "--features", str(features),
+                  "--data-root", str(corpus), "--out", str(run_dir), "--seed", str(seed),
+                  "--resume", "--no-eval", *quiet, *overrides], log)
+        _run(["generate_score.py", "--checkpoint", str(run_dir / "best.pt"), "--features", str(features),
+              "--partition", "eval", "--output", str(scores), *quiet], log)
+        _run(["evaluate_tDCF_asvspoof19.py", str(scores),
+              "--protocol", str(protocol_path(corpus, "eval")),
+              "--asv-scores", str(asv_score_path(corpus, "eval")),
+              "--json", str(report.with_suffix(".json")), "--plot", str(report.with_suffix(".png"))], log)
         results[system.name] = json.loads(report.with_suffix(".json").read_text())
 
     total = time.perf_counter() - started
@@ -184,10 +116,8 @@ def run_demo(
     print(f"  corpus          {corpus}")
     print(f"  feature stores  {features}")
     for system in SYSTEMS:
-        print(
-            f"  {system.name:<15} run {out / 'runs' / system.name}, scores {out / 'scores'}, "
-            f"report {out / 'eval' / (system.name + '.json')} and .png (DET curves)"
-        )
+        print(f"  {system.name:<15} run {out / 'runs' / system.name}, scores {out / 'scores'}, "
+              f"report {out / 'eval' / (system.name + '.json')} and .png (DET curves)")
     print("\nStep times:")
     for shown, seconds in log:
         print(f"  {seconds:7.1f} s  {shown[:110]}")

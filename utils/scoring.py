@@ -273,7 +273,9 @@ def open_store_partition(features: str | os.PathLike, cfg: dict[str, Any], parti
     """
     from data.dataset import StoreDataset
 
-    store = store_dir_for(features, cfg["frontend"], partition, recipe_dataset(cfg))
+    store = store_dir_for(
+        features, cfg["frontend"], partition, recipe_dataset(cfg)
+    )
     if not store.is_dir():
         raise UserError(
             f"{store}: feature store not found; run preprocess.py for the '{partition}' partition "
