@@ -327,7 +327,8 @@ def dev_calibration(args: argparse.Namespace, notes: list[str]) -> Calibration |
     for warning in caught:
         print(f"warning: {args.calibrate}: {warning.message}", file=sys.stderr)
     notes.append(
-        f"note: scores calibrated to LLRs as {calibration.scale:.6g} * score + {calibration.offset:.6g}, "
+        f"note: scores calibrated to LLRs as {calibration.scale:.6g} * score "
+        f"{'-' if calibration.offset < 0 else '+'} {abs(calibration.offset):.6g}, "
         f"fitted on {args.calibrate} ({calibration.n_bonafide:,} bona fide, {calibration.n_spoof:,} spoof)"
     )
     return calibration

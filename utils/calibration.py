@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from utils.errors import UserError
-from utils.metrics import MetricError
+from utils.metrics import ASVSPOOF5_COSTS, DcfCosts, MetricError
 
 DEFAULT_L2 = 1e-4
 
@@ -27,9 +27,10 @@ class SeparableScoresWarning(UserWarning):
     """The development scores separate the classes perfectly; the L2 guard set the scale."""
 
 
-def effective_prior(pspoof: float = 0.05, cmiss: float = 1.0, cfa: float = 10.0) -> float:
+def effective_prior(costs: DcfCosts = ASVSPOOF5_COSTS) -> float:
     """The bona fide prior whose Bayes threshold on LLRs is −ln(Cmiss(1−Pspoof)/(Cfa·Pspoof))."""
-    return cmiss * (1 - pspoof) / (cmiss * (1 - pspoof) + cfa * pspoof)
+    miss = costs.cmiss * (1 - costs.pspoof)
+    return miss / (miss + costs.cfa * costs.pspoof)
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def fit_calibration(
     bonafide_scores: np.ndarray,
     spoof_scores: np.ndarray,
-    pspoof: float = 0.05,
-    cmiss: float = 1.0,
-    cfa: float = 10.0,
+    costs: DcfCosts = ASVSPOOF5_COSTS,
     l2: float = DEFAULT_L2,
 ) -> Calibration:
     """Fit the affine calibration on development scores (higher = more bona fide); Newton's method.
@@ -111,7 +110,7 @@ def fit_calibration(
             ),
             stacklevel=2,
         )
-    prior = effective_prior(pspoof, cmiss, cfa)
+    prior = effective_prior(costs)
     log_odds = math.log(prior / (1 - prior))
     z = (scores - mean) / std
     # Per-trial weights and targets: bona fide trials pull s' up with weight P_eff/N_bona, spoof down.

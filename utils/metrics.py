@@ -273,6 +273,18 @@ def min_tdcf(
 # ASVspoof 5 measures (SPEC §6 "for later"); the scores are bona fide-vs-spoof LLRs for actDCF and Cllr.
 
 
+@dataclass(frozen=True)
+class DcfCosts:
+    """ASVspoof 5 cost model: spoof prior, cost of rejecting bona fide, cost of accepting spoof."""
+
+    pspoof: float = 0.05
+    cmiss: float = 1.0
+    cfa: float = 10.0
+
+
+ASVSPOOF5_COSTS = DcfCosts()
+
+
 def _normalised_dcf(pmiss, pfa, pspoof: float, cmiss: float, cfa: float):
     """ASVspoof 5 DCF Cmiss·(1−Pspoof)·Pmiss + Cfa·Pspoof·Pfa over min(Cmiss·(1−Pspoof), Cfa·Pspoof)."""
     return (cmiss * (1 - pspoof) * pmiss + cfa * pspoof * pfa) / min(cmiss * (1 - pspoof), cfa * pspoof)
@@ -432,19 +444,16 @@ def min_cllr(bonafide_scores: np.ndarray, spoof_scores: np.ndarray) -> float:
 
 
 def asvspoof5_measures(
-    bonafide_scores: np.ndarray,
-    spoof_scores: np.ndarray,
-    pspoof: float = 0.05,
-    cmiss: float = 1.0,
-    cfa: float = 10.0,
+    bonafide_scores: np.ndarray, spoof_scores: np.ndarray, costs: DcfCosts = ASVSPOOF5_COSTS
 ) -> dict:
     """The ASVspoof 5 measures of bona fide vs spoof scores (SPEC §12), as the evaluator's JSON keys:
 
     ``min_dcf``, ``min_dcf_threshold``, ``act_dcf``, ``act_threshold`` (= −ln β), ``cllr``, ``min_cllr``
     (bits). actDCF and Cllr are meaningful only for calibrated LLRs (natural log).
     """
-    mindcf, mindcf_threshold = min_dcf(bonafide_scores, spoof_scores, pspoof, cmiss, cfa)
-    actdcf, act_threshold = act_dcf(bonafide_scores, spoof_scores, pspoof, cmiss, cfa)
+    c = (costs.pspoof, costs.cmiss, costs.cfa)
+    mindcf, mindcf_threshold = min_dcf(bonafide_scores, spoof_scores, *c)
+    actdcf, act_threshold = act_dcf(bonafide_scores, spoof_scores, *c)
     return {
         "min_dcf": mindcf,
         "min_dcf_threshold": mindcf_threshold,

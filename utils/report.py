@@ -96,6 +96,8 @@ def format_histogram(histogram: dict) -> str:
     """A score histogram as text lines ``[lo, hi)  bona fide  spoof``."""
     edges = histogram["edges"]
     lines = [f"{'score bin':>27} {'bona fide':>10} {'spoof':>10}"]
+    last = len(histogram["bonafide"]) - 1
     for k, (nb, ns) in enumerate(zip(histogram["bonafide"], histogram["spoof"], strict=True)):
-        lines.append(f"[{edges[k]:>12.5g}, {edges[k + 1]:>12.5g}) {nb:>10,} {ns:>10,}")
+        close = "]" if k == last else ")"  # numpy's last bin includes its right edge
+        lines.append(f"[{edges[k]:>12.5g}, {edges[k + 1]:>12.5g}{close} {nb:>10,} {ns:>10,}")
     return "\n".join(lines)
