@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import os
 import sys
@@ -25,9 +26,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from utils.conditions import LAYOUTS
 from utils.errors import UserError, run_cli, where
 from utils.io import atomic_write_text
-from utils.scorefiles import BONAFIDE, CM_KEYS, SPOOF, check_unique, check_values, read_text, split_table
+from utils.scorefiles import (
+    ASV_KEYS,
+    BONAFIDE,
+    CM_KEYS,
+    SPOOF,
+    ASVTrialScores,
+    check_unique,
+    check_values,
+    read_text,
+    split_table,
+)
 
 DATASETS = ("la2019", "la2021", "df2021", "itw")
 PROTOCOL_FORMATS = ("auto", *DATASETS)
@@ -131,7 +145,8 @@ def detect_protocol_format(path: Path, text: str) -> str:
     if n == 5:
         return "la2019"
     if n >= 8:
-        return "la2021"
+        # DF trial_metadata.txt has 13 columns (vocoder, task, team, gender pair, language follow).
+        return "df2021" if n >= 13 else "la2021"
     raise UserError(
         f"{path}: cannot tell the protocol format from {n} columns; expected '{_LA2019_LAYOUT}' (2019 LA), "
         f"'{_TRIAL_METADATA_LAYOUT}' (2021 trial_metadata.txt) or a 'file,speaker,label' CSV (In-the-Wild)"
@@ -221,6 +236,181 @@ def load_partition(
     if not path.is_file():
         raise UserError(f"{path}: protocol not found (the {partition} protocol of {dataset} under {root})")
     return read_protocol(path, "la2021" if dataset == "df2021" else dataset)
+
+
+# --- 2021 trial_metadata.txt with codecs and subsets (the evaluation phases) ------------------------------
+
+SUBSETS = ("eval", "progress", "hidden")
+#: accepted subset names: the three phases, the stage-1 scripts' name for hidden, and all of them.
+SUBSET_CHOICES = (*SUBSETS, "hidden_track", "all")
+
+
+def first_ids(ids: Sequence[str], limit: int = 3) -> str:
+    """The first few ids, for error messages."""
+    ids = list(ids)
+    return ", ".join(ids[:limit]) + (", ..." if len(ids) > limit else "")
+
+
+@dataclass(frozen=True)
+class TrialMetadata:
+    """A 2021 LA/DF trial_metadata.txt (CM or ASV keys) as columns of shape (n,).
+
+    `rows` is what the per-condition tables group spoof trials by: the attack (LA) or the vocoder type
+    (DF); `codecs` are the metadata's codec values (``none``, ``low_mp3``, ...); `keys` are
+    ``bonafide``/``spoof`` (CM) or ``target``/``nontarget``/``spoof`` (ASV).
+    """
+
+    path: Path
+    track: str  # "la2021" or "df2021"
+    speakers: np.ndarray  # the ASV enrolment model in the ASV metadata
+    trials: np.ndarray
+    codecs: np.ndarray
+    rows: np.ndarray
+    keys: np.ndarray
+    subsets: np.ndarray
+    line_numbers: np.ndarray
+
+    def __len__(self) -> int:
+        return self.trials.size
+
+    def select(self, mask: np.ndarray) -> TrialMetadata:
+        """The rows where `mask` is true."""
+        arrays = {
+            f.name: getattr(self, f.name)[mask]
+            for f in dataclasses.fields(self)
+            if f.name not in ("path", "track")
+        }
+        return TrialMetadata(path=self.path, track=self.track, **arrays)
+
+
+def _metadata_track(path: Path, text: str, fmt: str) -> str:
+    first = next(((i, line.split()) for i, line in enumerate(text.splitlines(), 1) if line.strip()), None)
+    if first is None:
+        raise UserError(f"{path}: the file is empty")
+    line, tokens = first
+    if len(tokens) < 8:
+        raise UserError(
+            f"{where(path, line)}: expected at least 8 columns '{_TRIAL_METADATA_LAYOUT}' "
+            f"(2021 trial_metadata.txt), got {len(tokens)}"
+        )
+    if fmt in LAYOUTS:
+        return fmt
+    found = [track for track, layout in LAYOUTS.items() if tokens[2] in layout.codec_ids()]
+    if not found:
+        raise UserError(
+            f"{where(path, line)}: codec '{tokens[2]}' is neither a 2021 LA nor a 2021 DF condition; "
+            "is this a 2021 trial_metadata.txt?"
+        )
+    return found[0]
+
+
+def read_trial_metadata(path: str | os.PathLike, fmt: str = "auto", asv: bool = False) -> TrialMetadata:
+    """Read a 2021 trial_metadata.txt; `fmt` ``la2021``/``df2021`` or ``auto`` (from the codec column).
+
+    With `asv` the keys are target/nontarget/spoof (keys/LA/ASV/trial_metadata.txt) and a
+    (model, trial) pair may occur once; otherwise bonafide/spoof and trial ids are unique. A codec of the
+    other track, a wrong key or a short line raises `UserError` naming the line.
+    """
+    path = Path(path)
+    text = read_text(path, "metadata file")
+    track = _metadata_track(path, text, fmt)
+    ncols = 9 if track == "df2021" else 8  # DF: the vocoder type follows the subset
+    layout = _TRIAL_METADATA_LAYOUT + (" vocoder" if track == "df2021" else "")
+    table = split_table(path, text, ncols, layout, min_cols=ncols)
+    codecs = dict(LAYOUTS[track].columns)
+    check_values(table, 2, tuple(codecs), f"codec ({track[:2].upper()} 2021)")
+    keys = check_values(table, 5, ASV_KEYS if asv else CM_KEYS, "ASV key" if asv else "key")
+    speakers, trials = np.array(table.columns[0]), np.array(table.columns[1])
+    if asv:
+        pairs = np.char.add(np.char.add(speakers, " "), trials)
+        check_unique(path, pairs.tolist(), table.line_numbers, what="(model, trial)")
+    else:
+        check_unique(path, table.columns[1], table.line_numbers, what="trial")
+    return TrialMetadata(
+        path=path,
+        track=track,
+        speakers=speakers,
+        trials=trials,
+        codecs=np.array(table.columns[2]),
+        rows=np.array(table.columns[8 if track == "df2021" else 4]),
+        keys=keys,
+        subsets=np.array(table.columns[7]),
+        line_numbers=table.line_numbers,
+    )
+
+
+def subset_name(subset: str) -> str:
+    """The canonical subset name (``hidden_track`` -> ``hidden``); an unknown name raises `UserError`."""
+    if subset not in SUBSET_CHOICES:
+        raise UserError(f"unknown subset '{subset}'; expected one of {', '.join(SUBSET_CHOICES)}")
+    return "hidden" if subset == "hidden_track" else subset
+
+
+def subset_mask(meta: TrialMetadata, subset: str) -> np.ndarray:
+    """Mask (len(meta),) of one evaluation phase (or all); a phase the file lacks raises `UserError`."""
+    subset = subset_name(subset)
+    if subset == "all":
+        return np.ones(len(meta), dtype=bool)
+    mask = meta.subsets == subset
+    if not mask.any():
+        present = ", ".join(sorted(set(meta.subsets.tolist())))
+        raise UserError(
+            f"{meta.path}: no trials of subset '{subset}' (this file has: {present}); "
+            "is it the metadata of another phase?"
+        )
+    return mask
+
+
+def require_scores(meta: TrialMetadata, aligned: np.ndarray, score_path: str | os.PathLike) -> np.ndarray:
+    """`aligned` (one score per trial of `meta`, NaN = none) if every trial has a score, else `UserError`."""
+    missing = np.isnan(aligned)
+    if missing.any():
+        raise UserError(
+            f"{meta.path}: {int(missing.sum())} of {len(meta)} trials have no score in {score_path} "
+            f"(first: {first_ids(meta.trials[missing][:4].tolist())})"
+        )
+    return aligned
+
+
+def align_scores(
+    meta: TrialMetadata, utt_ids: Sequence[str], scores: np.ndarray, score_path: str | os.PathLike
+) -> np.ndarray:
+    """The score of every metadata trial, shape (len(meta),), from a score file's (utt_ids, scores).
+
+    A scored id that is not a trial of `meta` raises `UserError`; unscored trials are NaN (see
+    `require_scores`).
+    """
+    index = dict(zip(meta.trials.tolist(), range(len(meta)), strict=True))
+    positions = np.fromiter((index.get(u, -1) for u in utt_ids), dtype=np.int64, count=len(utt_ids))
+    unknown = np.flatnonzero(positions < 0)
+    if unknown.size:
+        raise UserError(
+            f"{score_path}: {unknown.size} utt_ids are not in the metadata {meta.path} "
+            f"(first: {first_ids([utt_ids[k] for k in unknown[:4]])})"
+        )
+    aligned = np.full(len(meta), np.nan)
+    aligned[positions] = np.asarray(scores, dtype=np.float64)
+    return aligned
+
+
+def align_asv_scores(meta: TrialMetadata, asv: ASVTrialScores) -> np.ndarray:
+    """ASV scores joined to the ASV metadata on (model, trial), shape (len(meta),); NaN where unscored.
+
+    A scored pair that is not in the metadata raises `UserError` (the files belong to different tracks).
+    """
+    index = {pair: k for k, pair in enumerate(zip(meta.speakers.tolist(), meta.trials.tolist(), strict=True))}
+    pairs = zip(asv.models.tolist(), asv.trials.tolist(), strict=True)
+    positions = np.fromiter((index.get(pair, -1) for pair in pairs), dtype=np.int64, count=asv.scores.size)
+    unknown = np.flatnonzero(positions < 0)
+    if unknown.size:
+        k = int(unknown[0])
+        raise UserError(
+            f"{where(asv.path, asv.line_numbers[k])}: ({asv.models[k]}, {asv.trials[k]}) and "
+            f"{unknown.size - 1} more (model, trial) pairs are not in the ASV metadata {meta.path}"
+        )
+    aligned = np.full(len(meta), np.nan)
+    aligned[positions] = asv.scores
+    return aligned
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -286,3 +286,25 @@ def read_asv_scores(path: str | os.PathLike) -> ASVScores:
         if not np.any(asv_keys == needed):
             raise UserError(f"{path}: no '{needed}' trials; the ASV EER needs target and nontarget scores")
     return ASVScores(path, np.array(table.columns[0]), asv_keys, scores)
+
+
+@dataclass(frozen=True)
+class ASVTrialScores:
+    """A 2021 ASV score file ``model trial score`` (keys/LA/ASV/ASVTorch_Kaldi/score.txt); arrays (n,)."""
+
+    path: Path
+    models: np.ndarray  # enrolment model (claimed speaker)
+    trials: np.ndarray
+    scores: np.ndarray  # float64
+    line_numbers: np.ndarray
+
+
+def read_asv_trial_scores(path: str | os.PathLike) -> ASVTrialScores:
+    """Read a 2021 ASV score file ``model trial score``; a (model, trial) pair may occur once."""
+    path = Path(path)
+    table = split_table(path, read_text(path, "ASV score file"), 3, "model trial score")
+    scores = parse_scores(table, 2)
+    models, trials = np.array(table.columns[0]), np.array(table.columns[1])
+    pairs = np.char.add(np.char.add(models, " "), trials)
+    check_unique(path, pairs.tolist(), table.line_numbers, what="(model, trial)")
+    return ASVTrialScores(path, models, trials, scores, table.line_numbers)
