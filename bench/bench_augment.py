@@ -34,16 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_preprocess import interleaved, synthetic_waves  # noqa: E402
 
-from data.augment import Augmenter, Channel, apply_chain, apply_rawboost  # noqa: E402
+from data.augment import Augmenter, Channel, RawBoostParams, apply_chain, apply_rawboost  # noqa: E402
 from data.augment.codecs import CODECS, _from_frame, _to_frame_array  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 
 # --- The published style: RawBoost.py as published, draws from a RandomState ----------------------------
 
-P = dict(
-    N_f=5, nBands=5, minF=20, maxF=8000, minBW=100, maxBW=1000, minCoeff=10, maxCoeff=100, minG=0, maxG=0,
-    minBiasLinNonLin=5, maxBiasLinNonLin=20, P=10, g_sd=2, SNRmin=10, SNRmax=40,
-)  # fmt: skip
+P = RawBoostParams().settings()  # the published defaults
 FS = 16000
 
 
@@ -106,8 +103,15 @@ def pub_ssi(x: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
     return x + noise
 
 
-PUB_SERIES = {1: (pub_lnl,), 2: (pub_isd,), 3: (pub_ssi,), 4: (pub_lnl, pub_isd, pub_ssi), 5: (pub_lnl, pub_isd),
-              6: (pub_lnl, pub_ssi), 7: (pub_isd, pub_ssi)}  # fmt: skip
+PUB_SERIES = {
+    1: (pub_lnl,),
+    2: (pub_isd,),
+    3: (pub_ssi,),
+    4: (pub_lnl, pub_isd, pub_ssi),
+    5: (pub_lnl, pub_isd),
+    6: (pub_lnl, pub_ssi),
+    7: (pub_isd, pub_ssi),
+}
 
 
 def published_rawboost(x: np.ndarray, algo: int, rng: np.random.RandomState) -> np.ndarray:
@@ -176,7 +180,9 @@ def bench_rawboost(clips: list[np.ndarray], rounds: int) -> None:
         rates = interleaved(
             {
                 "ours": per_clip(lambda x, s, a=algo: apply_rawboost(x, a, np.random.RandomState(s)), clips),
-                "published": per_clip(lambda x, s, a=algo: published_rawboost(x, a, np.random.RandomState(s)), clips),
+                "published": per_clip(
+                    lambda x, s, a=algo: published_rawboost(x, a, np.random.RandomState(s)), clips
+                ),
             },
             rounds,
         )
@@ -189,20 +195,35 @@ def bench_rawboost(clips: list[np.ndarray], rounds: int) -> None:
 
 
 CODEC_CASES = [
-    ("mp3", 128000), ("mp3", 16000), ("aac", 96000), ("aac", 16000), ("vorbis", 8), ("vorbis", 1), ("opus", 16000),
-    ("opus", 8000), ("g722", None), ("mulaw", None), ("alaw", None), ("amrnb", 12200), ("amrnb", 4750),
-]  # fmt: skip
+    ("mp3", 128000),
+    ("mp3", 16000),
+    ("aac", 96000),
+    ("aac", 16000),
+    ("vorbis", 8),
+    ("vorbis", 1),
+    ("opus", 16000),
+    ("opus", 8000),
+    ("g722", None),
+    ("mulaw", None),
+    ("alaw", None),
+    ("amrnb", 12200),
+    ("amrnb", 4750),
+]
 
 
 def bench_codecs(clips: list[np.ndarray], rounds: int) -> None:
     print("\nCodecs, utt/s per core (4 s clips): Channel.apply vs bare PyAV encode+decode at the codec rate")
     for name, value in CODEC_CASES:
         channel = Channel(name, value)
-        at_rate = [soxr.resample(c, FS, channel.rate, quality="HQ") if channel.rate != FS else c for c in clips]
+        at_rate = [
+            soxr.resample(c, FS, channel.rate, quality="HQ") if channel.rate != FS else c for c in clips
+        ]
         rates = interleaved(
             {
                 "ours": per_clip(lambda x, s, ch=channel: ch.apply(x), clips),
-                "bare": per_clip(lambda x, s, n=name, v=value, r=channel.rate: bare_roundtrip(x, n, v, r), at_rate),
+                "bare": per_clip(
+                    lambda x, s, n=name, v=value, r=channel.rate: bare_roundtrip(x, n, v, r), at_rate
+                ),
             },
             rounds,
         )
@@ -210,8 +231,8 @@ def bench_codecs(clips: list[np.ndarray], rounds: int) -> None:
         verdict = "PASS" if overhead <= 0.2 else "MISS"
         label = channel.label() + (f" @{channel.rate} Hz" if channel.rate != FS else "")
         print(
-            f"  {label:22s} ours {rates['ours']:7.1f}  bare {rates['bare']:7.1f}  overhead {100 * overhead:+5.1f} %  "
-            f"{verdict} (<= 20 %)"
+            f"  {label:22s} ours {rates['ours']:7.1f}  bare {rates['bare']:7.1f}  "
+            f"overhead {100 * overhead:+5.1f} %  {verdict} (<= 20 %)"
         )
     print("\nChains and channels, utt/s per core (reported, not targeted)")
     chains = {
@@ -219,12 +240,16 @@ def bench_codecs(clips: list[np.ndarray], rounds: int) -> None:
         "mp3:128000 > aac:64000": [Channel("mp3", 128000), Channel("aac", 64000)],
         "mp3:32000 > aac:32000": [Channel("mp3", 32000), Channel("aac", 32000)],
     }
-    rates = interleaved({k: per_clip(lambda x, s, c=c: apply_chain(x, c), clips) for k, c in chains.items()}, rounds)
+    rates = interleaved(
+        {k: per_clip(lambda x, s, c=c: apply_chain(x, c), clips) for k, c in chains.items()}, rounds
+    )
     for k, v in rates.items():
         print(f"  {k:26s} {v:7.1f}")
     print("\nWhole pipelines (Augmenter.apply with a preset), utt/s per core")
     presets = {k: Augmenter.from_config({"preset": k}) for k in ("la", "df", "la_codecs", "df_codecs")}
-    rates = interleaved({k: per_clip(lambda x, s, a=a: a.apply(x, (0, 0, s)), clips) for k, a in presets.items()}, rounds)
+    rates = interleaved(
+        {k: per_clip(lambda x, s, a=a: a.apply(x, (0, 0, s)), clips) for k, a in presets.items()}, rounds
+    )
     for k, v in rates.items():
         print(f"  {k:26s} {v:7.1f}")
 
@@ -246,7 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--skip", default="", help="comma list of parts to skip: rawboost, codecs")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
-    print(f"CPU: {cpu_model()}; {os.cpu_count()} logical cores; OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
+    print(
+        f"CPU: {cpu_model()}; {os.cpu_count()} logical cores; OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    )
     print(f"numpy {np.__version__}, PyAV {av.__version__}, one process, interleaved rounds: {args.rounds}")
     clips = synthetic_waves(args.clips, [4.0])
     if "rawboost" not in skip:

@@ -32,6 +32,8 @@ SAMPLE_RATE = 16000
 RESAMPLE_QUALITY = "HQ"
 #: The longest codec delay searched for when measuring it, in codec-rate samples.
 MAX_DELAY = 8192
+#: The most a decoded signal may lead its input (samples at the codec rate), see `measure_delay`.
+MAX_LEAD = 64
 MP3_BITRATES = {
     "mpeg1": (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
     "mpeg2": (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
@@ -42,7 +44,14 @@ UNSUPPORTED = {
     "gsm": "GSM is not supported: the FFmpeg bundled with PyAV has a GSM decoder but no GSM encoder "
     "(libgsm is not built in); use amrnb or telephone for a narrow-band phone channel",
 }
-ALIASES = {"m4a": "aac", "ogg": "vorbis", "ulaw": "mulaw", "amr-nb": "amrnb", "amr_nb": "amrnb", "gsm_ms": "gsm"}
+ALIASES = {
+    "m4a": "aac",
+    "ogg": "vorbis",
+    "ulaw": "mulaw",
+    "amr-nb": "amrnb",
+    "amr_nb": "amrnb",
+    "gsm_ms": "gsm",
+}
 
 
 @dataclass(frozen=True)
@@ -60,10 +69,21 @@ class CodecInfo:
 
 
 CODECS: dict[str, CodecInfo] = {
-    "mp3": CodecInfo("libmp3lame", "mp3", "fltp", (16000, 8000, 22050, 24000, 32000, 44100, 48000), "required", 128000),
-    "aac": CodecInfo("aac", "aac", "fltp", (16000, 8000, 22050, 24000, 32000, 44100, 48000), "required", 64000),
+    "mp3": CodecInfo(
+        "libmp3lame", "mp3", "fltp", (16000, 8000, 22050, 24000, 32000, 44100, 48000), "required", 128000
+    ),
+    "aac": CodecInfo(
+        "aac", "aac", "fltp", (16000, 8000, 22050, 24000, 32000, 44100, 48000), "required", 64000
+    ),
     "vorbis": CodecInfo(
-        "vorbis", "vorbis", "fltp", (16000, 22050, 32000, 44100, 48000), "quality", 3.0, True, {"strict": "experimental"}
+        "vorbis",
+        "vorbis",
+        "fltp",
+        (16000, 22050, 32000, 44100, 48000),
+        "quality",
+        3.0,
+        True,
+        {"strict": "experimental"},
     ),
     "opus": CodecInfo("libopus", "libopus", "flt", (16000, 8000, 12000, 24000, 48000), "required", 16000),
     "g722": CodecInfo("g722", "g722", "s16", (16000,), "fixed"),
@@ -87,10 +107,13 @@ def _mp3_family(rate: int) -> str:
     return "mpeg1" if rate >= 32000 else "mpeg2" if rate >= 16000 else "mpeg2.5"
 
 
-def check_setting(name: str, bitrate: float | None, rate: int | None, key: str) -> tuple[float | None, int]:
+def check_setting(
+    name: str, bitrate: float | None, rate: int | None, key: str, value_key: str | None = None
+) -> tuple[float | None, int]:
     """Validate one codec setting; return (bitrate or quality, rate) with defaults filled in.
 
-    ``key`` names the recipe entry in messages (``augment.codecs[1]``). Raises UserError.
+    ``key`` names the recipe entry in messages (``augment.codecs[1]``), ``value_key`` its bit rate or
+    quality when that is not ``key.bitrate`` / ``key.quality`` (an element of a list). Raises UserError.
     """
     if name in UNSUPPORTED:
         raise UserError(f"{key}.name: {UNSUPPORTED[name]}")
@@ -108,32 +131,35 @@ def check_setting(name: str, bitrate: float | None, rate: int | None, key: str) 
     if rate not in info.rates:
         raise UserError(f"{key}.rate: {name} runs at {', '.join(map(str, info.rates))} Hz, got {rate}")
     what = "quality" if info.bitrate == "quality" else "bitrate"
+    vkey = value_key or f"{key}.{what}"
     if info.bitrate == "fixed":
         if bitrate is not None:
-            raise UserError(f"{key}.bitrate: {name} has a fixed bit rate and takes none, got {bitrate}")
+            raise UserError(f"{vkey}: {name} has a fixed bit rate and takes none, got {bitrate}")
         return None, rate
     value = info.default if bitrate is None else bitrate
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"{key}.{what}: expected a number, got {value!r}")
+        raise UserError(f"{vkey}: expected a number, got {value!r}")
     if name == "mp3":
         allowed = MP3_BITRATES[_mp3_family(rate)]
         if value % 1000 or value // 1000 not in allowed:
             raise UserError(
-                f"{key}.bitrate: mp3 at {rate} Hz takes {', '.join(f'{k}000' for k in allowed)} bit/s, got {value}"
+                f"{vkey}: mp3 at {rate} Hz takes {', '.join(f'{k}000' for k in allowed)} bit/s, got {value}"
             )
     elif name == "aac":
         top = 6144 * rate // 1024  # FFmpeg's AAC encoder caps a mono stream here (silently)
         if not 8000 <= value <= top:
-            raise UserError(f"{key}.bitrate: aac at {rate} Hz takes 8000-{top} bit/s, got {value}")
+            raise UserError(f"{vkey}: aac at {rate} Hz takes 8000-{top} bit/s, got {value}")
     elif name == "opus":
         if not 6000 <= value <= 510000:
-            raise UserError(f"{key}.bitrate: opus takes 6000-510000 bit/s, got {value}")
+            raise UserError(f"{vkey}: opus takes 6000-510000 bit/s, got {value}")
     elif name == "amrnb":
         if value not in AMRNB_BITRATES:
-            raise UserError(f"{key}.bitrate: amrnb takes one of {', '.join(map(str, AMRNB_BITRATES))} bit/s, got {value}")
+            raise UserError(
+                f"{vkey}: amrnb takes one of {', '.join(map(str, AMRNB_BITRATES))} bit/s, got {value}"
+            )
     elif name == "vorbis" and not 0 < value <= 10:
         raise UserError(
-            f"{key}.quality: vorbis takes a quality in (0, 10] (the native encoder ignores bit rates; "
+            f"{vkey}: vorbis takes a quality in (0, 10] (the native encoder ignores bit rates; "
             f"at 16 kHz q1 ~ 25, q3 ~ 50, q8 ~ 80 kbit/s), got {value}"
         )
     return value, rate
@@ -215,7 +241,7 @@ def encode_decode(x: np.ndarray, info: CodecInfo, value: float | None, rate: int
     return y
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe(rate: int) -> np.ndarray:
     """0.5 s of band-limited (300-3400 Hz) noise at ``rate``: a sharp, unambiguous cross-correlation peak."""
     noise = np.random.RandomState(12345).standard_normal(rate // 2)
@@ -223,36 +249,23 @@ def _probe(rate: int) -> np.ndarray:
     return (0.3 * scipy.signal.sosfilt(sos, noise)).astype(np.float32)
 
 
-def _best_value(name: str, rate: int) -> float | None:
-    """The highest-fidelity setting of a codec at ``rate``: where its delay is measured."""
-    info = CODECS[name]
-    if info.bitrate == "fixed":
-        return None
-    if info.bitrate == "quality":
-        return 8.0
-    return {
-        "mp3": max(MP3_BITRATES[_mp3_family(rate)]) * 1000,
-        "aac": 6144 * rate // 1024,
-        "opus": 64000,
-        "amrnb": max(AMRNB_BITRATES),
-    }[name]
-
-
-@functools.lru_cache(maxsize=None)
-def measure_delay(name: str, rate: int) -> int:
+@functools.cache
+def measure_delay(name: str, value: float | None, rate: int) -> int:
     """Samples (at ``rate``) by which the codec's output lags its input: the cross-correlation peak of a
-    probe signal with its round trip, searched in [0, MAX_DELAY).
+    probe signal with its round trip, searched in [−MAX_LEAD, MAX_DELAY).
 
-    Measured at the codec's best setting: the delay (encoder priming and look-ahead, decoder delay) does
-    not depend on the bit rate, but the peak is sharpest there (at 8 kbit/s Opus it wanders by a sample).
+    Measured per setting: Opus's delay changes with its mode (SILK at low rates, CELT at high), and its
+    SILK output comes out ~1.5 samples at 16 kHz *ahead* of the input once the decoder drops the pre-skip.
     """
     info = CODECS[name]
-    value = _best_value(name, rate)
     probe = _probe(rate)
     y = encode_decode(probe, info, value, rate, MAX_DELAY)
-    y = np.pad(y, (0, max(0, probe.shape[0] + MAX_DELAY - y.shape[0])))
-    corr = scipy.signal.correlate(y[: probe.shape[0] + MAX_DELAY], probe, mode="valid", method="fft")
-    return int(np.argmax(corr[:MAX_DELAY]))
+    y = np.concatenate([np.zeros(MAX_LEAD, dtype=np.float32), y])
+    y = np.pad(y, (0, max(0, MAX_LEAD + probe.shape[0] + MAX_DELAY - y.shape[0])))
+    corr = scipy.signal.correlate(
+        y[: MAX_LEAD + probe.shape[0] + MAX_DELAY], probe, mode="valid", method="fft"
+    )
+    return int(np.argmax(corr[: MAX_LEAD + MAX_DELAY])) - MAX_LEAD
 
 
 # --- Channels at 16 kHz ------------------------------------------------------------------------------
@@ -274,19 +287,25 @@ class Channel:
     """
 
     def __init__(
-        self, name: str, bitrate: float | None = None, rate: int | None = None, key: str = "codec"
+        self,
+        name: str,
+        bitrate: float | None = None,
+        rate: int | None = None,
+        key: str = "codec",
+        value_key: str | None = None,
     ) -> None:
         self.name = canonical_name(name)
-        self.value, self.rate = check_setting(self.name, bitrate, rate, key)
+        self.value, self.rate = check_setting(self.name, bitrate, rate, key, value_key)
         self.delay = 0
         if self.name in CODECS:
             info = CODECS[self.name]
-            try:
-                _open_encoder(info, self.value, self.rate)
-                self.delay = measure_delay(self.name, self.rate)
+            try:  # also proves that FFmpeg opens the encoder with this setting
+                self.delay = measure_delay(self.name, self.value, self.rate)
             except (av.FFmpegError, ValueError) as exc:
                 what = "quality" if info.bitrate == "quality" else "bitrate"
-                raise UserError(f"{key}.{what}: FFmpeg's {info.encoder} refuses this setting ({exc})") from exc
+                raise UserError(
+                    f"{value_key or f'{key}.{what}'}: FFmpeg's {info.encoder} refuses this setting ({exc})"
+                ) from exc
 
     def settings(self) -> dict[str, Any]:
         """JSON-serialisable description (for the run record)."""
@@ -312,12 +331,13 @@ class Channel:
             y = scipy.signal.sosfiltfilt(_telephone_band(self.rate), xc).astype(np.float32)
         else:
             info = CODECS[self.name]
-            y = encode_decode(xc, info, self.value, self.rate, self.delay + 2048)
-            y = _exact_length(y[self.delay :], xc.shape[0])
+            y = encode_decode(xc, info, self.value, self.rate, max(self.delay, 0) + 2048)
+            y = y[self.delay :] if self.delay >= 0 else np.concatenate([np.zeros(-self.delay, np.float32), y])
+            y = _exact_length(y, xc.shape[0])
         return _exact_length(_resample(y, self.rate, sample_rate), n).astype(np.float32, copy=False)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _telephone_band(rate: int) -> np.ndarray:
     return scipy.signal.butter(4, [300, 3400], "bandpass", fs=rate, output="sos")
 

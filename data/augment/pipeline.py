@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from data.augment.codecs import CODECS, Channel, apply_chain, canonical_name
-from data.augment.rawboost import ALGO_NAMES, ALGOS, RawBoostParams, apply_rawboost
+from data.augment.rawboost import ALGO_NAMES, ALGOS, DEFAULTS, RawBoostParams, apply_rawboost
 from utils.errors import UserError
 
 SAMPLE_RATE = 16000
@@ -51,7 +51,13 @@ PRESETS: dict[str, dict[str, Any]] = {
             {"name": "mp3", "bitrate": [16000, 24000, 32000, 96000, 112000, 128000], "p": 0.15},
             {"name": "aac", "bitrate": [16000, 24000, 32000, 64000, 80000, 96000], "p": 0.15},
             {"name": "vorbis", "quality": [0.5, 1, 2, 6, 8], "p": 0.15},
-            {"chain": [{"name": "mp3", "bitrate": [32000, 128000]}, {"name": "aac", "bitrate": [32000, 96000]}], "p": 0.1},
+            {
+                "chain": [
+                    {"name": "mp3", "bitrate": [32000, 128000]},
+                    {"name": "aac", "bitrate": [32000, 96000]},
+                ],
+                "p": 0.1,
+            },
         ],
     },
 }
@@ -95,7 +101,11 @@ class Stage:
         what = "quality" if "quality" in cfg else "bitrate"
         info = CODECS.get(canonical_name(cfg["name"]))
         if info is not None and what in cfg and (what == "quality") != (info.bitrate == "quality"):
-            hint = "takes quality (0-10), not bitrate" if info.bitrate == "quality" else "takes bitrate, not quality"
+            hint = (
+                "takes quality (0-10), not bitrate"
+                if info.bitrate == "quality"
+                else "takes bitrate, not quality"
+            )
             raise UserError(f"{key}.{what}: {canonical_name(cfg['name'])} {hint}")
         values = cfg.get(what)
         values = list(values) if isinstance(values, (list, tuple)) else [values]
@@ -103,8 +113,8 @@ class Stage:
             raise UserError(f"{key}.{what}: empty list")
         self.variants = []
         for i, value in enumerate(values):
-            sub = f"{key}.{what}[{i}]" if len(values) > 1 else key
-            self.variants.append(Channel(cfg["name"], value, cfg.get("rate"), key=sub))
+            sub = f"{key}.{what}[{i}]" if len(values) > 1 else None
+            self.variants.append(Channel(cfg["name"], value, cfg.get("rate"), key=key, value_key=sub))
 
     def draw(self, rng: np.random.RandomState) -> Channel:
         return self.variants[rng.randint(len(self.variants))] if len(self.variants) > 1 else self.variants[0]
@@ -129,7 +139,7 @@ class Augmenter:
         p: float = 1.0,
         algo: int = 0,
         rawboost_p: float = 1.0,
-        params: RawBoostParams = RawBoostParams(),
+        params: RawBoostParams = DEFAULTS,
         codecs: Sequence[tuple[float, list[Stage]]] = (),
         config: Mapping[str, Any] | None = None,
     ) -> None:
@@ -148,11 +158,13 @@ class Augmenter:
         if "preset" in cfg:
             preset = str(cfg["preset"]).lower()
             if preset not in PRESETS:
-                raise UserError(f"{key}.preset: unknown preset {cfg['preset']!r} (known: {', '.join(PRESETS)})")
+                raise UserError(
+                    f"{key}.preset: unknown preset {cfg['preset']!r} (known: {', '.join(PRESETS)})"
+                )
             cfg = {**copy.deepcopy(PRESETS[preset]), **{k: v for k, v in cfg.items() if k != "preset"}}
         p = _probability(cfg.get("p", 1.0), f"{key}.p")
 
-        algo, rawboost_p, params = 0, 1.0, RawBoostParams()
+        algo, rawboost_p, params = 0, 1.0, DEFAULTS
         if cfg.get("rawboost") is not None:
             rb = dict(_mapping(cfg["rawboost"], f"{key}.rawboost"))
             _unknown(rb, ("algo", "p", *RawBoostParams.names()), f"{key}.rawboost")
@@ -185,7 +197,9 @@ class Augmenter:
             entries.append((prob, stages))
         total = sum(prob for prob, _ in entries)
         if total > 1 + 1e-9:
-            raise UserError(f"{key}.codecs: the entries' probabilities sum to {total:g} > 1 (one codec per utterance)")
+            raise UserError(
+                f"{key}.codecs: the entries' probabilities sum to {total:g} > 1 (one codec per utterance)"
+            )
         return cls(p, algo, rawboost_p, params, entries, cfg)
 
     def settings(self) -> dict[str, Any]:

@@ -72,6 +72,10 @@ class RawBoostParams:
         return asdict(self)
 
 
+#: The published defaults.
+DEFAULTS = RawBoostParams()
+
+
 @functools.lru_cache(maxsize=128)
 def _firwin_parts(numtaps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """For ``numtaps`` (odd) taps: offsets m from the centre, sinc(m) (the delta, with firwin's 1e-17
@@ -167,7 +171,7 @@ def _normalise_if_over(y: np.ndarray) -> np.ndarray:
     return y / peak if peak > 1 else y
 
 
-def lnl(x: np.ndarray, rng: np.random.RandomState, p: RawBoostParams = RawBoostParams()) -> np.ndarray:
+def lnl(x: np.ndarray, rng: np.random.RandomState, p: RawBoostParams = DEFAULTS) -> np.ndarray:
     """Linear and non-linear convolutive noise: y = Σ_i FIR(x^i, b_i), zero mean, peak ≤ 1. (L,) -> (L,)."""
     filters = []
     for i in range(p.N_f):
@@ -191,7 +195,7 @@ def lnl(x: np.ndarray, rng: np.random.RandomState, p: RawBoostParams = RawBoostP
     return _normalise_if_over(y)
 
 
-def isd(x: np.ndarray, rng: np.random.RandomState, p: RawBoostParams = RawBoostParams()) -> np.ndarray:
+def isd(x: np.ndarray, rng: np.random.RandomState, p: RawBoostParams = DEFAULTS) -> np.ndarray:
     """Impulsive signal-dependent noise on ⌊L·β/100⌋ random samples, β ~ U[0, P); peak ≤ 1 (scaled down
     only when over). (L,) -> (L,)."""
     beta = rng.uniform(0, p.P)
@@ -205,7 +209,7 @@ def isd(x: np.ndarray, rng: np.random.RandomState, p: RawBoostParams = RawBoostP
     return _normalise_if_over(y)
 
 
-def ssi(x: np.ndarray, rng: np.random.RandomState, p: RawBoostParams = RawBoostParams()) -> np.ndarray:
+def ssi(x: np.ndarray, rng: np.random.RandomState, p: RawBoostParams = DEFAULTS) -> np.ndarray:
     """Stationary signal-independent coloured noise added at SNR ~ U[SNRmin, SNRmax) dB; not
     renormalised, so |y| may exceed 1. (L,) -> (L,)."""
     noise = rng.normal(0, 1, x.shape[0])
@@ -218,11 +222,20 @@ def ssi(x: np.ndarray, rng: np.random.RandomState, p: RawBoostParams = RawBoostP
 
 
 #: The stages of each algo, applied in series (algo 8 is the parallel LnL + ISD, handled apart).
-_SERIES = {0: (), 1: (lnl,), 2: (isd,), 3: (ssi,), 4: (lnl, isd, ssi), 5: (lnl, isd), 6: (lnl, ssi), 7: (isd, ssi)}
+_SERIES = {
+    0: (),
+    1: (lnl,),
+    2: (isd,),
+    3: (ssi,),
+    4: (lnl, isd, ssi),
+    5: (lnl, isd),
+    6: (lnl, ssi),
+    7: (isd, ssi),
+}
 
 
 def apply_rawboost(
-    x: np.ndarray, algo: int, rng: np.random.RandomState, params: RawBoostParams = RawBoostParams()
+    x: np.ndarray, algo: int, rng: np.random.RandomState, params: RawBoostParams = DEFAULTS
 ) -> np.ndarray:
     """Apply RawBoost ``algo`` (0-8, SPEC §8 "Algos") to a waveform (L,) at ``params.fs`` Hz.
 
