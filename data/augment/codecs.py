@@ -93,6 +93,13 @@ CODECS: dict[str, CodecInfo] = {
 }
 CHANNELS = ("telephone",)
 NAMES = (*CODECS, *CHANNELS)
+#: Every codec and channel at a high- and (where it has one) a low-fidelity setting (bit/s; vorbis:
+#: quality): what the tests round-trip and the bench times.
+SAMPLE_SETTINGS: tuple[tuple[str, float | None], ...] = (
+    ("mp3", 128000), ("mp3", 16000), ("aac", 96000), ("aac", 16000), ("vorbis", 8), ("vorbis", 0.5),
+    ("opus", 16000), ("opus", 8000), ("g722", None), ("mulaw", None), ("alaw", None), ("amrnb", 12200),
+    ("amrnb", 4750), ("telephone", None),
+)  # fmt: skip
 #: FFmpeg's lambda per quality unit (FF_QP2LAMBDA): global_quality = quality * 118.
 _QP2LAMBDA = 118
 

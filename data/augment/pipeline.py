@@ -141,11 +141,9 @@ class Augmenter:
         rawboost_p: float = 1.0,
         params: RawBoostParams = DEFAULTS,
         codecs: Sequence[tuple[float, list[Stage]]] = (),
-        config: Mapping[str, Any] | None = None,
     ) -> None:
         self.p, self.algo, self.rawboost_p, self.params = p, algo, rawboost_p, params
         self.codecs = list(codecs)
-        self.config = copy.deepcopy(dict(config or {}))
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None, key: str = "augment") -> Augmenter:
@@ -200,7 +198,7 @@ class Augmenter:
             raise UserError(
                 f"{key}.codecs: the entries' probabilities sum to {total:g} > 1 (one codec per utterance)"
             )
-        return cls(p, algo, rawboost_p, params, entries, cfg)
+        return cls(p, algo, rawboost_p, params, entries)
 
     def settings(self) -> dict[str, Any]:
         """JSON-serialisable description for the run record (resolved settings, measured delays)."""
