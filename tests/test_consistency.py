@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ["preprocess.py", "main_train.py", "generate_score.py", "evaluate_tDCF_asvspoof19.py"]
-MODULES = ["data.demo", "models.import_released", "engine.recipe"]
+MODULES = ["data.demo", "data.augment", "models.import_released", "engine.recipe"]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
