@@ -85,17 +85,13 @@ def _node_batch_norm(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
     return bn(x.reshape(-1, x.shape[-1])).view(x.shape)
 
 
-class GraphAttention(nn.Module):
-    """GAT layer: (B, N, d_in) → (B, N, d_out).
+class _NodeAttention(nn.Module):
+    """Layers shared by GAT and HS-GAL: edge projection W_a, node update W_1 (attended) and W_2 (self),
+    BatchNorm1d over the node vectors, input dropout 0.2, SELU, temperature τ."""
 
-    Dropout 0.2 on the input; e_ij = tanh(W_a(x_i⊙x_j))·w/τ; α = softmax_j(e);
-    out_i = W_1 Σ_j α_ij x_j + W_2 x_i; BatchNorm1d over the node vectors; SELU.
-    """
-
-    def __init__(self, in_dim: int, out_dim: int, temperature: float = 1.0) -> None:
+    def __init__(self, in_dim: int, out_dim: int, temperature: float) -> None:
         super().__init__()
         self.att_proj = nn.Linear(in_dim, out_dim)
-        self.att_weight = _attention_vector(out_dim)
         self.proj_with_att = nn.Linear(in_dim, out_dim)
         self.proj_without_att = nn.Linear(in_dim, out_dim)
         self.bn = nn.BatchNorm1d(out_dim)
@@ -103,15 +99,30 @@ class GraphAttention(nn.Module):
         self.act = nn.SELU()
         self.temp = float(temperature)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.input_drop(x)
-        scores = torch.tanh(self.att_proj(_pairwise_products(x))) @ self.att_weight  # (B, N, N, 1)
-        att = F.softmax(scores.squeeze(-1) / self.temp, dim=-1)
+    def update_nodes(self, x: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+        """out_i = SELU(BN(W_1 Σ_j α_ij x_j + W_2 x_i)) for nodes x (B, N, d_in), attention α (B, N, N)."""
         out = self.proj_with_att(att @ x) + self.proj_without_att(x)
         return self.act(_node_batch_norm(self.bn, out))
 
 
-class HeteroGraphAttention(nn.Module):
+class GraphAttention(_NodeAttention):
+    """GAT layer: (B, N, d_in) → (B, N, d_out).
+
+    Dropout 0.2 on the input; e_ij = tanh(W_a(x_i⊙x_j))·w/τ; α = softmax_j(e);
+    out_i = W_1 Σ_j α_ij x_j + W_2 x_i; BatchNorm1d over the node vectors; SELU.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, temperature: float = 1.0) -> None:
+        super().__init__(in_dim, out_dim, temperature)
+        self.att_weight = _attention_vector(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_drop(x)
+        scores = torch.tanh(self.att_proj(_pairwise_products(x))) @ self.att_weight  # (B, N, N, 1)
+        return self.update_nodes(x, F.softmax(scores.squeeze(-1) / self.temp, dim=-1))
+
+
+class HeteroGraphAttention(_NodeAttention):
     """HS-GAL: heterogeneous stacking graph attention over temporal (type 1) and spectral (type 2) nodes.
 
     (T (B, N_T, d_in), S (B, N_S, d_in), master (B or 1, 1, d_in)) →
@@ -123,23 +134,16 @@ class HeteroGraphAttention(nn.Module):
     """
 
     def __init__(self, in_dim: int, out_dim: int, temperature: float = 1.0) -> None:
-        super().__init__()
+        super().__init__(in_dim, out_dim, temperature)
         self.proj_type1 = nn.Linear(in_dim, in_dim)
         self.proj_type2 = nn.Linear(in_dim, in_dim)
-        self.att_proj = nn.Linear(in_dim, out_dim)
         self.att_projM = nn.Linear(in_dim, out_dim)
         self.att_weight11 = _attention_vector(out_dim)
         self.att_weight22 = _attention_vector(out_dim)
         self.att_weight12 = _attention_vector(out_dim)
         self.att_weightM = _attention_vector(out_dim)
-        self.proj_with_att = nn.Linear(in_dim, out_dim)
-        self.proj_without_att = nn.Linear(in_dim, out_dim)
         self.proj_with_attM = nn.Linear(in_dim, out_dim)
         self.proj_without_attM = nn.Linear(in_dim, out_dim)
-        self.bn = nn.BatchNorm1d(out_dim)
-        self.input_drop = nn.Dropout(0.2)
-        self.act = nn.SELU()
-        self.temp = float(temperature)
 
     def forward(
         self, x1: torch.Tensor, x2: torch.Tensor, master: torch.Tensor
@@ -160,8 +164,7 @@ class HeteroGraphAttention(nn.Module):
         beta = F.softmax(master_scores / self.temp, dim=1)
         master = self.proj_with_attM(beta.transpose(1, 2) @ x) + self.proj_without_attM(master)
 
-        out = self.proj_with_att(att @ x) + self.proj_without_att(x)
-        out = self.act(_node_batch_norm(self.bn, out))
+        out = self.update_nodes(x, att)
         return out[:, :n1], out[:, n1:], master
 
 
