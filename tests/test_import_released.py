@@ -282,3 +282,11 @@ def test_clovaai_aasist_l_release_gives_the_original_logits_with_columns_swapped
     wave = torch.randn(2, 2400)
     with torch.no_grad():
         torch.testing.assert_close(ours(wave)[1], original(wave)[1][:, [1, 0]], rtol=1e-6, atol=1e-6)
+
+
+def test_xlsr_300m_architecture_has_the_spec_parameter_count() -> None:
+    """SPEC §10: Hugging Face Wav2Vec2Model of XLS-R 300M with masking off: 315,437,696 parameters."""
+    from models.import_released import XLSR_300M_ARCHITECTURE, _hf_wav2vec2_on_meta
+
+    model = _hf_wav2vec2_on_meta(XLSR_300M_ARCHITECTURE)
+    assert sum(p.numel() for p in model.parameters()) == 315_437_696
