@@ -1,19 +1,34 @@
-"""Convert the released XLS-R-LCNN checkpoint into this toolkit's pickle-free weights format.
+"""Convert released checkpoints into this toolkit's pickle-free weights format.
 
-The release (``models_0.63/try/anti-spoofing_feat_model.pt``) is a whole-model pickle
+Three kinds of release are recognised from their tensor names:
+
+- the XLS-R-LCNN whole-model pickle (below);
+- SSL_Anti-spoofing's XLS-R-AASIST ``LA_model.pth`` / ``DF_model.pth`` (SPEC §10): plain state
+  dicts with fairseq wav2vec 2.0 names under ``ssl_model.model.`` (``module.`` prefixed in DF).
+  The SSL tensors are renamed to Hugging Face ``Wav2Vec2Model`` names (`fairseq_wav2vec2_to_hf`)
+  and stored under ``ssl.``, the back end (`models.xlsr_aasist`) under ``backend.``; fairseq's
+  pre-training-only tensors (quantiser, ``project_q``, ``final_proj``, ``mask_emb``) are dropped;
+- clovaai's AASIST / AASIST-L state dicts (``AASIST.pth``, ``AASIST-L.pth``; SPEC §11).
+
+Both AASIST releases use class 1 = bona fide; their output layer's two rows (weight and bias)
+are swapped so that logit 0 is bona fide, as everywhere in this toolkit.
+
+The XLS-R-LCNN release (``models_0.63/try/anti-spoofing_feat_model.pt``) is a whole-model pickle
 (``torch.save(model)``) of a class ``LCNN`` from a module named ``model``. Unpickling it the usual
 way would import and run code. Here it is read with torch's weights-only unpickler, with an
 allowlist that maps each module class named in SPEC §4 (``model.LCNN``, ``model.MaxFeatureMap2D``,
 ``torch.nn.modules.*``, ``DataParallel``) to an inert stand-in that only stores the pickled
 attributes; tensors, storages, ``OrderedDict`` and ``set`` come from torch's own weights-only
 allowlist. A pickle naming any other global is refused before anything is rebuilt. Even so, the
-converter runs only with ``--trust-pickle``.
+converter runs only with ``--trust-pickle``. The plain state dicts of the AASIST releases go
+through the same weights-only loader.
 
-Output: a ``.safetensors`` file with the weights (keys of `models.lcnn.LCNN`) and, in its
-metadata, a JSON description: the recipe part needed to use it (front end for XLS-R 300M, model,
-loss for scoring) and the source file's name and SHA-256. `load_model_weights` reads it back.
+Output: a ``.safetensors`` file with the weights (keys of the model) and, in its metadata, a JSON
+description: the recipe part needed to use it (front end, model, loss for scoring) and the source
+file's name and SHA-256. `load_model_weights` reads it back.
 
     python -m models.import_released anti-spoofing_feat_model.pt xlsr_lcnn_released.safetensors --trust-pickle
+    python -m models.import_released LA_model.pth xlsr_aasist_la.safetensors --trust-pickle
 """
 
 from __future__ import annotations
@@ -32,7 +47,9 @@ from typing import Any
 
 import torch
 
+from models.aasist import AASIST, AASISTL
 from models.lcnn import LCNN
+from models.xlsr_aasist import XLSRAASISTBackEnd
 from utils.errors import UserError, run_cli
 from utils.io import atomic_path
 
@@ -156,7 +173,7 @@ def read_released_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
         if refused:
             raise UserError(
                 f"{path}: refusing to unpickle: it refers to global(s) {', '.join(refused)} "
-                "outside the allowlist of the released XLS-R-LCNN checkpoint"
+                "outside the allowlist of the released checkpoints"
             )
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -237,15 +254,205 @@ def load_model_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor]
     return state, meta
 
 
-def convert_released(src: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
-    """Convert the released XLS-R-LCNN pickle ``src`` into ``out`` (.safetensors); return the meta."""
+#: The recipe of the released XLS-R-AASIST models (SPEC §10): no waveform normalisation, the last
+#: layer's hidden states, published score = raw bona fide logit.
+RELEASED_XLSR_AASIST_CONFIG: dict[str, Any] = {
+    "frontend": {
+        "name": "ssl",
+        "model": "facebook/wav2vec2-xls-r-300m",
+        "layer": -1,
+        "n_samples": 64600,
+        "do_normalize": False,
+    },
+    "model": {"name": "xlsr_aasist", "input_shape": [201, 1024]},
+    "loss": {"name": "weighted_ce", "weights": [0.9, 0.1], "score": "raw_logit"},
+}
+
+#: Wav2Vec2Config settings of fairseq's ``xlsr2_300m.pt`` (SPEC §10), for the shape check and for
+#: rebuilding the fine-tuned SSL model without the hub (stored in the weights file's metadata).
+XLSR_300M_ARCHITECTURE: dict[str, Any] = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "conv_dim": [512] * 7,
+    "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+    "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+    "conv_bias": True,
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+    "num_conv_pos_embeddings": 128,
+    "num_conv_pos_embedding_groups": 16,
+    "mask_time_prob": 0.0,
+    "layerdrop": 0.0,
+}
+
+#: Where the SSL wrapper of SSL_Anti-spoofing keeps the fairseq model, and where our file keeps its parts.
+FAIRSEQ_SSL_PREFIX = "ssl_model.model."
+SSL_KEY_PREFIX = "ssl."
+BACKEND_KEY_PREFIX = "backend."
+
+# fairseq wav2vec 2.0 name -> Hugging Face Wav2Vec2Model name, as in transformers'
+# convert_wav2vec2_original_pytorch_checkpoint_to_pytorch.py. Extractor norms: "layer" mode has a
+# LayerNorm in every conv block (``<i>.2.1``), "group" mode a GroupNorm in the first (``0.2``). The
+# positional conv is weight-normalised: fairseq's weight_g/weight_v are torch's parametrization
+# original0/original1 (newer fairseq versions already use the parametrization names).
+_LAYER = r"encoder\.layers\.(\d+)\."
+FAIRSEQ_TO_HF: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (
+            r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)",
+            r"feature_extractor.conv_layers.\1.conv.\2",
+        ),
+        (
+            r"feature_extractor\.conv_layers\.(\d+)\.2(?:\.1)?\.(weight|bias)",
+            r"feature_extractor.conv_layers.\1.layer_norm.\2",
+        ),
+        (r"layer_norm\.(weight|bias)", r"feature_projection.layer_norm.\1"),
+        (r"post_extract_proj\.(weight|bias)", r"feature_projection.projection.\1"),
+        (
+            r"encoder\.pos_conv\.0\.(?:weight_g|parametrizations\.weight\.original0)",
+            "encoder.pos_conv_embed.conv.parametrizations.weight.original0",
+        ),
+        (
+            r"encoder\.pos_conv\.0\.(?:weight_v|parametrizations\.weight\.original1)",
+            "encoder.pos_conv_embed.conv.parametrizations.weight.original1",
+        ),
+        (r"encoder\.pos_conv\.0\.bias", "encoder.pos_conv_embed.conv.bias"),
+        (_LAYER + r"self_attn\.(q|k|v|out)_proj\.(weight|bias)", r"encoder.layers.\1.attention.\2_proj.\3"),
+        (_LAYER + r"self_attn_layer_norm\.(weight|bias)", r"encoder.layers.\1.layer_norm.\2"),
+        (_LAYER + r"fc1\.(weight|bias)", r"encoder.layers.\1.feed_forward.intermediate_dense.\2"),
+        (_LAYER + r"fc2\.(weight|bias)", r"encoder.layers.\1.feed_forward.output_dense.\2"),
+        (_LAYER + r"final_layer_norm\.(weight|bias)", r"encoder.layers.\1.final_layer_norm.\2"),
+        (r"encoder\.layer_norm\.(weight|bias)", r"encoder.layer_norm.\1"),
+    )
+)
+#: Pre-training-only tensors, unused by ``features_only=True, mask=False`` (SPEC §10).
+FAIRSEQ_UNUSED = re.compile(r"mask_emb|(quantizer|project_q|final_proj)\..+")
+
+
+def fairseq_wav2vec2_to_hf(state: Mapping[str, torch.Tensor], source: object) -> dict[str, torch.Tensor]:
+    """Rename a fairseq wav2vec 2.0 state dict to Hugging Face ``Wav2Vec2Model`` names.
+
+    Pre-training-only tensors are dropped; any other unknown name -> `UserError` naming it.
+    """
+    renamed: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in state.items():
+        for pattern, replacement in FAIRSEQ_TO_HF:
+            if pattern.fullmatch(key):
+                renamed[pattern.sub(replacement, key)] = value
+                break
+        else:
+            if not FAIRSEQ_UNUSED.fullmatch(key):
+                unknown.append(key)
+    if unknown:
+        raise UserError(f"{source}: unknown fairseq wav2vec 2.0 tensor(s): {', '.join(unknown[:5])}")
+    return renamed
+
+
+def swap_output_rows(state: Mapping[str, torch.Tensor], layer: str = "out_layer") -> dict[str, torch.Tensor]:
+    """Copy of ``state`` with the two rows of ``<layer>.weight`` and ``<layer>.bias`` swapped.
+
+    Turns a release with class 1 = bona fide into our order (class 0 = bona fide).
+    """
+    swapped = dict(state)
+    for name in ("weight", "bias"):
+        key = f"{layer}.{name}"
+        if key in state:
+            if state[key].shape[0] != 2:
+                raise UserError(f"{key} has {state[key].shape[0]} output rows, expected 2")
+            swapped[key] = state[key].flip(0)
+    return swapped
+
+
+def _hf_wav2vec2_on_meta(architecture: Mapping[str, Any]) -> torch.nn.Module:
+    """A shape-only ``Wav2Vec2Model`` (meta device: no memory) for checking converted names and shapes."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    with torch.device("meta"):
+        return Wav2Vec2Model(Wav2Vec2Config(**architecture))
+
+
+def convert_ssl_aasist(
+    state: Mapping[str, torch.Tensor],
+    source: object,
+    architecture: Mapping[str, Any] = XLSR_300M_ARCHITECTURE,
+) -> dict[str, torch.Tensor]:
+    """SSL_Anti-spoofing state dict (no ``module.`` prefix) -> our XLS-R-AASIST weights.
+
+    Returns ``ssl.<Wav2Vec2Model name>`` and ``backend.<XLSRAASISTBackEnd name>`` tensors with
+    the output rows in our class order; names and shapes are checked against a ``Wav2Vec2Model``
+    of ``architecture`` (Wav2Vec2Config keyword arguments) and the back end.
+    """
+    ssl = {
+        k.removeprefix(FAIRSEQ_SSL_PREFIX): v for k, v in state.items() if k.startswith(FAIRSEQ_SSL_PREFIX)
+    }
+    backend = swap_output_rows({k: v for k, v in state.items() if not k.startswith(FAIRSEQ_SSL_PREFIX)})
+    hf = fairseq_wav2vec2_to_hf(ssl, source)
+    check_against_model(hf, _hf_wav2vec2_on_meta(architecture), source)
+    check_against_model(
+        backend, XLSRAASISTBackEnd(input_shape=(201, int(architecture["hidden_size"]))), source
+    )
+    return {
+        **{SSL_KEY_PREFIX + k: v for k, v in hf.items()},
+        **{BACKEND_KEY_PREFIX + k: v for k, v in backend.items()},
+    }
+
+
+def release_kind(state: Mapping[str, torch.Tensor]) -> str:
+    """``xlsr_aasist``, ``aasist``, ``aasist_l`` or ``lcnn``, from the tensor names (and pos_S width)."""
+    if any(key.startswith(FAIRSEQ_SSL_PREFIX) for key in state):
+        return "xlsr_aasist"
+    if "pos_S" in state and "LL.weight" not in state:
+        return "aasist_l" if state["pos_S"].shape[-1] == 24 else "aasist"
+    return "lcnn"
+
+
+def _released_aasist(kind: str) -> dict[str, Any]:
+    """Recipe part of a clovaai AASIST / AASIST-L release (SPEC §11: first 64,600 samples, raw logit)."""
+    return {
+        "name": f"{kind}_released",
+        "frontend": {"name": "waveform", "n_samples": 64600},
+        "model": {"name": kind, "input_shape": [64600]},
+        "loss": {"name": "weighted_ce", "weights": [0.9, 0.1], "score": "raw_logit"},
+    }
+
+
+def convert_released(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    ssl_architecture: Mapping[str, Any] = XLSR_300M_ARCHITECTURE,
+) -> dict[str, Any]:
+    """Convert the released checkpoint ``src`` (kind from `release_kind`) into ``out``; return the meta.
+
+    ``ssl_architecture`` (Wav2Vec2Config keyword arguments) describes the SSL model of an
+    XLS-R-AASIST release; it is recorded in the meta as ``ssl_architecture``.
+    """
     state = read_released_state_dict(src)
-    model = LCNN(**{k: v for k, v in RELEASED_CONFIG["model"].items() if k != "name"})
-    check_against_model(state, model, src)
+    kind = release_kind(state)
+    extra: dict[str, Any] = {}
+    if kind == "xlsr_aasist":
+        state = convert_ssl_aasist(state, src, ssl_architecture)
+        config = {"name": f"xlsr_aasist_released_{Path(src).stem}", **RELEASED_XLSR_AASIST_CONFIG}
+        extra["ssl_architecture"] = dict(ssl_architecture)
+        description = "released XLS-R-AASIST state dict (SSL_Anti-spoofing, fairseq names)"
+    elif kind in ("aasist", "aasist_l"):
+        state = swap_output_rows(state)
+        check_against_model(state, AASIST() if kind == "aasist" else AASISTL(), src)
+        config = _released_aasist(kind)
+        description = f"released {kind.upper().replace('_', '-')} state dict (clovaai/aasist)"
+    else:
+        model = LCNN(**{k: v for k, v in RELEASED_CONFIG["model"].items() if k != "name"})
+        check_against_model(state, model, src)
+        config = RELEASED_CONFIG
+        description = "released XLS-R-LCNN pickle"
     meta = {
         "format": FORMAT,
-        "config": RELEASED_CONFIG,
-        "source": {"file": Path(src).name, "sha256": sha256_of(src), "kind": "released XLS-R-LCNN pickle"},
+        "config": config,
+        **extra,
+        "source": {"file": Path(src).name, "sha256": sha256_of(src), "kind": description},
     }
     save_model_weights(out, state, meta)
     return meta
@@ -254,9 +461,11 @@ def convert_released(src: str | os.PathLike, out: str | os.PathLike) -> dict[str
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m models.import_released",
-        description="Convert the released XLS-R-LCNN checkpoint (a whole-model pickle, e.g. "
-        "models_0.63/try/anti-spoofing_feat_model.pt) into a pickle-free .safetensors weights file "
-        "with its front-end/model/loss config (read back by load_model_weights for scoring).",
+        description="Convert a released checkpoint (XLS-R-LCNN whole-model pickle "
+        "models_0.63/try/anti-spoofing_feat_model.pt; XLS-R-AASIST LA_model.pth / DF_model.pth of "
+        "SSL_Anti-spoofing; AASIST.pth / AASIST-L.pth of clovaai/aasist) into a pickle-free "
+        ".safetensors weights file with its front-end/model/loss config (read back by "
+        "load_model_weights for scoring). The kind is recognised from the tensor names.",
     )
     parser.add_argument("src", type=Path, help="released checkpoint (.pt, whole-model pickle or state dict)")
     parser.add_argument("out", type=Path, help="output weights file (.safetensors)")

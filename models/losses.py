@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.registry import build_from, make_register
+from utils.errors import UserError
 
 LOSSES: dict[str, type[nn.Module]] = {}
 register_loss = make_register(LOSSES, "loss")
@@ -47,18 +48,37 @@ class CMLoss(nn.Module):
         return logit_difference(logits)
 
 
+#: Score definitions of `WeightedCrossEntropy`: ours, and the one published for AASIST and XLS-R-AASIST.
+CE_SCORES = ("logit_diff", "raw_logit")
+
+
 @register_loss("weighted_ce")
 class WeightedCrossEntropy(CMLoss):
-    """Cross entropy with class weights (default bona fide 10, spoof 1: the 2019 LA imbalance)."""
+    """Cross entropy with class weights (default bona fide 10, spoof 1: the 2019 LA imbalance).
 
-    def __init__(self, weights: Sequence[float] = (10.0, 1.0)) -> None:
+    ``score``: ``logit_diff`` (default, SPEC §5: bona fide − spoof logit) or ``raw_logit`` (the
+    bona fide logit alone, as AASIST and XLS-R-AASIST published their scores, SPEC §10–§11). The
+    two rank trials differently.
+    """
+
+    def __init__(self, weights: Sequence[float] = (10.0, 1.0), score: str = "logit_diff") -> None:
         super().__init__()
+        if score not in CE_SCORES:
+            raise UserError(f"loss 'weighted_ce': score must be one of {', '.join(CE_SCORES)}, got {score!r}")
+        self.score_kind = score
         # Not persistent: the weights come from the recipe, not from a checkpoint.
         self.register_buffer("weights", torch.tensor([float(w) for w in weights]), persistent=False)
 
     def forward(self, embedding: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean weighted CE of (B, 2) logits against (B,) int labels; the embedding is unused."""
         return F.cross_entropy(logits, labels, weight=self.weights)
+
+    @torch.no_grad()
+    def score(self, embedding: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """(B, 2) logits -> (B,) scores, higher = more bona fide (see ``score`` in the class docstring)."""
+        if self.score_kind == "raw_logit":
+            return logits[:, 0].clone()
+        return logit_difference(logits)
 
 
 def asoftmax_lambda(

@@ -129,3 +129,164 @@ def test_cli_prints_one_line_error_and_exits_2(tmp_path: Path) -> None:
         and "--trust-pickle" in proc.stderr
         and "Traceback" not in proc.stderr
     )
+
+
+# --- XLS-R-AASIST (SSL_Anti-spoofing) and AASIST (clovaai) releases ------------------------------------
+# A "release" is built here from a tiny Hugging Face Wav2Vec2Model: its tensors are renamed to fairseq
+# names with the inverse of the conversion mapping (written independently below), put under the SSL
+# wrapper's prefix together with a back end whose output rows are in the original order (1 = bona fide).
+
+
+def tiny_architecture(norm: str) -> dict:
+    """A few-layer Wav2Vec2Config: XLS-R-like (pre-LN, LayerNorm in every conv) or base-like (GroupNorm)."""
+    return {
+        "hidden_size": 16,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "conv_dim": [8, 8],
+        "conv_kernel": [10, 3],
+        "conv_stride": [5, 2],
+        "conv_bias": norm == "layer",
+        "feat_extract_norm": norm,
+        "do_stable_layer_norm": norm == "layer",
+        "num_conv_pos_embeddings": 8,
+        "num_conv_pos_embedding_groups": 2,
+        "mask_time_prob": 0.0,
+        "layerdrop": 0.0,
+    }
+
+
+def hf_to_fairseq(key: str, norm: str) -> str:
+    """Hugging Face Wav2Vec2Model name -> fairseq wav2vec 2.0 name."""
+    import re
+
+    conv_norm = (
+        r"feature_extractor.conv_layers.\1.2.1."
+        if norm == "layer"
+        else r"feature_extractor.conv_layers.\1.2."
+    )
+    rules = [
+        (r"^feature_extractor\.conv_layers\.(\d+)\.conv\.", r"feature_extractor.conv_layers.\1.0."),
+        (r"^feature_extractor\.conv_layers\.(\d+)\.layer_norm\.", conv_norm),
+        (r"^feature_projection\.layer_norm\.", "layer_norm."),
+        (r"^feature_projection\.projection\.", "post_extract_proj."),
+        (
+            r"^encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original0$",
+            "encoder.pos_conv.0.weight_g",
+        ),
+        (
+            r"^encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original1$",
+            "encoder.pos_conv.0.weight_v",
+        ),
+        (r"^encoder\.pos_conv_embed\.conv\.bias$", "encoder.pos_conv.0.bias"),
+        (r"\.attention\.", ".self_attn."),
+        (r"^encoder\.layers\.(\d+)\.layer_norm\.", r"encoder.layers.\1.self_attn_layer_norm."),
+        (r"\.feed_forward\.intermediate_dense\.", ".fc1."),
+        (r"\.feed_forward\.output_dense\.", ".fc2."),
+    ]
+    for pattern, replacement in rules:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def make_ssl_release(path: Path, norm: str, wrap: bool):
+    """Write an SSL_Anti-spoofing-style state dict -> (ssl model, back end in the original class order)."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from models.xlsr_aasist import XLSRAASISTBackEnd
+
+    torch.manual_seed(0)
+    ssl = Wav2Vec2Model(Wav2Vec2Config(**tiny_architecture(norm))).eval()
+    backend = XLSRAASISTBackEnd(input_shape=(63, 16)).eval()
+    for module in backend.modules():
+        if isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    state = {f"ssl_model.model.{hf_to_fairseq(k, norm)}": v for k, v in ssl.state_dict().items()}
+    # Pre-training-only tensors of fairseq's model, which the converter drops.
+    state["ssl_model.model.mask_emb"] = torch.zeros(8)
+    state["ssl_model.model.quantizer.vars"] = torch.zeros(1, 4, 4)
+    state["ssl_model.model.project_q.weight"] = torch.zeros(4, 4)
+    state["ssl_model.model.final_proj.bias"] = torch.zeros(4)
+    state.update(backend.state_dict())
+    if wrap:  # main_SSL_DF.py wraps the model in DataParallel before saving its state dict
+        state = {f"module.{k}": v for k, v in state.items()}
+    torch.save(state, path)
+    return ssl, backend
+
+
+@pytest.mark.parametrize(("norm", "wrap"), [("layer", False), ("layer", True), ("group", False)])
+def test_xlsr_aasist_release_gives_the_original_logits_with_columns_swapped(
+    tmp_path: Path, norm: str, wrap: bool
+) -> None:
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from models.import_released import convert_released
+    from models.xlsr_aasist import XLSRAASISTBackEnd
+
+    src, out = tmp_path / "LA_model.pth", tmp_path / "xlsr_aasist.safetensors"
+    ssl, original = make_ssl_release(src, norm, wrap)
+    convert_released(src, out, ssl_architecture=tiny_architecture(norm))
+
+    state, meta = load_model_weights(out)
+    assert meta["config"]["model"]["name"] == "xlsr_aasist"
+    assert meta["config"]["loss"] == {"name": "weighted_ce", "weights": [0.9, 0.1], "score": "raw_logit"}
+    assert meta["config"]["frontend"]["do_normalize"] is False
+    ours_ssl = Wav2Vec2Model(Wav2Vec2Config(**meta["ssl_architecture"])).eval()
+    ours_ssl.load_state_dict({k.removeprefix("ssl."): v for k, v in state.items() if k.startswith("ssl.")})
+    ours = XLSRAASISTBackEnd(input_shape=(63, 16)).eval()
+    ours.load_state_dict(
+        {k.removeprefix("backend."): v for k, v in state.items() if k.startswith("backend.")}
+    )
+    assert len(state) == len(ssl.state_dict()) + len(original.state_dict())  # unused tensors dropped
+
+    wave = torch.randn(
+        2, 1280
+    )  # 255 -> 127 frames... with these strides: (1280-10)//5+1 = 255, (255-3)//2+1 = 127
+    with torch.no_grad():
+        _, expected = original(ssl(wave).last_hidden_state)
+        _, logits = ours(ours_ssl(wave).last_hidden_state)
+    torch.testing.assert_close(logits, expected[:, [1, 0]], rtol=1e-6, atol=1e-6)
+    assert not torch.equal(logits, expected)
+
+
+def test_unknown_fairseq_tensor_is_named(tmp_path: Path) -> None:
+    from models.import_released import convert_released
+
+    src = tmp_path / "LA_model.pth"
+    make_ssl_release(src, "layer", wrap=False)
+    state = torch.load(src, weights_only=True)
+    state["ssl_model.model.encoder.layers.0.adapter.weight"] = torch.zeros(2)
+    torch.save(state, src)
+    with pytest.raises(
+        UserError, match=r"unknown fairseq wav2vec 2\.0 tensor\(s\): encoder\.layers\.0\.adapter"
+    ):
+        convert_released(src, tmp_path / "out.safetensors", ssl_architecture=tiny_architecture("layer"))
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_clovaai_aasist_l_release_gives_the_original_logits_with_columns_swapped(tmp_path: Path) -> None:
+    from models.aasist import AASISTL
+
+    torch.manual_seed(0)
+    original = AASISTL().eval()
+    src, out = tmp_path / "AASIST-L.pth", tmp_path / "aasist_l.safetensors"
+    torch.save(original.state_dict(), src)
+    assert main([str(src), str(out), "--trust-pickle"]) == 0
+
+    state, meta = load_model_weights(out)
+    assert meta["config"]["model"]["name"] == "aasist_l"
+    ours = AASISTL().eval()
+    ours.load_state_dict(state)
+    wave = torch.randn(2, 2400)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(wave)[1], original(wave)[1][:, [1, 0]], rtol=1e-6, atol=1e-6)
+
+
+def test_xlsr_300m_architecture_has_the_spec_parameter_count() -> None:
+    """SPEC §10: Hugging Face Wav2Vec2Model of XLS-R 300M with masking off: 315,437,696 parameters."""
+    from models.import_released import XLSR_300M_ARCHITECTURE, _hf_wav2vec2_on_meta
+
+    model = _hf_wav2vec2_on_meta(XLSR_300M_ARCHITECTURE)
+    assert sum(p.numel() for p in model.parameters()) == 315_437_696

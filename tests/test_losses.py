@@ -56,6 +56,21 @@ def test_weighted_ce_matches_hand_value_and_torch() -> None:
     torch.testing.assert_close(loss, F.cross_entropy(logits, labels, weight=torch.tensor([10.0, 1.0])))
 
 
+def test_weighted_ce_score_setting_raw_logit_or_logit_difference() -> None:
+    logits = torch.tensor([[2.0, -1.5], [0.5, 3.0], [-4.0, -4.25]])
+    default = build_loss({"name": "weighted_ce"}).score(torch.zeros(3, 4), logits)
+    raw = build_loss({"name": "weighted_ce", "weights": [0.9, 0.1], "score": "raw_logit"})
+    assert default.tolist() == [3.5, -2.5, 0.25]
+    scores = raw.score(torch.zeros(3, 4), logits)
+    assert scores.tolist() == [2.0, 0.5, -4.0]
+    logits[0, 0] = 7.0  # the scores are a copy, not a view of the logits
+    assert scores[0].item() == 2.0
+    # The two definitions rank these trials differently (SPEC §10): trial 3 is last by raw logit only.
+    assert default.argsort().tolist() == [1, 2, 0] and scores.argsort().tolist() == [2, 1, 0]
+    with pytest.raises(UserError, match="score must be one of logit_diff, raw_logit, got 'prob'"):
+        build_loss({"name": "weighted_ce", "score": "prob"})
+
+
 @pytest.mark.parametrize(
     ("it", "lam"),
     [(0, 1500.0), (1, 1500 / 1.1), (100, 1500 / 11), (10000, 5.0), (2990, 5.0), (2000, 1500 / 201)],
