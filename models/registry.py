@@ -6,7 +6,9 @@ except ``name`` is passed to the registered constructor as keyword arguments.
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -17,6 +19,20 @@ from utils.errors import UserError
 T = TypeVar("T", bound=Callable[..., nn.Module])
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
+_discovered = False
+
+
+def discover() -> None:
+    """Import every module of the `models` package and its sub-packages once, so that each registers
+    what it defines. Registries filled from elsewhere (e.g. a test's own model) are kept."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import models
+
+    for info in pkgutil.walk_packages(models.__path__, "models."):
+        importlib.import_module(info.name)
 
 
 def make_register(
@@ -42,6 +58,7 @@ def build_from(
     registry: Mapping[str, Callable[..., nn.Module]], kind: str, cfg: Mapping[str, Any]
 ) -> nn.Module:
     """Build ``registry[cfg["name"]](**other keys)``; bad names or options raise `UserError`."""
+    discover()
     if not isinstance(cfg, Mapping) or "name" not in cfg:
         raise UserError(f"{kind} config must be a mapping with a 'name' key, got {cfg!r}")
     name = cfg["name"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import MODELS, build_model
+from models import MODELS, build_model, discover
 from models.lcnn import LCNN, MaxFeatureMap
 from models.sr_la_res2net import LocalAttention, SpatialReconstruction, SRLARes2Net
 from utils.errors import UserError
@@ -25,6 +25,7 @@ def res2net() -> SRLARes2Net:
 
 
 def test_registry_knows_both_models_and_rejects_unknown_names() -> None:
+    discover()
     assert {"lcnn", "sr_la_res2net"} <= set(MODELS)
     with pytest.raises(UserError, match="unknown model 'resnet'.*lcnn, sr_la_res2net"):
         build_model({"name": "resnet"})
