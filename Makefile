@@ -39,7 +39,7 @@ bench: install
 	$(PY) bench/bench_train.py
 
 demo: install
-	$(PY) -m engine.recipe --out $(DEMO)
+	$(PY) -m engine.demo --out $(DEMO)
 
 clean-demo:
 	rm -rf $(DEMO)

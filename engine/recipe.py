@@ -1,142 +1,140 @@
-"""The one-command demo: generated corpus → preprocess → train → score → evaluate, for both systems.
+"""The staged recipe runner: preprocess → train → score → evaluate for one recipe on one corpus.
 
-Every step is the command a user would type (printed before it runs), so the demo doubles as a
-worked example. Steps whose outputs exist are reused, so a second run is quick. The corpus is
-SYNTHETIC and the XLS-R path uses a narrow RANDOM-weight wav2vec2: the numbers show the pipeline
-works end to end, not how the published systems perform on ASVspoof 2019 LA.
+Every stage is the command a user would type (printed before it runs), so a run doubles as a worked
+example, and each stage reuses what an earlier run finished: preprocessing resumes its stores,
+training is skipped when the run folder has its summary (an interrupted one resumes), scoring is
+skipped when the score file is newer than the checkpoint, evaluation is quick and always redone.
 
-    python -m engine.recipe --out demo_out
+    out/runs/<recipe>/      training run (best.pt, last.pt, history, logs)
+    out/features/           feature stores (recipes whose front end is frozen)
+    out/scores/<recipe>_<partition>.txt, out/eval/<recipe>_<partition>.json and .png
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from data.protocols import asv_score_path, protocol_path
-from utils.errors import UserError, run_cli
+from engine.partitions import recipe_dataset
+from utils.config import load_config
+from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
+STAGES = ("preprocess", "train", "score", "evaluate")
 
 
-@dataclass(frozen=True)
-class DemoSystem:
-    """One published system as the demo runs it."""
+@dataclass
+class StageLog:
+    """Commands run so far with their wall times (s), for the closing summary."""
 
+    steps: list[tuple[str, float]] = field(default_factory=list)
+
+    def run(self, args: Sequence[str]) -> None:
+        """Run one pipeline command from the repo root; a failure stops the run naming the command."""
+        shown = " ".join(shlex.quote(a) for a in ["python", *args])
+        print(f"\n$ {shown}", flush=True)
+        start = time.perf_counter()
+        code = subprocess.call([sys.executable, *args], cwd=REPO)
+        self.steps.append((shown, time.perf_counter() - start))
+        if code != 0:
+            raise UserError(f"stage failed with exit code {code}: {shown}")
+
+
+def stage_range(stage: str, stop_stage: str) -> tuple[str, ...]:
+    """Stages from ``stage`` to ``stop_stage`` inclusive; unknown names or a reversed range -> UserError."""
+    for name in (stage, stop_stage):
+        if name not in STAGES:
+            raise UserError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    first, last = STAGES.index(stage), STAGES.index(stop_stage)
+    if first > last:
+        raise UserError(f"stage {stage!r} comes after stop stage {stop_stage!r}")
+    return STAGES[first : last + 1]
+
+
+def uses_store(cfg: dict[str, Any]) -> bool:
+    """Recipes with a frozen front end read features from a store; the others train from audio."""
+    frontend = cfg.get("frontend") or {}
+    return frontend.get("name") not in (None, "none") and not frontend.get("trainable", False)
+
+
+@dataclass
+class Recipe:
+    """One recipe run: its config file, corpus and output folder, and the paths it writes."""
+
+    config: Path
+    data_root: Path
+    out: Path
     name: str
-    title: str
-    config: str
+    partition: str = "eval"
+    seed: int = 0
+    overrides: tuple[str, ...] = ()
+    quiet: tuple[str, ...] = ()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / "runs" / self.name
+
+    @property
+    def features(self) -> Path:
+        return self.out / "features"
+
+    @property
+    def scores(self) -> Path:
+        return self.out / "scores" / f"{self.name}_{self.partition}.txt"
+
+    @property
+    def report(self) -> Path:
+        return self.out / "eval" / f"{self.name}_{self.partition}"
 
 
-SYSTEMS = (
-    DemoSystem(
-        "sr_la_res2net_f0",
-        "SR-LA-Res2Net + F0 subband",
-        "configs/demo_sr_la_res2net_f0.yaml",
-    ),
-    DemoSystem(
-        "xlsr_lcnn",
-        "XLS-R-LCNN (narrow RANDOM wav2vec2 front end)",
-        "configs/demo_xlsr_lcnn.yaml",
-    ),
-)
+def _source(recipe: Recipe, cfg: dict[str, Any]) -> list[str]:
+    if uses_store(cfg):
+        return ["--features", str(recipe.features)]
+    return ["--data-root", str(recipe.data_root)]
 
 
-def _run(args: Sequence[str], log: list[tuple[str, float]]) -> None:
-    """Run one pipeline command from the repo root; a failure stops the demo naming the command."""
-    shown = " ".join(shlex.quote(a) for a in ["python", *args])
-    print(f"\n$ {shown}", flush=True)
-    start = time.perf_counter()
-    code = subprocess.call([sys.executable, *args], cwd=REPO)
-    seconds = time.perf_counter() - start
-    log.append((shown, seconds))
-    if code != 0:
-        raise UserError(f"demo step failed with exit code {code}: {shown}")
-
-
-def run_demo(
-    out: Path,
-    seed: int = 0,
-    progress: bool = True,
-    sizes: tuple[int, int, int] = (200, 200, 400),
-    overrides: Sequence[str] = (),
-) -> dict[str, dict]:
-    """Run the whole demo into ``out``; return each system's eval metrics (the evaluator's JSON).
-
-    ``sizes`` are the train/dev/eval utterance counts of the generated corpus; ``overrides`` are
-    ``key=value`` recipe overrides passed to main_train.py (the consistency test uses both).
-    """
-    out = out if out.is_absolute() else (Path.cwd() / out)
-    corpus, features = out / "LA", out / "features"
-    quiet = [] if progress else ["--no-progress"]
-    log: list[tuple[str, float]] = []
-    started = time.perf_counter()
-
-    n_train, n_dev, n_eval = (str(n) for n in sizes)
-    _run(["-m", "data.demo", "--out", str(corpus), "--seed", str(seed), "--n-train", n_train,
-          "--n-dev", n_dev, "--n-eval", n_eval, *quiet], log)
-    results: dict[str, dict] = {}
-    for system in SYSTEMS:
-        run_dir = out / "runs" / system.name
-        scores = out / "scores" / f"{system.name}_eval.txt"
-        report = out / "eval" / system.name
-        _run(["preprocess.py", "--config", system.config, "--data-root", str(corpus), "--out", str(features),
-              *quiet], log)
-        if (run_dir / "summary.json").exists():
-            print(f"\n# {system.title}: {run_dir} is trained already (make clean-demo to start over)")
+def run_stages(recipe: Recipe, stages: Sequence[str], log: StageLog) -> dict[str, Any] | None:
+    """Run ``stages`` of ``recipe``; return the evaluator's JSON when the evaluate stage ran."""
+    cfg = load_config(recipe.config, recipe.overrides)
+    dataset = recipe_dataset(cfg)
+    quiet = list(recipe.quiet)
+    if "preprocess" in stages:
+        if uses_store(cfg):
+            log.run(["preprocess.py", "--config", str(recipe.config), "--data-root", str(recipe.data_root),
+                     "--out", str(recipe.features), *quiet])
         else:
-            # --resume continues a demo that was interrupted during training.
-            _run(["main_train.py", "--config", system.config, "--features", str(features),
-                  "--data-root", str(corpus), "--out", str(run_dir), "--seed", str(seed),
-                  "--resume", "--no-eval", *quiet, *overrides], log)
-        _run(["generate_score.py", "--checkpoint", str(run_dir / "best.pt"), "--features", str(features),
-              "--partition", "eval", "--output", str(scores), *quiet], log)
-        _run(["evaluate_tDCF_asvspoof19.py", str(scores),
-              "--protocol", str(protocol_path(corpus, "eval")),
-              "--asv-scores", str(asv_score_path(corpus, "eval")),
-              "--json", str(report.with_suffix(".json")), "--plot", str(report.with_suffix(".png"))], log)
-        results[system.name] = json.loads(report.with_suffix(".json").read_text())
-
-    total = time.perf_counter() - started
-    print("\n" + "=" * 78)
-    print(f"Demo finished in {total:.0f} s. The corpus is SYNTHETIC, the XLS-R front end has RANDOM weights:")
-    print("these numbers show the pipeline runs end to end, not the published ASVspoof 2019 LA results.")
-    print(f"{'system':<48} {'eval EER %':>10} {'min t-DCF':>10}")
-    for system in SYSTEMS:
-        r = results[system.name]
-        print(f"{system.title:<48} {100 * r['eer']:>10.2f} {r['min_tdcf']:>10.4f}")
-    print("\nWhere everything went:")
-    print(f"  corpus          {corpus}")
-    print(f"  feature stores  {features}")
-    for system in SYSTEMS:
-        print(f"  {system.name:<15} run {out / 'runs' / system.name}, scores {out / 'scores'}, "
-              f"report {out / 'eval' / (system.name + '.json')} and .png (DET curves)")
-    print("\nStep times:")
-    for shown, seconds in log:
-        print(f"  {seconds:7.1f} s  {shown[:110]}")
-    return results
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m engine.recipe",
-        description="End-to-end demo on a generated corpus: preprocess, train, score and evaluate "
-        "both systems (CPU, a few minutes). Rerunning reuses finished steps.",
-    )
-    parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the corpus and training (default 0)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    run_demo(args.out, seed=args.seed, progress=not args.no_progress)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))
+            print(f"\n# {recipe.name}: no preprocessing (the recipe trains from audio)")
+    if "train" in stages:
+        if (recipe.run_dir / "summary.json").exists():
+            print(f"\n# {recipe.name}: {recipe.run_dir} is trained already (remove it to train again)")
+        else:
+            # --resume continues a run that was interrupted during training.
+            log.run(["main_train.py", "--config", str(recipe.config), *_source(recipe, cfg),
+                     "--data-root", str(recipe.data_root), "--out", str(recipe.run_dir), "--seed",
+                     str(recipe.seed), "--resume", "--no-eval", *quiet, *recipe.overrides])
+    checkpoint = recipe.run_dir / "best.pt"
+    if "score" in stages:
+        fresh = recipe.scores.exists() and recipe.scores.stat().st_mtime >= checkpoint.stat().st_mtime
+        if fresh:
+            print(f"\n# {recipe.name}: {recipe.scores} is newer than {checkpoint}; not scored again")
+        else:
+            src = _source(recipe, cfg)
+            log.run(["generate_score.py", "--checkpoint", str(checkpoint), *src[:2],
+                     "--partition", recipe.partition, "--output", str(recipe.scores), *quiet])
+    if "evaluate" not in stages:
+        return None
+    evaluate = ["evaluate_tDCF_asvspoof19.py", str(recipe.scores),
+                "--protocol", str(protocol_path(recipe.data_root, recipe.partition, dataset))]
+    if dataset == "la2019" and asv_score_path(recipe.data_root, recipe.partition).is_file():
+        evaluate += ["--asv-scores", str(asv_score_path(recipe.data_root, recipe.partition))]
+    log.run([*evaluate, "--json", str(recipe.report.with_suffix(".json")),
+             "--plot", str(recipe.report.with_suffix(".png"))])
+    return json.loads(recipe.report.with_suffix(".json").read_text())

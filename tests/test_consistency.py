@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = ["preprocess.py", "main_train.py", "generate_score.py", "evaluate_tDCF_asvspoof19.py"]
-MODULES = ["data.demo", "data.augment", "models.import_released", "engine.recipe"]
+SCRIPTS = ["preprocess.py", "main_train.py", "generate_score.py", "evaluate_tDCF_asvspoof19.py", "run_recipe.py"]
+MODULES = ["data.demo", "data.augment", "models.import_released", "engine.demo"]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
@@ -58,7 +58,7 @@ def test_every_config_builds_its_model_and_loss(config: Path) -> None:
 
 def test_the_whole_chain_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
     """preprocess → train → score → evaluate for both recipes, each step a real CLI process."""
-    from engine.recipe import SYSTEMS, run_demo
+    from engine.demo import SYSTEMS, run_demo
 
     results = run_demo(tmp_path / "demo", progress=False, sizes=(16, 12, 24),
                        overrides=("train.epochs=1", "train.batch_size=8"))
@@ -66,6 +66,6 @@ def test_the_whole_chain_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
         report = results[system.name]
         assert report["n_bonafide"] + report["n_spoof"] == 24
         assert 0.0 <= report["eer"] <= 1.0 and 0.0 <= report["min_tdcf"] <= 1.0
-        assert (tmp_path / "demo" / "eval" / f"{system.name}.png").stat().st_size > 10_000
+        assert (tmp_path / "demo" / "eval" / f"{system.name}_eval.png").stat().st_size > 10_000
         scores = (tmp_path / "demo" / "scores" / f"{system.name}_eval.txt").read_text().splitlines()
         assert len(scores) == 24 and len(scores[0].split()) == 4
