@@ -15,17 +15,12 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import sys
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 from data.protocols import DATASETS
 from utils.errors import UserError, run_cli
@@ -127,123 +122,6 @@ def _chosen_settings(args: argparse.Namespace) -> dict:
     return settings
 
 
-def _load(path: Path) -> tuple[np.ndarray | None, str | None]:
-    """(wave, None) or (None, one-line error naming the file)."""
-    from data.audio import load_audio
-
-    try:
-        return load_audio(path), None
-    except UserError as exc:
-        return None, " ".join(str(exc).split())
-    except (ValueError, RuntimeError, OSError) as exc:  # anything else the decoder or resampler raises
-        return None, f"{path}: cannot read audio ({type(exc).__name__}: {' '.join(str(exc).split())})"
-
-
-def iter_loaded(
-    blocks: Sequence[np.ndarray], paths: Sequence[Path], workers: int, ahead: int = 2
-) -> Iterator[tuple[np.ndarray, list[tuple[np.ndarray | None, str | None]]]]:
-    """Yield (rows, [(wave, error), ...]) per block; workers threads read ahead blocks early."""
-    if workers <= 0:
-        for rows in blocks:
-            yield rows, [_load(paths[r]) for r in rows]
-        return
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="load_audio")
-    queue: deque[tuple[np.ndarray, list[Future]]] = deque()
-    todo = iter(blocks)
-    try:
-        for rows in todo:
-            queue.append((rows, [pool.submit(_load, paths[r]) for r in rows]))
-            if len(queue) > ahead:
-                done_rows, futures = queue.popleft()
-                yield done_rows, [f.result() for f in futures]
-        while queue:
-            done_rows, futures = queue.popleft()
-            yield done_rows, [f.result() for f in futures]
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def compute_block(
-    writer, frontend, block: np.ndarray, loaded: list, paths: Sequence[Path], skip_bad: bool
-) -> int:
-    """Features of one block of rows into the store; returns how many rows were computed.
-
-    Unreadable audio (or non-finite features) stops the run with its one-line error, or with
-    ``skip_bad`` is marked bad in the store; rows committed before stay committed.
-    """
-    bad: dict[int, tuple[str, str]] = {}
-    good: list[int] = []
-    waves: list[np.ndarray] = []
-    for row, (wave, error) in zip(block.tolist(), loaded, strict=True):
-        if error is None:
-            good.append(row)
-            waves.append(wave)
-        elif skip_bad:
-            bad[row] = (str(paths[row]), error)
-        else:
-            raise UserError(error)
-    feats = frontend.extract(waves) if waves else np.empty((0, *frontend.feature_shape), np.float32)
-    finite = np.isfinite(feats).all(axis=tuple(range(1, feats.ndim)))
-    for row in np.asarray(good, dtype=np.int64)[~finite].tolist():
-        error = f"{paths[row]}: the front end produced NaN/inf features"
-        if not skip_bad:
-            raise UserError(error)
-        bad[row] = (str(paths[row]), error)
-    writer.commit(np.asarray(good, dtype=np.int64)[finite], feats[finite], bad)
-    return int(finite.sum())
-
-
-def process_partition(args: argparse.Namespace, frontend, partition: str, shard: int, n_shards: int) -> None:
-    """Fill this process's shard of one partition's store; prints a one-line summary."""
-    from tqdm import tqdm
-
-    from data.protocols import audio_path, load_partition
-    from data.store import FeatureStore, ShardWriter, store_dir_for
-
-    rows = load_partition(args.data_root, partition, args.dataset)
-    if args.limit is not None:
-        rows = rows[: args.limit]
-    if not rows:
-        raise UserError(f"{args.data_root}: the {args.dataset} {partition} protocol has no rows")
-    store_dir = store_dir_for(args.out, frontend.settings(), partition, args.dataset)
-    writer = ShardWriter(
-        store_dir,
-        [(r.utt_id, r.speaker, r.attack, r.key) for r in rows],
-        frontend.settings(),
-        frontend.feature_shape,
-        frontend.store_dtype,
-        shard,
-        n_shards,
-    )
-    paths = [audio_path(args.data_root, partition, r.utt_id, args.dataset) for r in rows]
-    if args.retry_bad:
-        print(f"{partition}: retrying {writer.retry_bad()} row(s) marked bad")
-    already = writer.n_done + writer.n_bad
-    computed = 0
-    started = time.perf_counter()
-    desc = partition if n_shards == 1 else f"{partition} {shard}/{n_shards}"
-    bar = tqdm(total=writer.stop - writer.start, initial=already, desc=desc, unit="utt", dynamic_ncols=True,
-               disable=args.no_progress, file=sys.stderr)
-    blocks = writer.pending_blocks(args.batch_size)
-    # closing(): stop the reader threads at once if a bad file ends the run
-    with bar, contextlib.closing(iter_loaded(blocks, paths, args.num_workers)) as batches:
-        for block, loaded in batches:
-            computed += compute_block(writer, frontend, block, loaded, paths, args.skip_bad)
-            bar.update(len(block))
-            if args.throttle:
-                time.sleep(args.throttle)
-    elapsed = time.perf_counter() - started
-    store = FeatureStore(store_dir, allow_partial=True)
-    state = "complete" if store.complete else "incomplete (other shards still running or not started)"
-    print(
-        f"{desc}: {writer.stop - writer.start} rows ({already} already done, {computed} computed, "
-        f"{writer.n_bad} bad) in {elapsed:.1f} s ({computed / max(elapsed, 1e-9):.1f} utt/s); "
-        f"store {store_dir} {state}, {store.nbytes_on_disk() / 2**20:.1f} MiB on disk"
-    )
-    if writer.n_bad:
-        print(f"{desc}: {writer.n_bad} bad file(s) listed in {writer.bad_path}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
@@ -253,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shard, n_shards = parse_shard(args.shard)
     partitions = args.partitions or (["train", "dev", "eval"] if args.dataset == "la2019" else ["eval"])
 
+    from engine.extract import extract_partition
     from models.frontends import build_frontend
     from utils.distributed import place_process
 
@@ -261,7 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     frontend = build_frontend(frontend_settings(args), device=device)
     started = time.perf_counter()
     for partition in partitions:
-        process_partition(args, frontend, partition, shard, n_shards)
+        extract_partition(
+            frontend, args.data_root, partition, args.dataset, args.out, shard=shard, n_shards=n_shards,
+            limit=args.limit, retry_bad=args.retry_bad, skip_bad=args.skip_bad, batch_size=args.batch_size,
+            num_workers=args.num_workers, progress=not args.no_progress, pause=args.throttle,
+        )
     print(f"done: {len(partitions)} partition(s) in {time.perf_counter() - started:.1f} s")
     return 0
 

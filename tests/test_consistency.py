@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = ["preprocess.py", "main_train.py", "generate_score.py", "evaluate_tDCF_asvspoof19.py", "run_recipe.py"]
+SCRIPTS = [
+    "preprocess.py", "main_train.py", "generate_score.py", "evaluate_tDCF_asvspoof19.py", "run_recipe.py"
+]
 MODULES = ["data.demo", "data.augment", "models.import_released", "engine.demo"]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
