@@ -51,7 +51,8 @@ def layer_violations(files: list[Path]) -> list[str]:
         layer = rel.parts[0] if len(rel.parts) > 1 else None
         if layer not in ALLOWED:
             continue  # top-level scripts and bench may import every package
-        bad += [f"{rel}:{line} imports {name}" for line, name in _our_imports(path) if name not in ALLOWED[layer]]
+        imports = _our_imports(path)
+        bad += [f"{rel}:{line} imports {name}" for line, name in imports if name not in ALLOWED[layer]]
     return bad
 
 
