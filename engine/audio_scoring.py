@@ -82,7 +82,7 @@ def score_audio_files(
     ``channels_last``, ``fixed_batch``: as in `score_loader`.
     """
     if crop not in ("windows", "first"):
-        raise UserError(f"--crop {crop!r}: expected 'windows' or 'first'")
+        raise UserError(f"crop {crop!r}: expected 'windows' or 'first'")
     window = int(frontend.n_samples)
     hop = max(1, int(round(window * hop_fraction)))
     files = [Path(p) for p in paths]

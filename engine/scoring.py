@@ -40,9 +40,9 @@ def resolve_scoring_amp(amp: str, device: torch.device) -> str:
     if amp == "auto":
         return "bf16" if device.type == "cuda" else "none"
     if amp not in ("none", *AMP_DTYPES):
-        raise UserError(f"--amp {amp!r}: expected auto, none, bf16 or fp16")
+        raise UserError(f"scoring amp {amp!r}: expected auto, none, bf16 or fp16")
     if amp == "fp16" and device.type != "cuda":
-        raise UserError("--amp fp16 needs CUDA; use --amp bf16 on CPU")
+        raise UserError("scoring amp fp16 needs CUDA; use bf16 on CPU")
     return amp
 
 

@@ -110,7 +110,7 @@ def _check_resume_config(cfg: dict[str, Any], saved: dict[str, Any], path: Path)
     for section in FROZEN_SECTIONS:
         if cfg.get(section) != saved.get(section):
             raise UserError(
-                f"{path}: --resume with a different '{section}' section than the checkpoint's; "
+                f"{path}: resuming with a different '{section}' section than the checkpoint's; "
                 "use the same recipe and overrides (only train.* settings may change)"
             )
 
@@ -226,7 +226,7 @@ class Trainer:
         # Every rank checks (shared file system), so that all of them stop together.
         if self.last_path.exists() and not self.resume_requested:
             raise UserError(
-                f"{self.last_path}: run folder already holds a checkpoint; pass --resume or another --out"
+                f"{self.last_path}: run folder already holds a checkpoint; resume it or choose another run folder"
             )
         s, device = self.s, self.device
         seed_everything(self.seed + self.dist.rank, self.deterministic)

@@ -202,13 +202,13 @@ def generate_demo_corpus(
     counts = {"train": n_train, "dev": n_dev, "eval": n_eval}
     for part, n in counts.items():
         if n < 2:
-            raise UserError(f"--n-{part} must be at least 2 (one bona fide and one spoof), got {n}")
+            raise UserError(f"{part} partition: at least 2 utterances needed (one bona fide and one spoof), got {n}")
     if seed < 0:
-        raise UserError(f"--seed must be >= 0, got {seed}")
+        raise UserError(f"seed must be >= 0, got {seed}")
     if workers is not None and workers < 1:
-        raise UserError(f"--workers must be >= 1, got {workers}")
+        raise UserError(f"workers must be >= 1, got {workers}")
     if not 0.0 < bonafide_fraction < 1.0:
-        raise UserError(f"--bonafide-fraction must be between 0 and 1, got {bonafide_fraction}")
+        raise UserError(f"bona fide fraction must be between 0 and 1, got {bonafide_fraction}")
     root = Path(out)
     manifest = _manifest(seed, counts, bonafide_fraction)
     start = time.perf_counter()
@@ -218,7 +218,7 @@ def generate_demo_corpus(
     if root.exists() and not root.is_dir():
         raise UserError(f"{root}: exists and is not a directory")
     if root.is_dir() and not (root / MANIFEST_NAME).is_file() and any(root.iterdir()):
-        raise UserError(f"{root}: directory is not empty and holds no demo corpus; choose another --out")
+        raise UserError(f"{root}: directory is not empty and holds no demo corpus; choose another output folder")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
     try:
