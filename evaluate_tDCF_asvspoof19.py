@@ -65,6 +65,30 @@ NO_ASV_NOTE = (
 )
 
 
+def _add_metric_arguments(parser: argparse.ArgumentParser) -> None:
+    """--metrics, --calibrate, --calibrate-protocol."""
+    parser.add_argument(
+        "--metrics",
+        default="asvspoof2019",
+        choices=("asvspoof2019", "asvspoof5"),
+        help="asvspoof5 adds minDCF, actDCF, Cllr and minCllr (Pspoof 0.05, Cmiss 1, Cfa 10) to the EER "
+        "and t-DCF (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--calibrate",
+        type=Path,
+        metavar="DEV_SCORES",
+        help="fit an affine score-to-LLR calibration on this development score file and apply it to the "
+        "scores before every measure",
+    )
+    parser.add_argument(
+        "--calibrate-protocol",
+        type=Path,
+        metavar="PROTOCOL",
+        help="CM protocol of --calibrate, if its score file has no keys",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     layouts = "; ".join(f"{name}: '{cols}'" for name, cols in SCORE_LAYOUTS.items())
     parser = argparse.ArgumentParser(
@@ -107,26 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="2021 LA: the ASV keys keys/LA/ASV/trial_metadata.txt, joined to --asv-scores on (model, trial)",
     )
-    parser.add_argument(
-        "--metrics",
-        default="asvspoof2019",
-        choices=("asvspoof2019", "asvspoof5"),
-        help="asvspoof5 adds minDCF, actDCF, Cllr and minCllr (Pspoof 0.05, Cmiss 1, Cfa 10) to the EER "
-        "and t-DCF (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--calibrate",
-        type=Path,
-        metavar="DEV_SCORES",
-        help="fit an affine score-to-LLR calibration on this development score file and apply it to the "
-        "scores before every measure",
-    )
-    parser.add_argument(
-        "--calibrate-protocol",
-        type=Path,
-        metavar="PROTOCOL",
-        help="CM protocol of --calibrate, if its score file has no keys",
-    )
+    _add_metric_arguments(parser)
     parser.add_argument(
         "--json", type=Path, metavar="PATH", help="also write the numbers (fractions) as JSON"
     )
@@ -398,6 +403,22 @@ def evaluate_2019(
     return result, bonafide, spoof, spoof_attacks
 
 
+def _asv_2021_trials(args: argparse.Namespace, track: str, subset: str) -> AsvTrials:
+    """The 2021 ASV scores of ``subset``, joined with their metadata on (model, trial), split by key."""
+    asv_meta = read_trial_metadata(args.asv_metadata, track, asv=True)
+    asv_aligned = align_asv_scores(asv_meta, read_asv_trial_scores(args.asv_scores))
+    asv_mask = subset_mask(asv_meta, subset)
+    asv_sub = asv_meta.select(asv_mask)
+    asv_scores = require_scores(asv_sub, asv_aligned[asv_mask], args.asv_scores)
+    parts = {}
+    for key in ASV_KEYS:
+        k = asv_sub.keys == key
+        if not k.any():
+            raise UserError(f"{args.asv_metadata}: no ASV '{key}' trials in subset {subset}")
+        parts[key] = Trials(asv_scores[k], asv_sub.rows[k], asv_sub.codecs[k])
+    return AsvTrials(parts["target"], parts["nontarget"], parts["spoof"])
+
+
 def evaluate_2021(
     args: argparse.Namespace, cm, scores: np.ndarray, costs: CostModel, notes: list[str]
 ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
@@ -437,21 +458,8 @@ def evaluate_2021(
     if negated:
         bonafide, spoof = -bonafide, -spoof
 
-    asv = None
-    if given:
-        asv_meta = read_trial_metadata(args.asv_metadata, meta.track, asv=True)
-        asv_aligned = align_asv_scores(asv_meta, read_asv_trial_scores(args.asv_scores))
-        asv_mask = subset_mask(asv_meta, subset)
-        asv_sub = asv_meta.select(asv_mask)
-        asv_scores = require_scores(asv_sub, asv_aligned[asv_mask], args.asv_scores)
-        parts = {}
-        for key in ASV_KEYS:
-            k = asv_sub.keys == key
-            if not k.any():
-                raise UserError(f"{args.asv_metadata}: no ASV '{key}' trials in subset {subset}")
-            parts[key] = Trials(asv_scores[k], asv_sub.rows[k], asv_sub.codecs[k])
-        asv = AsvTrials(parts["target"], parts["nontarget"], parts["spoof"])
-    elif layout.tdcf:
+    asv = _asv_2021_trials(args, meta.track, subset) if given else None
+    if not given and layout.tdcf:
         notes.append(
             "note: no --asv-scores/--asv-metadata given, so EER only: the 2021 LA t-DCF needs the keys' "
             "LA/ASV/ASVTorch_Kaldi/score.txt and LA/ASV/trial_metadata.txt"

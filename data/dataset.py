@@ -52,7 +52,8 @@ class StoreDataset(Dataset):
         missing = [r.utt_id for r in rows if r.utt_id not in self.store]
         if missing:
             raise UserError(f"{self.store.store_dir}: {len(missing)} protocol utterance(s) not in the store "
-                            f"(first: {', '.join(missing[:3])}); made from another protocol or only its first rows?")
+                            f"(first: {', '.join(missing[:3])}); made from "
+                            f"another protocol or only its first rows?")
         store_rows = np.array([self.store.row_of(r.utt_id) for r in rows], dtype=np.int64)
         keep = self.store.valid[store_rows] if len(rows) else np.zeros(0, bool)
         self.rows = [r for r, k in zip(rows, keep, strict=True) if k]

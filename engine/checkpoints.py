@@ -55,7 +55,8 @@ def load_scoring_model(
     if ssl_model is not None:
         if cfg["frontend"].get("name") != "ssl":
             raise UserError(
-                f"SSL model override: {path} uses the '{cfg['frontend'].get('name')}' front end, not an SSL model"
+                f"SSL model override: {path} uses the "
+                f"'{cfg['frontend'].get('name')}' front end, not an SSL model"
             )
         cfg["frontend"]["model"] = ssl_model
     model = build_model(cfg["model"])

@@ -110,8 +110,10 @@ def open_partition(
     under ``data_root``."""
     if on_the_fly:
         if data_root is None:
-            raise UserError("features computed on the fly need the data root (the folder holding the protocols and audio)")
+            raise UserError("features computed on the fly need the data root (the "
+                "folder holding the protocols and audio)")
         return open_audio_partition(data_root, cfg, partition)
     if features is None:
-        raise UserError("no feature store given: point to the store root written by preprocess.py, or compute features on the fly from the data root")
+        raise UserError("no feature store given: point to the store root written by "
+            "preprocess.py, or compute features on the fly from the data root")
     return open_store_partition(features, cfg, partition)

@@ -226,7 +226,8 @@ class Trainer:
         # Every rank checks (shared file system), so that all of them stop together.
         if self.last_path.exists() and not self.resume_requested:
             raise UserError(
-                f"{self.last_path}: run folder already holds a checkpoint; resume it or choose another run folder"
+                f"{self.last_path}: run folder already holds a checkpoint; "
+                f"resume it or choose another run folder"
             )
         s, device = self.s, self.device
         seed_everything(self.seed + self.dist.rank, self.deterministic)

@@ -202,7 +202,8 @@ def generate_demo_corpus(
     counts = {"train": n_train, "dev": n_dev, "eval": n_eval}
     for part, n in counts.items():
         if n < 2:
-            raise UserError(f"{part} partition: at least 2 utterances needed (one bona fide and one spoof), got {n}")
+            raise UserError(f"{part} partition: at least 2 utterances needed (one "
+                f"bona fide and one spoof), got {n}")
     if seed < 0:
         raise UserError(f"seed must be >= 0, got {seed}")
     if workers is not None and workers < 1:
@@ -218,7 +219,8 @@ def generate_demo_corpus(
     if root.exists() and not root.is_dir():
         raise UserError(f"{root}: exists and is not a directory")
     if root.is_dir() and not (root / MANIFEST_NAME).is_file() and any(root.iterdir()):
-        raise UserError(f"{root}: directory is not empty and holds no demo corpus; choose another output folder")
+        raise UserError(f"{root}: directory is not empty and holds no demo "
+            f"corpus; choose another output folder")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
     try:
