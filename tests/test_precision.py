@@ -20,6 +20,7 @@ from utils.precision import (
 SPR = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
 SKYLAKE = frozenset({"avx2", "avx512f", "avx512bw"})
 EPYC = frozenset({"avx2", "fma"})
+SHAPE = (1, 10, 10)
 
 
 @pytest.fixture
@@ -83,7 +84,9 @@ def test_cuda_auto(cuda) -> None:
     cuda(False)
     choice = resolve_amp("auto", "cuda:0")
     assert choice.value == "none"  # fp16 only when asked
-    assert choice.reason == "amp: fp32 (this CUDA device has no native bf16: compute capability < 8.0; fp16 only when asked)"
+    assert choice.reason == (
+        "amp: fp32 (this CUDA device has no native bf16: compute capability < 8.0; fp16 only when asked)"
+    )
     assert resolve_amp("fp16", "cuda").value == "fp16"
 
 
@@ -119,7 +122,7 @@ def test_channels_last_follows_the_measured_table(cpu, monkeypatch: pytest.Monke
 def test_compile_auto_only_when_the_run_repays_the_compile_time(cpu, monkeypatch: pytest.MonkeyPatch) -> None:
     cpu(EPYC, False)
     # 200 s to compile, saves 1 s per step of 8 x (1, 10, 10): break-even 200 steps, auto needs 400.
-    cost = CompileCost(compile_s=200.0, eager_step_s=3.0, compiled_step_s=2.0, batch=8, input_shape=(1, 10, 10))
+    cost = CompileCost(compile_s=200.0, eager_step_s=3.0, compiled_step_s=2.0, batch=8, input_shape=SHAPE)
     assert cost.break_even_steps(16, (1, 10, 10)) == pytest.approx(100.0)
     monkeypatch.setattr(precision, "COMPILE_COSTS", {("lcnn", "cpu", "none"): cost})
     monkeypatch.setattr(precision, "have_cxx_compiler", lambda: True)
@@ -130,7 +133,7 @@ def test_compile_auto_only_when_the_run_repays_the_compile_time(cpu, monkeypatch
     monkeypatch.setattr(precision, "have_cxx_compiler", lambda: False)
     choice = resolve_compile("auto", *args, planned_steps=10**6, batch=8, input_shape=(1, 10, 10))
     assert choice == precision.Choice(False, "compile: false (no C++ compiler for inductor)")
-    slower = CompileCost(compile_s=1.0, eager_step_s=1.0, compiled_step_s=1.5, batch=8, input_shape=(1, 10, 10))
+    slower = CompileCost(compile_s=1.0, eager_step_s=1.0, compiled_step_s=1.5, batch=8, input_shape=SHAPE)
     assert slower.break_even_steps(8, (1, 10, 10)) == float("inf")
 
 

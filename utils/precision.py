@@ -263,21 +263,38 @@ def _parse_flag(requested: bool | str | None, source: str) -> bool | None:
     raise UserError(f"{source}={requested!r} is not one of auto, true, false")
 
 
+def _from_table(
+    requested: bool | str | None, table: dict[tuple[str, str, str], bool], what: str, model_name: str,
+    device: torch.device | str, amp: str, source: str,
+) -> Choice:
+    """An explicit flag, or the measured ``table`` entry for (model, device class, amp); False if missing."""
+    flag = _parse_flag(requested, source)
+    if flag is not None:
+        return Choice(flag, f"{what}: {str(flag).lower()} (asked for)")
+    key = (model_name, device_class(device), _normalise_amp(amp, "amp"))
+    faster = table.get(key)
+    if faster is None:
+        return Choice(False, f"{what}: false (not measured for {key[0]} on {key[1]} with {SPELLED[key[2]]})")
+    verdict = "faster" if faster else "not faster"
+    return Choice(faster, f"{what}: {str(faster).lower()} (measured {verdict} for {key[0]} on {key[1]})")
+
+
 def resolve_channels_last(
     requested: bool | str | None, model_name: str, device: torch.device | str, amp: str,
     source: str = "channels_last",
 ) -> Choice:
     """``requested`` (auto | true | false; None = auto) -> Choice(bool, reason). ``amp`` is the resolved
     autocast ('none' | 'bf16' | 'fp16'); auto = the measured table `CHANNELS_LAST_FASTER`."""
-    flag = _parse_flag(requested, source)
-    if flag is not None:
-        return Choice(flag, f"channels_last: {str(flag).lower()} (asked for)")
-    key = (model_name, device_class(device), _normalise_amp(amp, "amp"))
-    faster = CHANNELS_LAST_FASTER.get(key)
-    if faster is None:
-        return Choice(False, f"channels_last: false (not measured for {key[0]} on {key[1]} with {SPELLED[key[2]]})")
-    verdict = "faster" if faster else "not faster"
-    return Choice(faster, f"channels_last: {str(faster).lower()} (measured {verdict} for {key[0]} on {key[1]})")
+    return _from_table(requested, CHANNELS_LAST_FASTER, "channels_last", model_name, device, amp, source)
+
+
+def resolve_fused_adam(
+    requested: bool | str | None, model_name: str, device: torch.device | str, amp: str,
+    source: str = "fused_adam",
+) -> Choice:
+    """``requested`` (auto | true | false; None = auto) -> Choice(bool, reason): build Adam/AdamW with
+    ``fused=True``. auto = the measured table `FUSED_ADAM_FASTER`."""
+    return _from_table(requested, FUSED_ADAM_FASTER, "fused Adam", model_name, device, amp, source)
 
 
 @dataclass(frozen=True)
@@ -307,6 +324,10 @@ def _numel(shape: tuple[int, ...]) -> int:
         n *= int(v)
     return n
 
+
+# fused (single-kernel) Adam/AdamW faster than the default for-loop implementation, measured in training
+# with bench/bench_train.py; keys (model, device class, amp).
+FUSED_ADAM_FASTER: dict[tuple[str, str, str], bool] = {}
 
 # Measured with bench/bench_train.py --compile (docs/PERFORMANCE.md); keys (model, device class, amp).
 COMPILE_COSTS: dict[tuple[str, str, str], CompileCost] = {}
@@ -345,7 +366,9 @@ def resolve_compile(
     if device.type == "cpu" and not have_cxx_compiler():
         return Choice(False, "compile: false (no C++ compiler for inductor)")
     needed = PAYBACK_MARGIN * cost.break_even_steps(batch, tuple(input_shape))
+    repay = f"{needed:.0f} needed to repay ~{cost.compile_s:.0f} s of compiling"
     if planned_steps >= needed:
-        return Choice(True, f"compile: true ({planned_steps} steps >= {needed:.0f} to repay ~{cost.compile_s:.0f} s)")
-    shown = "never pays back" if needed == float("inf") else f"< {needed:.0f} needed to repay ~{cost.compile_s:.0f} s"
+        return Choice(True, f"compile: true ({planned_steps} steps >= {repay})")
+    shown = "compiling never pays back" if needed == float("inf") else f"< {repay}"
     return Choice(False, f"compile: false ({planned_steps} steps {shown})")
+
