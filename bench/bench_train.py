@@ -237,6 +237,14 @@ def bench_training(name: str, steps: int, batch: int, try_compile: bool, run_ste
             f"  {setting.label():44s} {trainer.speed:9.2f} {trainer.speed / ref.speed:7.2f}x "
             f"{trainer.speed / auto_speed:7.2f}x {run_ratio:8.2f}x  {rel.max():7.3%}{note}{mark}"
         )
+    for setting, trainer in trainers.items():  # for utils/precision.py's COMPILE_COSTS table
+        eager = trainers.get(replace(setting, compile=False))
+        if setting.compile and eager is not None:
+            print(
+                f"  COMPILE_COSTS[{name!r}, <device class>, {setting.amp!r}] = CompileCost("
+                f"{first_step[setting] - trainer.seconds / steps:.0f}, {eager.seconds / steps:.3f}, "
+                f"{trainer.seconds / steps:.3f}, {batch}, {shape})"
+            )
     best = max(ratios, key=ratios.__getitem__)
     print(
         f"  (run ratio: a {run_steps}-step run vs the baseline, compile time included; losses over the same "
