@@ -244,6 +244,7 @@ def resolve_amp(requested: str | None, device: torch.device | str, source: str =
 # default can never be a pessimisation). cpu-bf16 entries: README speed table (AMD EPYC with AVX512-BF16,
 # bf16 + channels_last 1.59x LCNN, 1.28x SR-LA-Res2Net vs fp32 eager).
 CHANNELS_LAST_FASTER: dict[tuple[str, str, str], bool] = {
+    ("lcnn", "cpu", "none"): False,  # AVX2-emulated, fp32: 0.72x of contiguous (docs/PERFORMANCE.md)
     ("lcnn", "cpu-bf16", "bf16"): True,
     ("sr_la_res2net", "cpu-bf16", "bf16"): True,
 }
