@@ -33,8 +33,24 @@ class SpatialReconstruction(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.drop(self.conv(x.mean(dim=1, keepdim=True)))
+        gate = self.drop(_one_channel_conv(self.conv, x.mean(dim=1, keepdim=True)))
         return x * torch.sigmoid(gate)
+
+
+def _one_channel_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a 1 -> 1 channel ``conv`` on x (B, 1, H, W), run as a depthwise conv over the batch.
+
+    oneDNN's weight gradient for a 1 -> 1 channel convolution falls back to a slow gemm path: it took
+    ~35 % of SR-LA-Res2Net's fp32 training step on an AVX2 CPU (docs/PERFORMANCE.md). The batch as B
+    groups of one channel, sharing one weight, is the same sum, computed by depthwise kernels.
+    """
+    batch = x.shape[0]
+    weight = conv.weight.expand(batch, *conv.weight.shape[1:])
+    bias = None if conv.bias is None else conv.bias.expand(batch)
+    y = F.conv2d(
+        x.transpose(0, 1), weight, bias, conv.stride, conv.padding, conv.dilation, groups=batch
+    )
+    return y.transpose(0, 1)
 
 
 class LocalAttention(nn.Module):
