@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
              f"random:xlsr-300m (random weights, for tests) (default: {DEFAULT_SSL_MODEL})")
     add("--layer", type=int, default=None,
         help="SSL hidden layer: -1 = last hidden state (default), k = hidden_states[k]")
-    add("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
-        help="SSL compute dtype (default: fp32 on CPU, bf16 on CUDA); stored as float16 anyway")
+    add("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default=None,
+        help="SSL compute dtype (default auto: bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere; "
+             "the choice is printed); stored as float16 anyway")
     add("--compile", action="store_true",
         help="SSL: torch.compile the model first (~1 min; then ~5-10%% faster on CPU; needs a C++ "
              "compiler, goes on without it if compiling fails)")

@@ -11,8 +11,12 @@ from torch import nn
 from utils.errors import UserError
 
 
-def build_optimizer(params: Sequence[nn.Parameter], optim_cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    """Adam / AdamW / SGD from the recipe's ``optim`` section (lr, betas, eps, weight_decay, amsgrad)."""
+def build_optimizer(
+    params: Sequence[nn.Parameter], optim_cfg: dict[str, Any], fused: bool = False
+) -> torch.optim.Optimizer:
+    """Adam / AdamW / SGD from the recipe's ``optim`` section (lr, betas, eps, weight_decay, amsgrad).
+
+    ``fused``: Adam/AdamW's fused kernel (the same update; chosen by `utils.precision.resolve_fused_adam`)."""
     name = str(optim_cfg.get("name", "adam")).lower()
     lr = float(optim_cfg.get("lr", 1e-3))
     wd = float(optim_cfg.get("weight_decay", 0.0))
@@ -25,6 +29,7 @@ def build_optimizer(params: Sequence[nn.Parameter], optim_cfg: dict[str, Any]) -
             eps=float(optim_cfg.get("eps", 1e-8)),
             weight_decay=wd,
             amsgrad=bool(optim_cfg.get("amsgrad", False)),
+            fused=True if fused else None,
         )
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=float(optim_cfg.get("momentum", 0.9)), weight_decay=wd)

@@ -102,12 +102,17 @@ class TensorBoard:
 
 
 def write_run_files(
-    out: Path, cfg: dict[str, Any], device: torch.device, world_size: int, command: Sequence[str] | None
+    out: Path,
+    cfg: dict[str, Any],
+    device: torch.device,
+    world_size: int,
+    command: Sequence[str] | None,
+    choices: dict[str, Any] | None = None,
 ) -> None:
-    """config.yaml, command.txt (``command`` or this process's argv) and environment.json in ``out``."""
+    """config.yaml, command.txt (``command`` or this process's argv) and environment.json in ``out``;
+    ``choices`` (e.g. the resolved precision with reasons, CPU facts) go into environment.json."""
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     atomic_write_text(out / "command.txt", shlex.join([sys.executable, *(command or sys.argv)]) + "\n")
-    atomic_write_text(
-        out / "environment.json", json.dumps(environment_info(device, world_size), indent=2) + "\n"
-    )
+    environment = {**environment_info(device, world_size), **(choices or {})}
+    atomic_write_text(out / "environment.json", json.dumps(environment, indent=2) + "\n")

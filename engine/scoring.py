@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from utils import distributed as du
 from utils.errors import UserError
+from utils.precision import resolve_amp
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -34,16 +36,14 @@ def autocast_context(device: torch.device, amp: str = "none") -> contextlib.Abst
 
 
 def resolve_scoring_amp(amp: str, device: torch.device) -> str:
-    """``auto`` -> bf16 on CUDA, none (exact float32) elsewhere; other values are checked and returned
-    (fp16 autocast needs CUDA, as for training)."""
-    amp = (amp or "auto").lower()
-    if amp == "auto":
-        return "bf16" if device.type == "cuda" else "none"
-    if amp not in ("none", *AMP_DTYPES):
-        raise UserError(f"scoring amp {amp!r}: expected auto, none, bf16 or fp16")
-    if amp == "fp16" and device.type != "cuda":
+    """The scoring autocast for ``amp`` (auto | none | bf16 | fp16) on ``device``: auto = bf16 where the
+    device has native bf16 (CUDA, CPUs with AVX512-BF16/AMX), exact float32 elsewhere
+    (`utils.precision.resolve_amp`); the choice and its reason are printed once. fp16 needs CUDA."""
+    choice = resolve_amp(amp, device, "scoring amp")
+    if choice.value == "fp16" and device.type != "cuda":
         raise UserError("scoring amp fp16 needs CUDA; use bf16 on CPU")
-    return amp
+    print(choice.reason, file=sys.stderr)
+    return choice.value
 
 
 def default_batch_size(device: torch.device) -> int:

@@ -42,6 +42,7 @@ from utils.checkpoint import load_checkpoint, previous_path, save_checkpoint, un
 from utils.config import get
 from utils.errors import UserError
 from utils.io import atomic_write_text
+from utils.precision import cpu_facts, resolve_amp, resolve_channels_last, resolve_compile, resolve_fused_adam
 from utils.seed import get_rng_state, seed_everything, set_rng_state
 
 # Sections that define the model and its inputs: a resumed run must not change them.
@@ -141,11 +142,15 @@ class TrainSettings:
     workers: int
     micro: int
     eval_micro: int
-    compile: bool
+    compile: bool | str
     sync_batchnorm: bool
+    fused_adam: bool = False
+    reasons: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any], world_size: int) -> TrainSettings:
+    def from_config(cls, cfg: dict[str, Any], device: torch.device, world_size: int) -> TrainSettings:
+        """The ``train`` section with ``auto`` precision and layout resolved for ``device``
+        (`utils.precision`); ``reasons`` says what was chosen and why."""
         tcfg = cfg.get("train", {})
         grad_accum = max(1, int(tcfg.get("grad_accum", 1)))
         select_by = str(tcfg.get("select_by", "dev_eer"))
@@ -153,18 +158,28 @@ class TrainSettings:
             raise UserError(f"config: train.select_by={select_by!r} is not one of dev_eer, dev_loss")
         micro = micro_batch_size(int(tcfg.get("batch_size", 64)), grad_accum, world_size)
         patience = get(cfg, "train.patience")
+        model_name = str((cfg.get("model") or {}).get("name", ""))
+        amp = resolve_amp(tcfg.get("amp", "auto"), device, "config: train.amp")
+        layout = resolve_channels_last(
+            tcfg.get("channels_last", "auto"), model_name, device, amp.value, "config: train.channels_last"
+        )
+        fused = resolve_fused_adam(
+            tcfg.get("fused_adam", "auto"), model_name, device, amp.value, "config: train.fused_adam"
+        )
         return cls(
             epochs=int(tcfg.get("epochs", 1)),
             grad_accum=grad_accum,
             select_by=select_by,
             patience=None if patience is None else int(patience),
-            amp=str(tcfg.get("amp", "none")).lower(),
-            channels_last=bool(tcfg.get("channels_last", False)),
+            amp=amp.value,
+            channels_last=bool(layout.value),
             workers=int(tcfg.get("num_workers", 0)),
             micro=micro,
             eval_micro=max(1, int(tcfg.get("eval_batch_size", micro))),
-            compile=bool(tcfg.get("compile", False)),
+            compile=tcfg.get("compile", "auto"),
             sync_batchnorm=bool(tcfg.get("sync_batchnorm", False)),
+            fused_adam=bool(fused.value),
+            reasons=[amp.reason, layout.reason, fused.reason],
         )
 
 
@@ -203,7 +218,7 @@ class Trainer:
         self.dist = dist_info or du.DistInfo()
         self.device = self.dist.device
         self.command, self.progress, self.on_epoch_end = command, progress, on_epoch_end
-        self.s = TrainSettings.from_config(cfg, self.dist.world_size)
+        self.s = TrainSettings.from_config(cfg, self.device, self.dist.world_size)
         self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
         self.start_epoch, self.global_step, self.stopped_early = 0, 0, False
         self.best: dict[str, Any] = {
@@ -237,7 +252,7 @@ class Trainer:
         if s.sync_batchnorm and self.dist.distributed and device.type == "cuda":
             cm.model = self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         params = [p for p in cm.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(params, self.cfg.get("optim", {}))
+        self.optimizer = build_optimizer(params, self.cfg.get("optim", {}), fused=s.fused_adam)
         self.scheduler, self.interval = build_scheduler(self.optimizer, self.cfg.get("sched"))
         self.scaler = torch.amp.GradScaler(device.type, enabled=(s.amp == "fp16" and device.type == "cuda"))
         if s.amp == "fp16" and device.type != "cuda":
@@ -248,7 +263,21 @@ class Trainer:
             self.step_module = nn.parallel.DistributedDataParallel(
                 cm, device_ids=[device.index] if device.type == "cuda" else None
             )
-        if s.compile:
+
+    def maybe_compile(self) -> None:
+        """torch.compile the training module when asked, or (auto) when the planned run is long enough to
+        pay the measured compile time back (`utils.precision.resolve_compile`)."""
+        s = self.s
+        steps = (s.epochs - self.start_epoch) * math.ceil(len(self.train_loader) / s.grad_accum)
+        choice = resolve_compile(
+            s.compile, str(self.cfg["model"].get("name", "")), self.device, s.amp, planned_steps=steps,
+            batch=s.micro, input_shape=tuple(self.cfg["model"].get("input_shape", ())),
+            source="config: train.compile",
+        )
+        s.reasons.append(choice.reason)
+        if self.main:
+            print("; ".join(s.reasons), file=sys.stderr)
+        if choice.value:
             from utils.compile import compile_for_training
 
             self.step_module = compile_for_training(self.step_module)
@@ -469,6 +498,7 @@ class Trainer:
         )
         if len(self.train_loader) == 0:
             raise UserError("training partition is empty")
+        self.maybe_compile()
         self.frontend_hash = (
             self.frontend.content_hash()
             if self.frontend is not None and not getattr(self.frontend, "trainable", False)
@@ -476,7 +506,8 @@ class Trainer:
         )
         self.tb = TensorBoard(self.out / "tb" if self.main else None)
         if self.main:
-            write_run_files(self.out, self.cfg, self.device, self.dist.world_size, self.command)
+            write_run_files(self.out, self.cfg, self.device, self.dist.world_size, self.command,
+                            {"settings": self.s.reasons, "cpu": cpu_facts().as_dict()})
         for epoch in range(self.start_epoch, s.epochs):
             if self.stopped_early:
                 break

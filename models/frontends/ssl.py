@@ -16,6 +16,7 @@ import torch
 
 from models.frontends.base import FrontEnd, check_waves, register_frontend
 from utils.errors import UserError
+from utils.precision import resolve_amp
 from utils.waves import fix_length_batch
 
 logger = logging.getLogger(__name__)
@@ -225,7 +226,10 @@ class SSLFrontEnd(FrontEnd):
         super().__init__()
         self.trainable = bool(trainable)
         self.device = torch.device(device) if device is not None else default_device()
-        dtype = dtype or ("bf16" if self.device.type == "cuda" else "fp32")
+        if dtype in (None, "auto"):
+            choice = resolve_amp("auto", self.device, "ssl front end dtype")
+            logger.info("%s", choice.reason)
+            dtype = choice.spelled
         # On CPU small batches stay in cache: batch 4 ran ~25 % faster than 8 or 16 for XLS-R 300M.
         batch_size = batch_size or (32 if self.device.type == "cuda" else 4)
         if dtype not in DTYPES:
