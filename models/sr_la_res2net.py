@@ -43,7 +43,11 @@ def _one_channel_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     oneDNN's weight gradient for a 1 -> 1 channel convolution falls back to a slow gemm path: it took
     ~35 % of SR-LA-Res2Net's fp32 training step on an AVX2 CPU (docs/PERFORMANCE.md). The batch as B
     groups of one channel, sharing one weight, is the same sum, computed by depthwise kernels.
+    Only in float32: under bf16 autocast with channels_last, oneDNN's depthwise weight gradient came out
+    non-finite (tests/test_models.py), and the plain convolution is not the bottleneck there.
     """
+    if torch.is_autocast_enabled(x.device.type) or x.dtype != torch.float32:
+        return conv(x)
     batch = x.shape[0]
     weight = conv.weight.expand(batch, *conv.weight.shape[1:])
     bias = None if conv.bias is None else conv.bias.expand(batch)

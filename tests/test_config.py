@@ -21,7 +21,7 @@ def test_xlsr_lcnn_recipe_has_the_published_settings() -> None:
         "model": "facebook/wav2vec2-xls-r-300m",
         "layer": -1,
         "n_samples": 64600,
-        "dtype": None,
+        "dtype": "auto",
     }
     assert cfg["model"]["input_shape"] == [1, 1024, 201]
     assert cfg["loss"] == {"name": "weighted_ce", "weights": [10.0, 1.0]}

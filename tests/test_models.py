@@ -150,3 +150,17 @@ def test_res2net_init_follows_spec(res2net: SRLARes2Net) -> None:
     assert weight.std().item() == pytest.approx(math.sqrt(2 / 256), rel=0.03)
     # The stem's 3x3 conv 16->16: fan_out = 16 * 9.
     assert fresh.stem[3].weight.std().item() == pytest.approx(math.sqrt(2 / 144), rel=0.1)
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_res2net_gradients_are_finite_in_bf16_with_channels_last(amp: bool) -> None:
+    """The float32-only depthwise SR convolution must not reach oneDNN's bf16 channels_last path, whose
+    weight gradient came out non-finite (the demo diverged at its second batch)."""
+    torch.manual_seed(0)
+    net = SRLARes2Net(input_shape=(1, 45, 200)).train().to(memory_format=torch.channels_last)
+    x = torch.randn(4, 1, 45, 200).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        _, logits = net(x)
+    logits.float().sum().backward()
+    bad = [n for n, p in net.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert bad == []
