@@ -14,7 +14,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ["preprocess.py", "main_train.py", "generate_score.py", "evaluate_tDCF_asvspoof19.py"]
-MODULES = ["data.demo", "data.augment", "models.import_released", "engine.recipe"]
+MODULES = [
+    "data.demo",
+    "data.augment",
+    "models.import_released",
+    "engine.recipe",
+    "engine.calibrate",
+    "engine.cross_corpus",
+]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
