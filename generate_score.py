@@ -1,7 +1,9 @@
 """Score a partition or your own recordings with a trained countermeasure.
 
 Scores: higher = more bona fide (logit difference bona fide − spoof). The decision threshold is the
-dev-EER threshold saved in the checkpoint (override with --threshold).
+dev-EER threshold saved in the checkpoint (override with --threshold). With --llr (a checkpoint calibrated
+by `python -m engine.calibrate` or train.calibrate: true) scores become calibrated LLRs and decisions use
+the Bayes threshold −ln β = −0.641854 (ASVspoof 5 costs).
 
 Examples:
     # a partition from a feature store (preprocess.py) -> "utt_id attack key score" lines
@@ -10,6 +12,9 @@ Examples:
     python generate_score.py --checkpoint runs/f0/best.pt --data-root LA --partition eval --output eval.txt
     # your own recordings: any length, sample rate, channel count; files or folders
     python generate_score.py --checkpoint runs/f0/best.pt --audio my.wav clips/ --output results.csv
+    # calibrated LLRs (and Bayes-threshold decisions for --audio) from a calibrated checkpoint
+    python -m engine.calibrate --checkpoint runs/f0/best.pt
+    python generate_score.py --checkpoint runs/f0/best.pt --llr --audio my.wav --output results.csv
     # the released XLS-R-LCNN (converted with python -m models.import_released), local XLS-R copy
     python generate_score.py --checkpoint xlsr_lcnn.safetensors --ssl-model /models/xls-r-300m --audio my.wav
 """
@@ -40,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(50%% overlap; the last window ends at the end of the recording; shorter recordings are tiled by "
         "the front end) and averages the window scores; --crop first scores only the first window, as in "
         "training. Each file gets a bona fide / spoof decision at the dev-EER threshold saved in the "
-        "checkpoint.",
+        "checkpoint, or with --llr at the Bayes threshold -ln 1.9 on its calibrated LLR.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:" + __doc__.split("Examples:", 1)[1],
     )
@@ -81,10 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
         "recording; 'first' scores the first window only",
     )
     parser.add_argument(
+        "--llr",
+        action="store_true",
+        help="output calibrated log-likelihood ratios (bona fide vs spoof, nats) with the calibration "
+        "stored in the checkpoint (python -m engine.calibrate); --audio decisions then compare the LLR "
+        "with the Bayes threshold -ln 1.9 = -0.641854 (ASVspoof 5 costs)",
+    )
+    parser.add_argument(
         "--threshold",
         type=float,
         default=None,
-        help="decision threshold (default: the dev-EER threshold saved in the checkpoint)",
+        help="decision threshold (default: the dev-EER threshold saved in the checkpoint; with --llr, "
+        "the Bayes threshold on LLRs)",
     )
     parser.add_argument(
         "--ssl-model",
@@ -158,34 +171,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.audio is not None and args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
         raise UserError(f"{args.output}: --output for --audio must end in .csv or .json")
 
-    from engine.score import load_scorer, score_partition, score_recordings
+    from engine.score import load_scorer, require_calibration, score_partition, score_recordings, to_llr
     from engine.scoring import write_partition_scores
 
     scorer = load_scorer(args.checkpoint, device=args.device, amp=args.amp, batch_size=args.batch_size,
                          compile=args.compile, ssl_model=args.ssl_model)
-    threshold = args.threshold if args.threshold is not None else scorer.threshold
+    if args.llr:
+        require_calibration(scorer)  # before any scoring: no LLRs without a calibration
+    threshold, threshold_kind = _decision_threshold(args, scorer.threshold)
     progress = not args.no_progress
     if args.audio is not None:
         rows = score_recordings(scorer, find_audio(args.audio), crop=args.crop, threshold=threshold,
-                                progress=progress)
+                                llr=args.llr, progress=progress)
         if threshold is None:
             print("note: no threshold in the checkpoint and no --threshold: scores only", file=sys.stderr)
+        else:
+            print(f"note: decisions at {threshold_kind} {threshold:.6g}", file=sys.stderr)
         for row in rows:
-            print(f"{row['file']}\t{row['score']:.6f}\t{row['decision']}")
+            value = f"{row['score']:.6f}" + (f"\tLLR {row['llr']:.6f}" if args.llr else "")
+            print(f"{row['file']}\t{value}\t{row['decision']}")
         if args.output:
             _write_results(Path(args.output), rows)
         return 0
 
     scores = score_partition(scorer, args.partition, features=args.features, data_root=args.data_root,
                              dataset=args.dataset, num_workers=args.num_workers, progress=progress)
+    if args.llr:
+        scores = to_llr(scorer, scores)
     write_partition_scores(scores, args.output)
     n_bona = int((scores.labels == 0).sum())
-    summary = f"{len(scores.utt_ids)} utterances scored -> {args.output}"
+    what = "calibrated LLRs" if args.llr else "scores"
+    summary = f"{len(scores.utt_ids)} utterances scored -> {args.output} ({what}"
     if 0 < n_bona < len(scores.labels):
         eer, _ = scores.eer(what=args.partition)
-        summary += f" (EER {100 * eer:.3f}%)"
-    print(summary)
+        summary += f", EER {100 * eer:.3f}%"
+    print(summary + ")")
     return 0
+
+
+def _decision_threshold(args: argparse.Namespace, saved: float | None) -> tuple[float | None, str]:
+    """The decision threshold and how to name it in the output."""
+    if args.threshold is not None:
+        return args.threshold, "the given --threshold" + (" on calibrated LLRs" if args.llr else "")
+    if args.llr:
+        from utils.calibration import bayes_threshold
+
+        return bayes_threshold(), "the Bayes threshold -ln(beta) on calibrated LLRs (ASVspoof 5 costs)"
+    return saved, "the dev-EER threshold saved in the checkpoint"
+
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

@@ -56,6 +56,13 @@ def _iter_windows(
             yield index, wave[start : start + window], duration
 
 
+def decide(score: float, threshold: float | None) -> str:
+    """``bonafide`` if score ≥ threshold, else ``spoof``; ``""`` without a finite threshold."""
+    if threshold is None or not math.isfinite(threshold):
+        return ""
+    return "bonafide" if score >= threshold else "spoof"
+
+
 def score_audio_files(
     paths: Sequence[str | os.PathLike],
     model: nn.Module,
@@ -117,8 +124,7 @@ def score_audio_files(
     results = []
     for i, path in enumerate(files):
         score = float(sums[i] / counts[i])
-        decision = ""
-        if threshold is not None and math.isfinite(threshold):
-            decision = "bonafide" if score >= threshold else "spoof"
-        results.append(FileScore(str(path), score, int(counts[i]), float(durations[i]), decision))
+        results.append(
+            FileScore(str(path), score, int(counts[i]), float(durations[i]), decide(score, threshold))
+        )
     return results

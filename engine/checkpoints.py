@@ -14,20 +14,40 @@ from torch import nn
 from models import build_model
 from models.import_released import load_model_weights
 from models.losses import build_loss
+from utils.calibration import Calibration
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
+
+#: Where a checkpoint (or a .safetensors file's metadata) keeps its score-to-LLR calibration.
+CALIBRATION_KEY = "calibration"
 
 
 @dataclass
 class ScoringModel:
     """A trained model ready to score: model and loss (eval mode, on ``device``), the recipe (``cfg``,
-    with ``frontend``, ``model`` and ``loss`` sections) and the dev-EER threshold (None if unknown)."""
+    with ``frontend``, ``model`` and ``loss`` sections), the dev-EER threshold (None if unknown) and the
+    score-to-LLR calibration stored by `engine.calibrate` (None if none)."""
 
     model: nn.Module
     loss_fn: nn.Module
     cfg: dict[str, Any]
     threshold: float | None
     source: Path
+    calibration: Calibration | None = None
+
+
+def stored_calibration(path: str | os.PathLike, container: dict[str, Any]) -> Calibration | None:
+    """The calibration kept in a checkpoint dict or weights metadata, None if it has none; a damaged entry
+    raises `UserError` naming the file."""
+    data = container.get(CALIBRATION_KEY)
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the stored calibration is not a mapping")
+    try:
+        return Calibration.from_dict(data)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
 
 
 def load_scoring_model(
@@ -42,12 +62,14 @@ def load_scoring_model(
         cfg = dict(meta.get("config", {}))
         loss_state: dict[str, Any] = {}
         threshold = meta.get("threshold")
+        calibration = stored_calibration(path, meta)
     else:
         state = load_checkpoint(path, map_location="cpu")
         cfg = dict(state.get("config", {}))
         model_state, loss_state = state["model"], state.get("loss", {})
         best = state.get("best") or {}
         threshold = best.get("threshold", state.get("threshold"))
+        calibration = stored_calibration(path, state)
     for section in ("frontend", "model", "loss"):
         if not isinstance(cfg.get(section), dict):
             raise UserError(f"{path}: no '{section}' config recorded in the file")
@@ -69,4 +91,6 @@ def load_scoring_model(
         first = " ".join(str(exc).split())[:200]
         raise UserError(f"{path}: weights do not fit the recorded model config ({first})") from None
     threshold = float(threshold) if threshold is not None and math.isfinite(float(threshold)) else None
-    return ScoringModel(model.to(device).eval(), loss_fn.to(device).eval(), cfg, threshold, path)
+    return ScoringModel(
+        model.to(device).eval(), loss_fn.to(device).eval(), cfg, threshold, path, calibration
+    )

@@ -6,26 +6,30 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from data.dataset import collate_batch
-from engine.audio_scoring import score_audio_files
+from engine.audio_scoring import decide, score_audio_files
 from engine.checkpoints import load_scoring_model
 from engine.partitions import check_feature_shape, open_audio_partition, open_store_partition
 from engine.scoring import Scores, compile_for_scoring, default_batch_size, resolve_scoring_amp, score_loader
 from models.frontends import build_frontend
+from utils.calibration import Calibration
 from utils.distributed import place_process
+from utils.errors import UserError
 
 
 @dataclass
 class Scorer:
-    """A loaded countermeasure with its scoring settings (``fixed_batch``: the compiled batch size)."""
+    """A loaded countermeasure with its scoring settings (``fixed_batch``: the compiled batch size) and the
+    checkpoint's score-to-LLR calibration (None if it has none)."""
 
     model: nn.Module
     loss_fn: nn.Module
@@ -36,6 +40,7 @@ class Scorer:
     batch_size: int
     fixed_batch: int | None
     source: str
+    calibration: Calibration | None = None
 
 
 def load_scorer(
@@ -65,15 +70,30 @@ def load_scorer(
         else:
             fixed_batch = batch_size  # one compiled shape: the last batch is padded
     return Scorer(model, loaded.loss_fn, loaded.cfg, loaded.threshold, dev, amp, batch_size, fixed_batch,
-                  str(checkpoint))
+                  str(checkpoint), loaded.calibration)
+
+
+def require_calibration(scorer: Scorer) -> Calibration:
+    """The checkpoint's calibration; `UserError` naming the checkpoint when it has none."""
+    if scorer.calibration is None:
+        raise UserError(
+            f"{scorer.source}: no score calibration stored in this checkpoint, so no LLRs; fit one on its "
+            f"dev scores with `python -m engine.calibrate --checkpoint {scorer.source}` (or train with "
+            "train.calibrate: true)"
+        )
+    return scorer.calibration
 
 
 def score_recordings(
     scorer: Scorer, files: Sequence[Path], *, crop: str = "windows", threshold: float | None = None,
-    progress: bool = True,
+    llr: bool = False, progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Score audio files (any length, rate, channels) -> one result row per file (file, score, decision,
-    threshold, windows, duration_s); decisions at ``threshold`` (None: scores only)."""
+    threshold, windows, duration_s); decisions at ``threshold`` (None: scores only).
+
+    ``llr``: rows also carry ``llr``, the checkpoint's calibration of the score (`require_calibration`), and
+    the decision compares the LLR with ``threshold`` (e.g. `utils.calibration.bayes_threshold`)."""
+    calibration = require_calibration(scorer) if llr else None
     cfg = scorer.cfg
     frontend = build_frontend(cfg["frontend"], device=scorer.device)  # the device matters to SSL only
     check_feature_shape(
@@ -82,14 +102,25 @@ def score_recordings(
     )
     results = score_audio_files(
         files, scorer.model, scorer.loss_fn, frontend, scorer.device, crop=crop, batch_size=scorer.batch_size,
-        amp=scorer.amp, channels_last=True, fixed_batch=scorer.fixed_batch, threshold=threshold,
-        progress=progress,
+        amp=scorer.amp, channels_last=True, fixed_batch=scorer.fixed_batch,
+        threshold=None if llr else threshold, progress=progress,
     )
-    return [
-        {"file": r.path, "score": r.score, "decision": r.decision or "n/a", "threshold": threshold,
-         "windows": r.n_windows, "duration_s": round(r.duration_s, 3)}
-        for r in results
-    ]
+    rows = []
+    for r in results:
+        row: dict[str, Any] = {"file": r.path, "score": r.score}
+        decision = r.decision
+        if calibration is not None:
+            row["llr"] = float(calibration.apply(np.array([r.score]))[0])
+            decision = decide(row["llr"], threshold)
+        row.update({"decision": decision or "n/a", "threshold": threshold, "windows": r.n_windows,
+                    "duration_s": round(r.duration_s, 3)})
+        rows.append(row)
+    return rows
+
+
+def to_llr(scorer: Scorer, scores: Scores) -> Scores:
+    """``scores`` with each score replaced by its calibrated LLR (`require_calibration`)."""
+    return replace(scores, scores=require_calibration(scorer).apply(scores.scores))
 
 
 def score_partition(

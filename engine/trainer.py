@@ -8,6 +8,9 @@
     out/scores_dev.txt  dev scores of best.pt      out/scores_eval.txt  eval scores (if eval given)
     out/tb/             TensorBoard logs (if tensorboard is installed)
 
+With ``train.calibrate: true`` best.pt finally gets a score-to-LLR calibration fitted on scores_dev.txt
+(`engine.calibrate`), which ``generate_score.py --llr`` uses.
+
 Reproducibility: the sampler order depends only on (seed, epoch), every RNG state is saved at the
 end of each epoch, so ``--resume`` after a crash continues exactly where an uninterrupted run would
 be (bit-identical weights in deterministic CPU mode). Only global rank 0 writes files.
@@ -33,6 +36,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from data.dataset import collate_batch
+from engine.calibrate import calibrate_checkpoint
 from engine.optim import build_optimizer, build_scheduler, noam_factor
 from engine.records import TensorBoard, write_history, write_run_files
 from engine.scoring import Scores, autocast_context, gather_scores, score_loader, write_partition_scores
@@ -66,6 +70,7 @@ class RunResult:
     eval_eer: float | None = None
     eval_scores_path: Path | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    calibration: dict[str, Any] | None = None  # stored in best.pt when train.calibrate is true
 
 
 def make_loader(
@@ -146,6 +151,7 @@ class TrainSettings:
     sync_batchnorm: bool
     fused_adam: bool = False
     reasons: list[str] = field(default_factory=list)
+    calibrate: bool = False  # fit a score-to-LLR calibration on the dev scores into best.pt at the end
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], device: torch.device, world_size: int) -> TrainSettings:
@@ -180,6 +186,7 @@ class TrainSettings:
             sync_batchnorm=bool(tcfg.get("sync_batchnorm", False)),
             fused_adam=bool(fused.value),
             reasons=[amp.reason, layout.reason, fused.reason],
+            calibrate=bool(tcfg.get("calibrate", False)),
         )
 
 
@@ -552,6 +559,8 @@ class Trainer:
             result.eval_scores_path = self.out / "scores_eval.txt"
             if self.main:
                 write_partition_scores(scores, result.eval_scores_path)
+        if self.main and self.s.calibrate and self.best_path.exists():
+            result.calibration = self.calibrate_best()
         if self.main:
             summary = {
                 "best_epoch": result.best_epoch,
@@ -563,9 +572,23 @@ class Trainer:
                 "stopped_early": self.stopped_early,
                 "best_checkpoint": str(self.best_path),
                 "seed": self.seed,
+                "calibration": result.calibration,
             }
             atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return result
+
+    def calibrate_best(self) -> dict[str, Any] | None:
+        """Fit the score-to-LLR calibration on best.pt's dev scores and store it in best.pt. Dev scores that
+        cannot be calibrated (e.g. all equal) leave best.pt as it is, with a warning: the run still counts."""
+        try:
+            done = calibrate_checkpoint(self.best_path, self.out / "scores_dev.txt")
+        except UserError as exc:
+            print(f"warning: no calibration stored in {self.best_path}: {exc}", file=sys.stderr)
+            return None
+        for message in done.warnings:
+            print(f"warning: {message}", file=sys.stderr)
+        print(f"calibration stored in {self.best_path}: LLR = {done.describe()}", file=sys.stderr)
+        return done.calibration.as_dict()
 
 
 def fit(

@@ -7,6 +7,7 @@ session. Resume after a real SIGKILL and one-line input errors are in test_relia
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import torch
 from conftest import CONFIGS, N_DEV, N_EVAL, RUN_FILES, recipe
 
 import main_train
+from engine.evaluation import fit_file_calibration
+from utils.calibration import Calibration
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 from utils.metrics import compute_eer
@@ -75,6 +78,10 @@ def test_one_epoch_of_the_f0_recipe_end_to_end(tiny_corpus: Path, tmp_path: Path
     eer, thr = compute_eer(dev.scores[dev.keys == "bonafide"], dev.scores[dev.keys == "spoof"])
     assert (state["dev_eer"], state["threshold"]) == (eer, thr)
     assert len(dev.scores) == N_DEV and len(read_scores(out / "scores_eval.txt").scores) == N_EVAL
+    # train.calibrate: true (the recipes' setting) stored the calibration fitted on best.pt's dev scores
+    calibration = fit_file_calibration(out / "scores_dev.txt")[0]
+    assert Calibration.from_dict(state["calibration"]) == calibration
+    assert json.loads((out / "summary.json").read_text())["calibration"] == calibration.as_dict()
     assert "torch" in (out / "environment.json").read_text()
     history = (out / "history.csv").read_text().splitlines()
     assert history[0] == "epoch,train_loss,dev_loss,dev_eer,dev_threshold,lr,time_s" and len(history) == 2

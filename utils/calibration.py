@@ -33,6 +33,12 @@ def effective_prior(costs: DcfCosts = ASVSPOOF5_COSTS) -> float:
     return miss / (miss + costs.cfa * costs.pspoof)
 
 
+def bayes_threshold(costs: DcfCosts = ASVSPOOF5_COSTS) -> float:
+    """The Bayes decision threshold −ln β on LLRs, β = Cmiss(1−Pspoof)/(Cfa·Pspoof) (−0.641854 with the
+    ASVspoof 5 costs): LLR ≥ threshold -> bona fide. The threshold of `utils.metrics.act_dcf`."""
+    return -math.log(costs.cmiss * (1 - costs.pspoof) / (costs.cfa * costs.pspoof))
+
+
 @dataclass(frozen=True)
 class Calibration:
     """An affine score-to-LLR map s' = scale·s + offset (LLR in nats, bona fide vs spoof)."""

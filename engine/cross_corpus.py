@@ -1,0 +1,301 @@
+"""Cross-corpus evaluation: score one checkpoint on every corpus given (ASVspoof 2019 LA eval, 2021 LA eval,
+2021 DF eval, In-the-Wild) and write the table papers print.
+
+    python -m engine.cross_corpus --checkpoint runs/f0/best.pt --corpus la2019=LA \\
+        --corpus la2021=ASVspoof2021_LA --corpus df2021=ASVspoof2021_DF --corpus itw=release_in_the_wild \\
+        --out runs/f0/cross_corpus
+
+For each corpus the eval partition is scored (from raw audio under the corpus root, or from a feature store
+made by ``preprocess.py --dataset`` when ``features`` holds one) and evaluated by `engine.evaluation`, the
+code behind evaluate_tDCF_asvspoof19.py, with the ASVspoof 5 measures: EER, min t-DCF where the organisers'
+ASV scores are present (2019 LA: the legacy 2019 t-DCF; 2021 LA: the revised 2021 one with the keys' ASV
+scores), minDCF, actDCF, Cllr, and the number of trials (2021: the chosen phase). When the checkpoint carries
+a calibration (`engine.calibrate`) the scores are mapped to LLRs first, so actDCF and Cllr judge calibrated
+LLRs; otherwise they are computed on the raw scores and the table says so.
+
+Files in ``out``: ``scores_<corpus>.txt`` (raw scores of every trial, ``utt_id attack key score``),
+``<corpus>.json`` (the evaluator's JSON), ``results.md`` and ``results.csv`` (`utils.report`). Every input
+is checked before the model is loaded; each file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from data.protocols import DATASETS, asv_score_path, audio_path, load_partition, protocol_path, subset_name
+from engine.evaluation import EvalRequest, describe_calibration, evaluate_scores
+from engine.partitions import store_dir_for
+from engine.scoring import write_partition_scores
+from utils.errors import UserError, run_cli
+from utils.io import atomic_write_text
+from utils.report import results_markdown, results_row, write_results_table
+
+#: Corpus name (the ``data.protocols`` dataset layout) -> row label in the table.
+CORPORA = {
+    "la2019": "2019 LA eval",
+    "la2021": "2021 LA eval",
+    "df2021": "2021 DF eval",
+    "itw": "In-the-Wild",
+}
+assert tuple(CORPORA) == DATASETS
+PARTITION = "eval"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """One corpus to score: its layout name (a key of `CORPORA`) and its root folder."""
+
+    name: str
+    root: Path
+
+    @classmethod
+    def parse(cls, text: str) -> Corpus:
+        """``NAME=ROOT`` (e.g. ``itw=release_in_the_wild``); an unknown name raises `UserError`."""
+        name, sep, root = text.partition("=")
+        name = name.strip().lower()
+        if not sep or not root:
+            raise UserError(f"corpus '{text}': expected NAME=ROOT with NAME one of {', '.join(CORPORA)}")
+        if name not in CORPORA:
+            raise UserError(f"corpus '{text}': unknown corpus '{name}'; expected one of {', '.join(CORPORA)}")
+        return cls(name, Path(root))
+
+
+@dataclass(frozen=True)
+class CorpusInputs:
+    """The files a corpus is evaluated with (ASV files None where absent) and the store, if one is used."""
+
+    corpus: Corpus
+    protocol: Path
+    asv_scores: Path | None
+    asv_metadata: Path | None
+    store: Path | None
+    n_trials: int
+
+
+@dataclass
+class CrossCorpusResult:
+    """What `run_cross_corpus` wrote: the table rows (`utils.report` rows), each corpus's evaluator result
+    dict, and the paths (``markdown``, ``csv``, ``scores`` and ``json`` per corpus name)."""
+
+    rows: list[dict[str, Any]]
+    results: dict[str, dict[str, Any]]
+    markdown: Path
+    csv: Path
+    scores: dict[str, Path]
+    json: dict[str, Path]
+
+
+def _asv_files(corpus: Corpus) -> tuple[Path | None, Path | None]:
+    """The organisers' ASV scores (and 2021 ASV keys) under the corpus root, None where absent."""
+    if corpus.name == "la2019":
+        path = asv_score_path(corpus.root, PARTITION)
+        return (path, None) if path.is_file() else (None, None)
+    if corpus.name == "la2021":
+        asv = corpus.root / "keys" / "LA" / "ASV"
+        scores, metadata = asv / "ASVTorch_Kaldi" / "score.txt", asv / "trial_metadata.txt"
+        return (scores, metadata) if scores.is_file() and metadata.is_file() else (None, None)
+    return None, None
+
+
+def corpus_inputs(corpus: Corpus) -> CorpusInputs:
+    """The protocol and ASV files of a corpus; a missing root or protocol raises `UserError` naming it."""
+    rows = load_partition(corpus.root, PARTITION, corpus.name)
+    asv_scores, asv_metadata = _asv_files(corpus)
+    return CorpusInputs(
+        corpus, protocol_path(corpus.root, PARTITION, corpus.name), asv_scores, asv_metadata, None, len(rows)
+    )
+
+
+def with_source(
+    item: CorpusInputs, frontend_cfg: dict[str, Any], features: str | os.PathLike | None = None
+) -> CorpusInputs:
+    """``item`` scored from the eval store under ``features`` for the front end ``frontend_cfg`` if there is
+    one, else from audio: then every trial's audio file must exist (`UserError` naming the first missing)."""
+    corpus = item.corpus
+    if features is not None:
+        store = store_dir_for(features, frontend_cfg, PARTITION, corpus.name)
+        if store.is_dir():
+            return replace(item, store=store)
+    rows = load_partition(corpus.root, PARTITION, corpus.name)
+    paths = (audio_path(corpus.root, PARTITION, r.utt_id, corpus.name) for r in rows)
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise UserError(
+            f"{missing[0]}: audio file not found ({len(missing)} of {len(rows)} {corpus.name} trials have "
+            f"no audio under {corpus.root})"
+        )
+    return item
+
+
+def _table_notes(calibrated: str | None) -> str:
+    if calibrated is not None:
+        return f"\nScores calibrated to LLRs before every measure: LLR = {calibrated}.\n"
+    return (
+        "\nactDCF and Cllr are computed on the raw scores: the checkpoint carries no calibration "
+        "(python -m engine.calibrate --checkpoint CKPT), so they do not judge calibrated LLRs.\n"
+    )
+
+
+def run_cross_corpus(
+    checkpoint: str | os.PathLike,
+    corpora: Sequence[Corpus],
+    out_dir: str | os.PathLike,
+    *,
+    subset: str = "eval",
+    features: str | os.PathLike | None = None,
+    device: str = "auto",
+    amp: str = "auto",
+    batch_size: int | None = None,
+    num_workers: int = 0,
+    ssl_model: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> CrossCorpusResult:
+    """Score ``checkpoint`` on the eval partition of every corpus and write the results table to ``out_dir``.
+
+    ``subset``: the 2021 phase evaluated (every trial is scored); ``features``: a preprocess.py store root
+    used for corpora it holds a store of; ``log``: progress lines (default: stderr). Device, precision and
+    batch settings as in `engine.score.load_scorer`. Returns the rows and files written.
+    """
+    from engine.score import load_scorer, score_partition
+
+    if not corpora:
+        raise UserError("no corpus given; expected NAME=ROOT with NAME one of " + ", ".join(CORPORA))
+    names = [c.name for c in corpora]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"corpus {', '.join(repeated)} given more than once")
+    subset = subset_name(subset)
+    log = log or (lambda line: print(line, file=sys.stderr))
+    inputs = [corpus_inputs(c) for c in corpora]
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+
+    scorer = load_scorer(checkpoint, device=device, amp=amp, batch_size=batch_size, ssl_model=ssl_model)
+    inputs = [with_source(item, scorer.cfg["frontend"], features) for item in inputs]
+    calibrated = None
+    if scorer.calibration is not None:
+        calibrated = describe_calibration(scorer.calibration, f"the dev scores stored with {checkpoint}")
+    out.mkdir(parents=True, exist_ok=True)
+    rows, results, score_paths, json_paths = [], {}, {}, {}
+    for k, item in enumerate(inputs, 1):
+        corpus = item.corpus
+        source = f"store {item.store}" if item.store is not None else f"audio under {corpus.root}"
+        log(f"[{k}/{len(inputs)}] {corpus.name}: scoring {item.n_trials:,} trials ({source})")
+        scores = score_partition(
+            scorer,
+            PARTITION,
+            features=item.store,
+            data_root=None if item.store else corpus.root,
+            dataset=corpus.name,
+            num_workers=num_workers,
+            progress=progress,
+        )
+        score_paths[corpus.name] = out / f"scores_{corpus.name}.txt"
+        write_partition_scores(scores, score_paths[corpus.name])
+        req = EvalRequest(
+            scores=score_paths[corpus.name],
+            protocol=item.protocol,
+            protocol_format=corpus.name,
+            subset=subset if corpus.name in ("la2021", "df2021") else None,
+            asv_scores=item.asv_scores,
+            asv_metadata=item.asv_metadata,
+            metrics="asvspoof5",
+            calibration=scorer.calibration,
+            calibration_source=None if scorer.calibration is None else str(checkpoint),
+        )
+        result = evaluate_scores(req).result
+        results[corpus.name] = result
+        json_paths[corpus.name] = out / f"{corpus.name}.json"
+        atomic_write_text(json_paths[corpus.name], json.dumps(result, indent=2) + "\n")
+        label = CORPORA[corpus.name]
+        if req.subset is not None:  # 2021: name the phase evaluated
+            label = label.replace(" eval", f" {subset}")
+        rows.append(results_row(label, result))
+        tdcf = "" if result.get("min_tdcf") is None else f", min t-DCF {result['min_tdcf']:.4f}"
+        log(f"[{k}/{len(inputs)}] {corpus.name}: EER {100 * result['eer']:.3f}%{tdcf}")
+    markdown, csv_path = out / "results.md", out / "results.csv"
+    write_results_table(rows, csv_path=csv_path)
+    atomic_write_text(markdown, results_markdown(rows) + _table_notes(calibrated))
+    return CrossCorpusResult(rows, results, markdown, csv_path, score_paths, json_paths)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m engine.cross_corpus",
+        description="Score one checkpoint on the eval partition of several corpora and write one results "
+        "table (Markdown and CSV): EER, min t-DCF where ASV scores exist, minDCF, actDCF, Cllr (on "
+        "calibrated LLRs if the checkpoint carries a calibration), trials. Corpus layouts as in the README.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  python -m engine.cross_corpus --checkpoint runs/f0/best.pt --corpus la2019=LA "
+        "--corpus la2021=ASVspoof2021_LA \\\n      --corpus df2021=ASVspoof2021_DF "
+        "--corpus itw=release_in_the_wild --out runs/f0/cross_corpus",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="best.pt from main_train.py, or a .safetensors from models.import_released",
+    )
+    parser.add_argument(
+        "--corpus",
+        action="append",
+        required=True,
+        metavar="NAME=ROOT",
+        help=f"a corpus root; NAME one of {', '.join(CORPORA)} (repeat the flag for several)",
+    )
+    parser.add_argument("--out", required=True, help="folder for the score files, JSON results and the table")
+    parser.add_argument(
+        "--subset", default="eval", help="2021 LA/DF phase: eval (default), progress, hidden or all"
+    )
+    parser.add_argument(
+        "--features",
+        help="preprocess.py feature store root: corpora it holds an eval store of are scored from it",
+    )
+    parser.add_argument(
+        "--ssl-model", default=None, help="SSL model replacing the one recorded in the checkpoint"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="utterances per batch (default as generate_score.py)"
+    )
+    parser.add_argument(
+        "--amp", choices=("auto", "none", "bf16", "fp16"), default="auto", help="autocast (default auto)"
+    )
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default 0)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
+    corpora = [Corpus.parse(text) for text in args.corpus]
+    done = run_cross_corpus(
+        args.checkpoint,
+        corpora,
+        args.out,
+        subset=args.subset,
+        features=args.features,
+        device=args.device,
+        amp=args.amp,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        ssl_model=args.ssl_model,
+        progress=not args.no_progress,
+    )
+    print(done.markdown.read_text(), end="")
+    print(f"wrote {done.markdown} and {done.csv}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

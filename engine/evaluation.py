@@ -1,0 +1,423 @@
+"""Evaluating a CM score file, as library calls: what evaluate_tDCF_asvspoof19.py and the cross-corpus runner
+(engine/cross_corpus.py) both do, so the two give identical numbers.
+
+- 2019 LA (and In-the-Wild): keys and attacks from the score file or a protocol, EER and legacy 2019 / revised
+  2021 min t-DCF pooled and per attack (`evaluate_2019`);
+- 2021 LA/DF: one phase of trial_metadata.txt, the attack × codec tables, LA min t-DCF with the 2021 ASV keys
+  (`evaluate_2021`);
+- ASVspoof 5 measures (minDCF, actDCF, Cllr, minCllr) and an affine calibration fitted on a development score
+  file (`fit_file_calibration`), applied to the scores before every measure.
+
+No torch: the evaluator imports this module and must stay numpy-only. Messages name the inputs by
+`EvalRequest.names` (the evaluator passes its flags, e.g. ``--asv-scores``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data.protocols import (
+    align_asv_scores,
+    align_scores,
+    detect_protocol_format,
+    first_ids,
+    read_protocol,
+    read_trial_metadata,
+    require_scores,
+    subset_mask,
+    subset_name,
+)
+from utils.calibration import Calibration, SeparableScoresWarning, fit_calibration
+from utils.conditions import LAYOUTS, AsvTrials, Trials, condition_tables
+from utils.errors import UserError
+from utils.metrics import CostModel, MetricError, asvspoof5_measures, compute_eer, evaluate_cm
+from utils.report import score_histogram
+from utils.scorefiles import (
+    ASV_KEYS,
+    BONAFIDE,
+    LEGACY_ATTACK_IDS,
+    CMScores,
+    read_asv_scores,
+    read_asv_trial_scores,
+    read_scores,
+    read_text,
+    rename_legacy_attacks,
+)
+
+#: How messages name the inputs when the caller gives no names (the evaluator passes its flags).
+DEFAULT_NAMES = {
+    "protocol": "a CM protocol",
+    "subset": "a subset",
+    "asv_scores": "ASV scores",
+    "asv_metadata": "ASV metadata",
+    "allow_negated": "allow_negated",
+}
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What to evaluate: a CM score file (higher = more bona fide), where its keys and ASV scores come from.
+
+    ``protocol``: 2019 LA protocol, 2021 trial_metadata.txt or In-the-Wild meta.csv (None: keys from the score
+    file); ``subset``: the 2021 phase (None = eval); ``asv_scores``: 2019 LA 'cm_key asv_key score' or 2021 LA
+    'model trial score' (with ``asv_metadata``, the 2021 ASV keys); ``metrics``: ``asvspoof2019`` or
+    ``asvspoof5`` (adds minDCF, actDCF, Cllr, minCllr); ``calibration``: applied to the scores first, its
+    ``calibration_source`` recorded in the result.
+    """
+
+    scores: Path
+    score_format: str = "auto"
+    protocol: Path | None = None
+    protocol_format: str = "auto"
+    subset: str | None = None
+    asv_scores: Path | None = None
+    asv_metadata: Path | None = None
+    metrics: str = "asvspoof2019"
+    allow_negated: bool = False
+    costs: CostModel = field(default_factory=CostModel)
+    calibration: Calibration | None = None
+    calibration_source: str | None = None
+    names: Mapping[str, str] = field(default_factory=dict)
+
+    def name(self, key: str) -> str:
+        """How messages call input ``key`` (a field name)."""
+        return self.names.get(key, DEFAULT_NAMES.get(key, key))
+
+
+@dataclass
+class Evaluation:
+    """The result dict (the evaluator's JSON), the bona fide and spoof scores it was computed on (after
+    calibration and negation), the spoof trials' groups (attack, 2021 row; None for In-the-Wild), the protocol
+    format (None without a protocol) and notes for the user."""
+
+    result: dict
+    bonafide: np.ndarray
+    spoof: np.ndarray
+    spoof_groups: np.ndarray | None
+    fmt: str | None
+    notes: list[str]
+
+
+def keys_and_attacks(
+    scores_path: Path,
+    protocol: Path | None,
+    protocol_format: str,
+    utt_ids: list[str],
+    keys: np.ndarray | None,
+    attacks: np.ndarray | None,
+    notes: list[str],
+    protocol_name: str = DEFAULT_NAMES["protocol"],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The key and attack of every scored trial, from `protocol` if given, else from the score file."""
+    if protocol is None:
+        if keys is None or attacks is None:
+            raise UserError(
+                f"{scores_path}: the 'utt_id score' layout has no keys; "
+                f"pass {protocol_name} to take them from a CM protocol"
+            )
+        attacks, renamed = rename_legacy_attacks(attacks)
+        if renamed:
+            notes.append(
+                "note: renamed the pre-release 2019 LA attack names "
+                + ", ".join(f"{a}->{LEGACY_ATTACK_IDS[a]}" for a in renamed)
+            )
+        return keys, attacks
+    rows = {row.utt_id: row for row in read_protocol(protocol, protocol_format)}
+    unknown = [utt for utt in utt_ids if utt not in rows]
+    if unknown:
+        raise UserError(
+            f"{scores_path}: {len(unknown)} utt_ids are not in the protocol {protocol} "
+            f"(first: {first_ids(unknown)})"
+        )
+    if len(rows) != len(utt_ids):
+        scored = set(utt_ids)
+        unscored = [utt for utt in rows if utt not in scored]
+        raise UserError(
+            f"{protocol}: {len(unscored)} of {len(rows)} protocol trials have no score in "
+            f"{scores_path} (first: {first_ids(unscored)})"
+        )
+    matched = [rows[utt] for utt in utt_ids]
+    protocol_keys = np.array([row.key for row in matched])
+    if keys is not None:
+        n_differ = int(np.count_nonzero(protocol_keys != keys))
+        if n_differ:
+            notes.append(
+                f"note: {n_differ} keys in the score file differ from the protocol; the protocol's are used"
+            )
+    return protocol_keys, np.array([row.attack for row in matched])
+
+
+def maybe_negate(
+    bonafide: np.ndarray, spoof: np.ndarray, notes: list[str], name: str = "allow_negated"
+) -> bool:
+    """Whether negating the scores lowers the EER (evaluator flag --allow-negated); adds a note either way."""
+    eer = compute_eer(bonafide, spoof)[0]
+    eer_negated = compute_eer(-bonafide, -spoof)[0]
+    if eer_negated < eer:
+        notes.append(
+            f"note: {name} NEGATED the scores (higher = more spoof in this file): "
+            f"EER {100 * eer:.4f} % as given, {100 * eer_negated:.4f} % negated; "
+            "the results above are for the negated scores"
+        )
+        return True
+    notes.append(f"note: {name} kept the scores as given (negated EER would be {100 * eer_negated:.4f} %)")
+    return False
+
+
+def two_classes(is_bona: np.ndarray, what: str) -> None:
+    """Raise `UserError` unless both bona fide and spoof trials are present."""
+    for name, mask in (("bona fide", is_bona), ("spoof", ~is_bona)):
+        if not mask.any():
+            raise UserError(f"{what}: no {name} trials; the EER needs both classes")
+
+
+def fit_file_calibration(
+    dev_scores: str | Path, protocol: str | Path | None = None, protocol_name: str = "a CM protocol"
+) -> tuple[Calibration, list[str]]:
+    """Fit the affine score-to-LLR calibration (SPEC §12) on a development score file.
+
+    Keys come from the file or from ``protocol``. Returns the calibration and warnings for the user
+    (separable classes). A file without both classes or with constant scores raises `UserError`.
+    """
+    dev_scores = Path(dev_scores)
+    dev = read_scores(dev_scores)
+    keys, _ = keys_and_attacks(
+        dev_scores,
+        None if protocol is None else Path(protocol),
+        "auto",
+        dev.utt_ids.tolist(),
+        dev.keys,
+        dev.attacks,
+        [],
+        protocol_name,
+    )
+    is_bona = keys == BONAFIDE
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SeparableScoresWarning)
+        try:
+            calibration = fit_calibration(dev.scores[is_bona], dev.scores[~is_bona])
+        except MetricError as exc:
+            raise UserError(f"{dev_scores}: {exc}") from None
+    return calibration, [f"{dev_scores}: {w.message}" for w in caught]
+
+
+def describe_calibration(calibration: Calibration, source: str) -> str:
+    """One line: the affine map and what it was fitted on."""
+    return (
+        f"{calibration.scale:.6g} * score {'-' if calibration.offset < 0 else '+'} "
+        f"{abs(calibration.offset):.6g}, "
+        f"fitted on {source} ({calibration.n_bonafide:,} bona fide, {calibration.n_spoof:,} spoof)"
+    )
+
+
+def protocol_format(req: EvalRequest) -> str | None:
+    """The protocol format (detected unless given), or None without a protocol; checks input combinations."""
+    fmt = None
+    if req.protocol is not None:
+        fmt = req.protocol_format
+        if fmt == "auto":
+            fmt = detect_protocol_format(req.protocol, read_text(req.protocol, "protocol file"))
+    is_2021 = fmt in LAYOUTS
+    if req.subset is not None and not is_2021:
+        raise UserError(
+            f"{req.name('subset')} applies to 2021 LA/DF trial_metadata.txt given with {req.name('protocol')}"
+        )
+    if req.asv_metadata is not None and not is_2021:
+        raise UserError(
+            f"{req.name('asv_metadata')} applies to 2021 LA (with {req.name('protocol')} "
+            "keys/LA/CM/trial_metadata.txt)"
+        )
+    if fmt == "itw" and req.asv_scores is not None:
+        raise UserError(
+            f"{req.protocol}: In-the-Wild has no ASV trials, so no t-DCF; drop {req.name('asv_scores')}"
+        )
+    subset_name(req.subset or "eval")
+    return fmt
+
+
+def evaluate_2019(
+    req: EvalRequest, fmt: str | None, cm: CMScores, scores: np.ndarray, notes: list[str]
+) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Result dict of a 2019 LA (or In-the-Wild) evaluation and its bona fide, spoof, spoof attack arrays."""
+    utt_ids = cm.utt_ids.tolist()
+    keys, attacks = keys_and_attacks(
+        req.scores,
+        req.protocol,
+        req.protocol_format,
+        utt_ids,
+        cm.keys,
+        cm.attacks,
+        notes,
+        req.name("protocol"),
+    )
+    is_bona = keys == BONAFIDE
+    two_classes(is_bona, str(req.scores))
+    # In-the-Wild has no attack labels: its one "unknown" group would repeat the pooled numbers.
+    bonafide, spoof = scores[is_bona], scores[~is_bona]
+    spoof_attacks = None if fmt == "itw" else attacks[~is_bona]
+    negated = req.allow_negated and maybe_negate(bonafide, spoof, notes, req.name("allow_negated"))
+    if negated:
+        bonafide, spoof = -bonafide, -spoof
+
+    asv_arrays: dict[str, np.ndarray] = {}
+    if req.asv_scores is not None:
+        asv = read_asv_scores(req.asv_scores)
+        is_asv_spoof = asv.asv_keys == "spoof"
+        asv_arrays = {
+            "asv_tar": asv.of("target"),
+            "asv_non": asv.of("nontarget"),
+            "asv_spoof": asv.scores[is_asv_spoof],
+            "asv_spoof_attacks": asv.cm_keys[is_asv_spoof],
+        }
+    elif fmt == "itw":
+        notes.append("note: In-the-Wild has no ASV scores, so EER only")
+    else:
+        notes.append(
+            f"note: no {req.name('asv_scores')} given, so EER only: the t-DCF needs the ASV scores of the "
+            "same partition (2019 LA: "
+            "ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt)"
+        )
+    try:
+        result = evaluate_cm(bonafide, spoof, spoof_attacks, cost=req.costs, **asv_arrays)
+    except MetricError as exc:
+        if exc.source == "asv":
+            raise UserError(f"{req.asv_scores}: {exc}") from None
+        raise UserError(f"{req.scores}: {exc}") from None
+    result = {
+        "cm_scores": str(req.scores),
+        "asv_scores": None if req.asv_scores is None else str(req.asv_scores),
+        "protocol": None if req.protocol is None else str(req.protocol),
+        "format": cm.fmt,
+        "negated": negated,
+        **result,
+    }
+    return result, bonafide, spoof, spoof_attacks
+
+
+def _asv_trials_2021(req: EvalRequest, track: str, subset: str) -> AsvTrials:
+    """The 2021 LA ASV scores of one phase joined to the ASV keys, split by ASV key."""
+    asv_meta = read_trial_metadata(req.asv_metadata, track, asv=True)
+    asv_aligned = align_asv_scores(asv_meta, read_asv_trial_scores(req.asv_scores))
+    asv_mask = subset_mask(asv_meta, subset)
+    asv_sub = asv_meta.select(asv_mask)
+    asv_scores = require_scores(asv_sub, asv_aligned[asv_mask], req.asv_scores)
+    parts = {}
+    for key in ASV_KEYS:
+        k = asv_sub.keys == key
+        if not k.any():
+            raise UserError(f"{req.asv_metadata}: no ASV '{key}' trials in subset {subset}")
+        parts[key] = Trials(asv_scores[k], asv_sub.rows[k], asv_sub.codecs[k])
+    return AsvTrials(parts["target"], parts["nontarget"], parts["spoof"])
+
+
+def evaluate_2021(
+    req: EvalRequest, cm: CMScores, scores: np.ndarray, notes: list[str]
+) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """Result dict of a 2021 LA/DF evaluation of one phase and its (bona fide, spoof, spoof row) arrays."""
+    fmt = req.protocol_format if req.protocol_format in LAYOUTS else "auto"
+    meta = read_trial_metadata(req.protocol, fmt)
+    layout = LAYOUTS[meta.track]
+    subset = subset_name(req.subset or "eval")
+    given = [req.name(key) for key in ("asv_scores", "asv_metadata") if getattr(req, key) is not None]
+    if given and not layout.tdcf:
+        raise UserError(
+            f"{req.protocol}: 2021 DF is evaluated by EER only (no t-DCF); drop {' and '.join(given)}"
+        )
+    if len(given) == 1:
+        raise UserError(
+            f"the 2021 LA t-DCF needs both {req.name('asv_scores')} (keys/LA/ASV/ASVTorch_Kaldi/score.txt) "
+            f"and {req.name('asv_metadata')} (keys/LA/ASV/trial_metadata.txt)"
+        )
+    mask = subset_mask(meta, subset)
+    utt_ids = cm.utt_ids.tolist()
+    aligned = align_scores(meta, utt_ids, scores, req.scores)
+    if cm.keys is not None:
+        key_of = dict(zip(meta.trials.tolist(), meta.keys.tolist(), strict=True))
+        n_differ = sum(key_of[u] != k for u, k in zip(utt_ids, cm.keys.tolist(), strict=True))
+        if n_differ:
+            notes.append(
+                f"note: {n_differ} keys in the score file differ from the metadata; the metadata's are used"
+            )
+    sub = meta.select(mask)
+    sub_scores = require_scores(sub, aligned[mask], req.scores)
+    is_bona = sub.keys == BONAFIDE
+    two_classes(is_bona, f"{req.protocol} (subset {subset})")
+    bonafide, spoof = sub_scores[is_bona], sub_scores[~is_bona]
+    negated = req.allow_negated and maybe_negate(bonafide, spoof, notes, req.name("allow_negated"))
+    if negated:
+        bonafide, spoof = -bonafide, -spoof
+
+    asv = None
+    if given:
+        asv = _asv_trials_2021(req, meta.track, subset)
+    elif layout.tdcf:
+        notes.append(
+            f"note: no {req.name('asv_scores')}/{req.name('asv_metadata')} given, so EER only: the 2021 LA "
+            "t-DCF needs the keys' LA/ASV/ASVTorch_Kaldi/score.txt and LA/ASV/trial_metadata.txt"
+        )
+    bona_trials = Trials(bonafide, sub.rows[is_bona], sub.codecs[is_bona])
+    spoof_trials = Trials(spoof, sub.rows[~is_bona], sub.codecs[~is_bona])
+    try:
+        tables = condition_tables(layout, bona_trials, spoof_trials, asv, req.costs)
+    except MetricError as exc:
+        raise UserError(f"{req.asv_scores if exc.source == 'asv' else req.scores}: {exc}") from None
+    result = {
+        "cm_scores": str(req.scores),
+        "asv_scores": None if req.asv_scores is None else str(req.asv_scores),
+        "asv_metadata": None if req.asv_metadata is None else str(req.asv_metadata),
+        "protocol": str(req.protocol),
+        "format": cm.fmt,
+        "track": meta.track,
+        "subset": subset,
+        "negated": negated,
+        "eer": tables["eer"],
+        "eer_threshold": tables["eer_threshold"],
+        # 2021 LA reports the revised t-DCF only (SPEC §9); both keys hold it.
+        "min_tdcf": tables["min_tdcf"],
+        "min_tdcf_2021": tables["min_tdcf"],
+        "n_bonafide": int(bonafide.size),
+        "n_spoof": int(spoof.size),
+        "asv": tables["asv"],
+        "per_condition": tables["per_condition"],
+        "per_cell": tables["per_cell"],
+    }
+    return result, bonafide, spoof, spoof_trials.rows
+
+
+def evaluate_scores(req: EvalRequest, fmt: str | None = None) -> Evaluation:
+    """Evaluate ``req`` (``fmt``: from `protocol_format`, which runs first when not given).
+
+    The result dict has the keys of the evaluator's JSON: ``eer``, ``eer_threshold``, ``min_tdcf`` (None
+    without ASV scores), ``n_bonafide``, ``n_spoof``, per attack or per condition, with ``asvspoof5`` the
+    measures of `utils.metrics.asvspoof5_measures`, ``calibration`` when calibrated and ``histogram`` for
+    In-the-Wild. Bad input raises `UserError` naming the file.
+    """
+    if fmt is None:
+        fmt = protocol_format(req)
+    notes: list[str] = []
+    if req.calibration is not None:
+        notes.append(
+            "note: scores calibrated to LLRs as "
+            + describe_calibration(req.calibration, req.calibration_source or "development scores")
+        )
+    cm = read_scores(req.scores, req.score_format)
+    scores = cm.scores if req.calibration is None else req.calibration.apply(cm.scores)
+    if fmt in LAYOUTS:
+        result, bonafide, spoof, groups = evaluate_2021(req, cm, scores, notes)
+    else:
+        result, bonafide, spoof, groups = evaluate_2019(req, fmt, cm, scores, notes)
+    if req.metrics == "asvspoof5":
+        try:
+            result.update(asvspoof5_measures(bonafide, spoof))
+        except MetricError as exc:
+            raise UserError(f"{req.scores}: {exc}") from None
+    if req.calibration is not None:
+        result["calibration"] = {**req.calibration.as_dict(), "dev_scores": req.calibration_source}
+    if fmt == "itw":
+        result["histogram"] = score_histogram(bonafide, spoof)
+    return Evaluation(result, bonafide, spoof, groups, fmt, notes)
