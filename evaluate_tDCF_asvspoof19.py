@@ -35,6 +35,30 @@ from utils.report import format_histogram
 from utils.scorefiles import SCORE_FORMATS, SCORE_LAYOUTS
 
 
+def _add_metric_arguments(parser: argparse.ArgumentParser) -> None:
+    """--metrics, --calibrate, --calibrate-protocol."""
+    parser.add_argument(
+        "--metrics",
+        default="asvspoof2019",
+        choices=("asvspoof2019", "asvspoof5"),
+        help="asvspoof5 adds minDCF, actDCF, Cllr and minCllr (Pspoof 0.05, Cmiss 1, Cfa 10) to the EER "
+        "and t-DCF (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--calibrate",
+        type=Path,
+        metavar="DEV_SCORES",
+        help="fit an affine score-to-LLR calibration on this development score file and apply it to the "
+        "scores before every measure",
+    )
+    parser.add_argument(
+        "--calibrate-protocol",
+        type=Path,
+        metavar="PROTOCOL",
+        help="CM protocol of --calibrate, if its score file has no keys",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     layouts = "; ".join(f"{name}: '{cols}'" for name, cols in SCORE_LAYOUTS.items())
     parser = argparse.ArgumentParser(
@@ -77,26 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="2021 LA: the ASV keys keys/LA/ASV/trial_metadata.txt, joined to --asv-scores on (model, trial)",
     )
-    parser.add_argument(
-        "--metrics",
-        default="asvspoof2019",
-        choices=("asvspoof2019", "asvspoof5"),
-        help="asvspoof5 adds minDCF, actDCF, Cllr and minCllr (Pspoof 0.05, Cmiss 1, Cfa 10) to the EER "
-        "and t-DCF (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--calibrate",
-        type=Path,
-        metavar="DEV_SCORES",
-        help="fit an affine score-to-LLR calibration on this development score file and apply it to the "
-        "scores before every measure",
-    )
-    parser.add_argument(
-        "--calibrate-protocol",
-        type=Path,
-        metavar="PROTOCOL",
-        help="CM protocol of --calibrate, if its score file has no keys",
-    )
+    _add_metric_arguments(parser)
     parser.add_argument(
         "--json", type=Path, metavar="PATH", help="also write the numbers (fractions) as JSON"
     )

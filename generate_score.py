@@ -35,6 +35,41 @@ from utils.io import atomic_write_text
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff", ".au", ".w64", ".caf"}
 
 
+def _add_compute_arguments(parser: argparse.ArgumentParser) -> None:
+    """How scoring runs: model override, batch, precision, compile, workers, device, progress."""
+    parser.add_argument(
+        "--ssl-model",
+        default=None,
+        help="SSL model (local directory or hub id) replacing the one recorded in the checkpoint",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="utterances/windows per batch (default: 64 on CUDA, 1 on CPU, the fastest measured there)",
+    )
+    parser.add_argument(
+        "--amp",
+        choices=("auto", "none", "bf16", "fp16"),
+        default="auto",
+        help="autocast for the model (default auto: bf16 on CUDA and on CPUs with native bf16 "
+        "(AVX512-BF16/AMX: ~1.5-2x faster, scores within ~1e-2), exact float32 elsewhere; the choice is "
+        "printed); the last layer always runs in float32",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model first (inductor, frozen weights; same float32 math; ~10 s to "
+        "~1 min to compile, then ~1.6x faster SR-LA-Res2Net scoring on CPU; needs a C++ compiler, "
+        "falls back to plain PyTorch with a warning)",
+    )
+    parser.add_argument(
+        "--num-workers", type=int, default=0, help="DataLoader workers for partitions (default 0)"
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="generate_score.py",
@@ -99,37 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="decision threshold (default: the dev-EER threshold saved in the checkpoint; with --llr, "
         "the Bayes threshold on LLRs)",
     )
-    parser.add_argument(
-        "--ssl-model",
-        default=None,
-        help="SSL model (local directory or hub id) replacing the one recorded in the checkpoint",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="utterances/windows per batch (default: 64 on CUDA, 1 on CPU, the fastest measured there)",
-    )
-    parser.add_argument(
-        "--amp",
-        choices=("auto", "none", "bf16", "fp16"),
-        default="auto",
-        help="autocast for the model (default auto: bf16 on CUDA, none = exact float32 on CPU; "
-        "bf16 on CPUs with AVX512-BF16/AMX is ~1.5-2x faster, scores within ~1e-2); the last layer "
-        "always runs in float32",
-    )
-    parser.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the model first (inductor, frozen weights; same float32 math; ~10 s to "
-        "~1 min to compile, then ~1.6x faster SR-LA-Res2Net scoring on CPU; needs a C++ compiler, "
-        "falls back to plain PyTorch with a warning)",
-    )
-    parser.add_argument(
-        "--num-workers", type=int, default=0, help="DataLoader workers for partitions (default 0)"
-    )
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_compute_arguments(parser)
     return parser
 
 

@@ -143,6 +143,16 @@ def _table_notes(calibrated: str | None) -> str:
     )
 
 
+def _check_corpora(corpora: Sequence[Corpus]) -> None:
+    """At least one corpus, none twice."""
+    if not corpora:
+        raise UserError("no corpus given; expected NAME=ROOT with NAME one of " + ", ".join(CORPORA))
+    names = [c.name for c in corpora]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"corpus {', '.join(repeated)} given more than once")
+
+
 def run_cross_corpus(
     checkpoint: str | os.PathLike,
     corpora: Sequence[Corpus],
@@ -166,12 +176,7 @@ def run_cross_corpus(
     """
     from engine.score import load_scorer, score_partition
 
-    if not corpora:
-        raise UserError("no corpus given; expected NAME=ROOT with NAME one of " + ", ".join(CORPORA))
-    names = [c.name for c in corpora]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise UserError(f"corpus {', '.join(repeated)} given more than once")
+    _check_corpora(corpora)
     subset = subset_name(subset)
     log = log or (lambda line: print(line, file=sys.stderr))
     inputs = [corpus_inputs(c) for c in corpora]
@@ -217,8 +222,7 @@ def run_cross_corpus(
         json_paths[corpus.name] = out / f"{corpus.name}.json"
         atomic_write_text(json_paths[corpus.name], json.dumps(result, indent=2) + "\n")
         label = CORPORA[corpus.name]
-        if req.subset is not None:  # 2021: name the phase evaluated
-            label = label.replace(" eval", f" {subset}")
+        label = label if req.subset is None else label.replace(" eval", f" {subset}")  # 2021: the phase
         rows.append(results_row(label, result))
         tdcf = "" if result.get("min_tdcf") is None else f", min t-DCF {result['min_tdcf']:.4f}"
         log(f"[{k}/{len(inputs)}] {corpus.name}: EER {100 * result['eer']:.3f}%{tdcf}")
