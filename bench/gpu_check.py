@@ -102,10 +102,10 @@ FINETUNE_CFG: dict[str, Any] = {
 # ------------------------------------------------------------------------------------------ wheels
 
 
-def missing_modules(names: Sequence[str] = CARRIED_MODULES) -> list[str]:
-    """The modules of ``names`` that cannot be imported here."""
+def missing_modules(names: Sequence[str] | None = None) -> list[str]:
+    """The modules of ``names`` (default `CARRIED_MODULES`) that cannot be imported here."""
     missing = []
-    for name in names:
+    for name in CARRIED_MODULES if names is None else names:
         try:
             importlib.import_module(name)
         except ImportError:
@@ -730,7 +730,8 @@ def enable_grad_checkpointing(cfg: dict[str, Any], frontend: Any) -> str:
     with warnings.catch_warnings():  # transformers >= 5.2x renames it (activation_checkpointing_enable)
         warnings.simplefilter("ignore", FutureWarning)
         try:
-            frontend.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            kwargs = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
+            frontend.model.gradient_checkpointing_enable(**kwargs)
         except TypeError:  # older transformers
             frontend.model.gradient_checkpointing_enable()
     return "gradient_checkpointing_enable() on the SSL model"
@@ -835,14 +836,14 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def run_part(ctx: Context, p: Part, budget: float) -> dict[str, Any]:
-    """Run one part within ``budget`` seconds -> its result: status (ok, failed, timeout), what it
-    recorded (also before failing), error and traceback. Never raises."""
+def run_part(ctx: Context, p: Part, budget: float, grace: float = 5.0) -> dict[str, Any]:
+    """Run one part within ``budget`` seconds (stopped ``grace`` seconds later) -> its result: status
+    (ok, failed, timeout), what it recorded (also before failing), error and traceback. Never raises."""
     ctx.deadline, ctx.rows, ctx.raw = time.monotonic() + budget, [], {}
     start = time.perf_counter()
     result: dict[str, Any] = {"status": "ok"}
     try:
-        with time_limit(budget + 5.0):  # parts pace themselves by ctx.left(); this stops a runaway one
+        with time_limit(budget + grace):  # parts pace themselves by ctx.left(); this stops a runaway one
             p.run(ctx)
     except Exception as exc:  # noqa: BLE001 - a failing part is reported, the others still run
         result["status"] = "timeout" if isinstance(exc, PartTimeout) else "failed"
