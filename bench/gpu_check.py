@@ -492,12 +492,15 @@ def part_cuda_tests(ctx: Context) -> None:
         proc = subprocess.Popen(
             cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
+        code = None
         try:
             code = proc.wait(timeout=max(5.0, ctx.left() - 2.0))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            code = None
+            pass
+        finally:  # also when the part's own time limit interrupts the wait
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     if xml.exists() and code is not None:
         cases = parse_junit(xml)
     else:
