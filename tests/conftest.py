@@ -5,6 +5,7 @@ test_reliability.py (import helpers with ``from conftest import ...``)."""
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import types
 from collections.abc import Iterator
@@ -27,6 +28,13 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (for torchrun's --master_port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

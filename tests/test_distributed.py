@@ -5,14 +5,13 @@ Each run is a real `python -m torch.distributed.run --nproc_per_node 2` process 
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import RUN_FILES, recipe
+from conftest import RUN_FILES, free_port, recipe
 
 from utils.checkpoint import load_checkpoint
 from utils.scorefiles import read_scores
@@ -48,12 +47,6 @@ class TestMLP(nn.Module):
 import main_train
 sys.exit(run_cli(main_train.main))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(script: Path, args: list[str], nproc: int) -> subprocess.CompletedProcess:

@@ -297,3 +297,19 @@ def test_ssl_compiled_matches_eager_with_a_padded_last_batch():
     out = compiled.extract(waves)  # batches of 2 and 1 (padded to 2): one compiled shape
     assert compiled._compiled.failed is None
     np.testing.assert_allclose(out, eager.extract(waves), rtol=0, atol=2e-3)  # float16-rounded outputs
+
+
+def test_trainable_ssl_keeps_float32_weights_under_a_bf16_dtype():
+    # A frozen model stores its products' weights in bf16 (autocast would cast them anyway); a trainable
+    # one must keep float32 masters for the optimizer, and its forward pass is differentiable.
+    frozen = SSLFrontEnd("random:narrow", dtype="bf16", device="cpu", n_samples=16000)
+    trainable = SSLFrontEnd("random:narrow", dtype="bf16", device="cpu", n_samples=16000, trainable=True)
+    assert torch.bfloat16 in {p.dtype for p in frozen.parameters()}
+    assert {p.dtype for p in trainable.parameters()} == {torch.float32}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = trainable(torch.randn(2, 16000))
+    out.float().sum().backward()
+    assert (
+        out.shape == (2, 1, 64, 49)
+        and trainable.model.encoder.layers[0].feed_forward.output_dense.weight.grad.abs().sum() > 0
+    )

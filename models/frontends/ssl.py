@@ -246,7 +246,9 @@ class SSLFrontEnd(FrontEnd):
             logger.warning("SSL model has RANDOM weights (%s) — features are not meaningful", self.model_id)
         self.model = net.float().eval().to(self.device)
         self.model.requires_grad_(self.trainable)
-        if self.dtype != "fp32":
+        # A trainable model keeps float32 weights: the optimizer must update float32 masters (the
+        # trainer's autocast runs the products in bf16/fp16 anyway).
+        if self.dtype != "fp32" and not self.trainable:
             _precast_for_autocast(self.model, DTYPES[self.dtype])
         self._compiled = None
         if compile:
