@@ -102,12 +102,20 @@ class TensorBoard:
 
 
 def write_run_files(
-    out: Path, cfg: dict[str, Any], device: torch.device, world_size: int, command: Sequence[str] | None
+    out: Path,
+    cfg: dict[str, Any],
+    device: torch.device,
+    world_size: int,
+    command: Sequence[str] | None,
+    augment: dict[str, Any] | None = None,
 ) -> None:
-    """config.yaml, command.txt (``command`` or this process's argv) and environment.json in ``out``."""
+    """config.yaml, command.txt (``command`` or this process's argv) and environment.json in ``out``.
+
+    ``augment``: the training augmentation's resolved settings (``Augmenter.settings()``: parameters,
+    measured codec delays, PyAV version), recorded under "augment" in environment.json (null: none).
+    """
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     atomic_write_text(out / "command.txt", shlex.join([sys.executable, *(command or sys.argv)]) + "\n")
-    atomic_write_text(
-        out / "environment.json", json.dumps(environment_info(device, world_size), indent=2) + "\n"
-    )
+    environment = {**environment_info(device, world_size), "augment": augment}
+    atomic_write_text(out / "environment.json", json.dumps(environment, indent=2) + "\n")
