@@ -4,6 +4,7 @@ Examples:
     python main_train.py --config configs/sr_la_res2net_f0.yaml --features feats --data-root LA --out runs/f0
     python main_train.py --config configs/xlsr_lcnn.yaml train.batch_size=32 --features feats --out runs/x
     python main_train.py --config configs/sr_la_res2net_f0.yaml --on-the-fly --data-root LA --out runs/f0
+    python main_train.py ... --on-the-fly --data-root LA augment.preset=la   # RawBoost algo 5 (README)
     python main_train.py ... --out runs/f0 --resume           # continue a killed run
     python main_train.py ... --seeds 0 1 2                     # runs/f0/seed0 ... and mean ± std
     torchrun --nproc_per_node 4 main_train.py ...              # several GPUs (DDP)
@@ -116,7 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     dist_info = du.init_distributed(args.device)
     try:
         where = {"features": args.features, "data_root": args.data_root, "on_the_fly": args.on_the_fly}
-        train_set = open_partition(cfg, str(data.get("train", "train")), **where)
+        seeds = args.seeds or [args.seed]
+        # the training partition is augmented per run seed (when the recipe has an augment section)
+        train_name = str(data.get("train", "train"))
+        train_set = open_partition(cfg, train_name, **where, augment_seed=seeds[0])
         dev_set = open_partition(cfg, str(data.get("dev", "dev")), **where)
         eval_name = data.get("eval")
         eval_set = (
@@ -125,10 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if eval_set is None and dist_info.is_main and not args.no_eval and eval_name:
             print(f"note: no '{eval_name}' partition found; eval scoring skipped", file=sys.stderr)
 
-        seeds = args.seeds or [args.seed]
         results = []
         for seed in seeds:
             out = Path(args.out) if args.seeds is None else Path(args.out) / f"seed{seed}"
+            if seed != seeds[0]:
+                train_set = open_partition(cfg, train_name, **where, augment_seed=seed)
             seed_everything(seed, args.deterministic)
             model = build_model(cfg["model"])
             loss_fn = build_loss(cfg["loss"])

@@ -7,9 +7,15 @@ same process on the same clips, in interleaved rounds:
 2. Codecs: `Channel.apply` (resampling to the codec rate, padding, delay compensation, trimming) vs a bare
    PyAV encode + decode of the same codec on the clip already at the codec's rate. Target: overhead
    <= 20 %. Chains and the presets' whole pipelines are reported, not targeted.
+3. Recipe: training throughput (samples/s) of the F0 SR-LA-Res2Net recipe (configs/sr_la_res2net_f0.yaml:
+   its front end, model, loss, optimizer and amp settings) from audio, features computed in 2 DataLoader
+   workers, without augmentation and with RawBoost algo 5 (``augment.preset=la``) in the workers. One
+   round = one epoch over a generated train partition (``--recipe-utts`` utterances of 1.5-4 s, batch
+   ``--recipe-batch``, worker start-up included, as in training); the two settings alternate.
 
-    python bench/bench_augment.py                  # ~3-5 min on 2 busy cores
+    python bench/bench_augment.py                  # ~3-5 min on 2 busy cores (plus the recipe part)
     python bench/bench_augment.py --rounds 2 --skip codecs
+    python bench/bench_augment.py --skip rawboost,codecs --recipe-utts 32 --recipe-batch 8 --rounds 2
 """
 
 from __future__ import annotations
@@ -243,6 +249,65 @@ def bench_codecs(clips: list[np.ndarray], rounds: int) -> None:
         print(f"  {k:26s} {v:7.1f}")
 
 
+def bench_recipe(n_utts: int, batch: int, workers: int, rounds: int) -> None:
+    import tempfile
+
+    import torch
+
+    from data.demo.__main__ import main as generate_demo
+    from engine.partitions import open_partition
+    from engine.scoring import autocast_context
+    from engine.trainer import TrainSettings, build_optimizer, make_loader
+    from models import build_model
+    from models.countermeasure import Countermeasure
+    from models.losses import build_loss
+    from utils import distributed as du
+    from utils.config import load_config
+
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "sr_la_res2net_f0.yaml"
+    settings = {"none": [], "rawboost algo 5": ["augment.preset=la"]}
+    cfgs = {k: load_config(recipe, [f"train.num_workers={workers}", *v]) for k, v in settings.items()}
+    train_settings = TrainSettings.from_config(cfgs["none"], 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "LA"
+        generate_demo(["--out", str(root), "--n-train", str(n_utts), "--n-dev", "2", "--n-eval", "2",
+                       "--no-progress"])  # fmt: skip
+        runs = {}
+        for name, cfg in cfgs.items():
+            dataset = open_partition(cfg, "train", data_root=root, on_the_fly=True, augment_seed=0)
+            loader, sampler = make_loader(dataset, batch, du.DistInfo(), True, 0, workers)
+            torch.manual_seed(0)
+            cm = Countermeasure(build_model(cfg["model"]), build_loss(cfg["loss"])).train()
+            runs[name] = (dataset, loader, sampler, cm, build_optimizer(list(cm.parameters()), cfg["optim"]))
+
+        def epoch(name: str) -> Callable[[int], int]:
+            dataset, loader, sampler, cm, optimizer = runs[name]
+
+            def run(r: int) -> int:
+                sampler.set_epoch(r)
+                dataset.set_epoch(r)
+                seen = 0
+                for x, y, _, _ in loader:
+                    with autocast_context(torch.device("cpu"), train_settings.amp):
+                        loss = cm(x.float(), y)
+                    loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    seen += y.shape[0]
+                return seen
+
+            return run
+
+        print(
+            f"\nRecipe sr_la_res2net_f0 from audio: training samples/s, {workers} DataLoader workers, "
+            f"batch {batch}, {n_utts} utterances (1.5-4 s) per epoch, {rounds} epochs each, "
+            f"amp {train_settings.amp}, {torch.get_num_threads()} training thread(s)"
+        )
+        rates = interleaved({name: epoch(name) for name in runs}, rounds)
+    for name, rate in rates.items():
+        print(f"  {name:26s} {rate:7.2f} samples/s  ({rate / rates['none']:.2f}x)")
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -257,7 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=6, help="4 s clips per round (default 6)")
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds per comparison (default 4)")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: rawboost, codecs")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: rawboost, codecs, recipe")
+    ap.add_argument("--recipe-utts", type=int, default=32, help="train utterances per recipe epoch (32)")
+    ap.add_argument("--recipe-batch", type=int, default=8, help="recipe training batch (default 8)")
+    ap.add_argument("--recipe-workers", type=int, default=2, help="DataLoader workers (default 2)")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     print(
@@ -269,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench_rawboost(clips, args.rounds)
     if "codecs" not in skip:
         bench_codecs(clips, args.rounds)
+    if "recipe" not in skip:
+        bench_recipe(args.recipe_utts, args.recipe_batch, args.recipe_workers, args.rounds)
     return 0
 
 

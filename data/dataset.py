@@ -87,15 +87,37 @@ class AudioDataset(Dataset):
     wrapped to take the id); ``frontend`` is a front end from `models.frontends.build_frontend`.
     Unreadable audio raises `UserError` naming the file. For SSL front ends keep DataLoader workers at 0
     (the model is big); F0 is cheap enough to compute in workers.
+
+    ``augment(wave, (augment_seed, epoch, index)) -> wave`` (e.g. `data.augment.Augmenter`) runs between
+    loading and the front end: float32 (n,) at 16 kHz in and out, a pure function of its arguments, so an
+    utterance's augmentation is fresh every epoch yet the same in every run, worker and resume. The
+    trainer calls `set_epoch` before each epoch; DataLoader workers get the dataset (and its epoch) when
+    the epoch's iterator starts, so they must not be persistent. Nothing augmented is cached.
     """
 
     def __init__(
-        self, rows: Sequence[ProtocolRow], path_fn: Callable[[str], str | os.PathLike], frontend: Any
+        self,
+        rows: Sequence[ProtocolRow],
+        path_fn: Callable[[str], str | os.PathLike],
+        frontend: Any,
+        augment: Callable[[np.ndarray, tuple[int, int, int]], np.ndarray] | None = None,
+        augment_seed: int = 0,
     ) -> None:
         self.rows = list(rows)
         self.path_fn = path_fn
         self.frontend = frontend
         self.labels = np.array([r.label for r in self.rows], dtype=np.int64)
+        self.augment, self.augment_seed, self.epoch = augment, int(augment_seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentation the following reads draw (0-based)."""
+        self.epoch = int(epoch)
+
+    @property
+    def augment_settings(self) -> dict[str, Any] | None:
+        """The augmentation's ``settings()`` for the run record (None without augmentation)."""
+        settings = getattr(self.augment, "settings", None)
+        return settings() if callable(settings) else None
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -106,6 +128,10 @@ class AudioDataset(Dataset):
 
     def _features(self, indices: Sequence[int]) -> torch.Tensor:
         waves = [load_audio(Path(self.path_fn(self.rows[i].utt_id))) for i in indices]
+        if self.augment is not None:
+            # keyed by the row's position in the partition: independent of batching, order and worker
+            seed = (self.augment_seed, self.epoch)
+            waves = [self.augment(w, (*seed, int(i))) for w, i in zip(waves, indices, strict=True)]
         return torch.from_numpy(np.asarray(self.frontend.extract(waves), dtype=np.float32))
 
     def __getitem__(self, i: int) -> Item:

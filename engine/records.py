@@ -109,8 +109,12 @@ def write_run_files(
     command: Sequence[str] | None,
     choices: dict[str, Any] | None = None,
 ) -> None:
-    """config.yaml, command.txt (``command`` or this process's argv) and environment.json in ``out``;
-    ``choices`` (e.g. the resolved precision with reasons, CPU facts) go into environment.json."""
+    """config.yaml, command.txt (``command`` or this process's argv) and environment.json in ``out``.
+
+    ``choices``: what the run resolved and why, recorded in environment.json: e.g. "settings" (precision,
+    layout, compile with reasons), "cpu" (CPU facts), "augment" (``Augmenter.settings()``: parameters,
+    measured codec delays, PyAV version; null: none).
+    """
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     atomic_write_text(out / "command.txt", shlex.join([sys.executable, *(command or sys.argv)]) + "\n")

@@ -328,6 +328,8 @@ class Trainer:
         s, device = self.s, self.device
         self.train_sampler.set_epoch(epoch)
         self.train_loader.generator.manual_seed(self.seed * 100_003 + epoch)
+        if hasattr(self.sets["train"], "set_epoch"):  # augmentation is drawn per (seed, epoch, utterance)
+            self.sets["train"].set_epoch(epoch)
         self.step_module.train()
         running, seen = 0.0, 0
         n_batches = len(self.train_loader)
@@ -513,8 +515,9 @@ class Trainer:
         )
         self.tb = TensorBoard(self.out / "tb" if self.main else None)
         if self.main:
+            augment = getattr(self.sets["train"], "augment_settings", None)
             write_run_files(self.out, self.cfg, self.device, self.dist.world_size, self.command,
-                            {"settings": self.s.reasons, "cpu": cpu_facts().as_dict()})
+                            {"settings": self.s.reasons, "cpu": cpu_facts().as_dict(), "augment": augment})
         for epoch in range(self.start_epoch, s.epochs):
             if self.stopped_early:
                 break

@@ -4,7 +4,9 @@ A recipe is a mapping of sections (``frontend``, ``model``, ``loss``, ``optim``,
 ``data``). Overrides may only change keys that the recipe already has, so a typo such as
 ``train.epoch=3`` is an error instead of a silently ignored setting. A key whose recipe value is
 ``null`` or a mapping accepts any value (YAML-typed), and new keys can be added to the sections
-listed in `OPEN_SECTIONS` (model and front-end options differ between architectures).
+listed in `OPEN_SECTIONS` (model and front-end options differ between architectures). Sections in
+`OPTIONAL_SECTIONS` may be missing from a recipe: an override creates them, and any keys inside them
+(their reader checks the keys, e.g. ``augment.preset=la`` on any recipe; see data/augment).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from utils.io import atomic_write_text
 
 # Sections whose keys depend on the chosen architecture / front end: overrides may add keys here.
 OPEN_SECTIONS = ("model", "frontend", "loss")
+# Sections a recipe may lack (off when absent); overrides create them and any keys below them.
+OPTIONAL_SECTIONS = ("augment",)
 _EXPONENT_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
@@ -76,7 +80,10 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str], source: st
             raise UserError(f"{source}: override {item!r} is not of the form section.key=value")
         parts = key.split(".")
         node: Any = out
+        optional = parts[0] in OPTIONAL_SECTIONS
         for depth, part in enumerate(parts[:-1]):
+            if optional and isinstance(node, dict) and part not in node:
+                node[part] = {}
             if not isinstance(node, dict) or part not in node:
                 raise UserError(f"{source}: unknown config key {'.'.join(parts[: depth + 1])!r} in {item!r}")
             if node[part] is None:
@@ -85,7 +92,7 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str], source: st
         if not isinstance(node, dict):
             raise UserError(f"{source}: {'.'.join(parts[:-1])!r} is not a section (in {item!r})")
         leaf = parts[-1]
-        open_section = len(parts) >= 2 and parts[0] in OPEN_SECTIONS
+        open_section = (len(parts) >= 2 and parts[0] in OPEN_SECTIONS) or optional
         if leaf not in node and not open_section:
             known = ", ".join(sorted(node)) or "none"
             raise UserError(f"{source}: unknown config key {key!r} (known here: {known})")

@@ -26,7 +26,7 @@ from utils.errors import UserError
 SAMPLE_RATE = 16000
 SEEDING = "np.random.RandomState(np.random.SeedSequence([run_seed, epoch, index]).generate_state(1)[0])"
 
-#: Recipe presets; a recipe's own keys override the preset's (shallow merge).
+#: Recipe presets; a recipe's own keys override the preset's (mappings such as rawboost key by key).
 PRESETS: dict[str, dict[str, Any]] = {
     # LA as published (SSL_Anti-spoofing's LA model): RawBoost algo 5 (LnL then ISD).
     "la": {"rawboost": {"algo": 5}},
@@ -159,7 +159,16 @@ class Augmenter:
                 raise UserError(
                     f"{key}.preset: unknown preset {cfg['preset']!r} (known: {', '.join(PRESETS)})"
                 )
-            cfg = {**copy.deepcopy(PRESETS[preset]), **{k: v for k, v in cfg.items() if k != "preset"}}
+            merged = copy.deepcopy(PRESETS[preset])
+            for name, value in cfg.items():
+                if name == "preset":
+                    continue
+                # a recipe's rawboost keys refine the preset's (``preset: la`` + ``rawboost: {p: 0.5}``
+                # keeps algo 5); other keys, codecs included, replace it
+                if isinstance(value, Mapping) and isinstance(merged.get(name), Mapping):
+                    value = {**merged[name], **value}
+                merged[name] = value
+            cfg = merged
         p = _probability(cfg.get("p", 1.0), f"{key}.p")
 
         algo, rawboost_p, params = 0, 1.0, DEFAULTS
@@ -250,6 +259,8 @@ class Augmenter:
         if stages:
             y = apply_chain(y, [stage.draw(rng) for stage in stages], SAMPLE_RATE)
         return np.array(y, dtype=np.float32)
+
+    __call__ = apply  # an Augmenter is the ``augment`` callable of the audio datasets
 
     @property
     def active(self) -> bool:

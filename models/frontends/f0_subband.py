@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -104,6 +105,7 @@ class F0SubbandFrontEnd(FrontEnd):
         # None = torch's thread count, i.e. this process's share of the cores under torchrun.
         self.threads = max(1, int(threads or torch.get_num_threads()))
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
         self.feature_shape = (1, self.n_bins, self.n_frames)
         self._window = blackman(self.n_fft, sym=True)
         self._dft_t = self._dft_matrix() if method == "dft" else None
@@ -189,8 +191,10 @@ class F0SubbandFrontEnd(FrontEnd):
             for start in starts:
                 run(start)
             return out
-        if self._pool is None:
+        if self._pool is None or self._pool_pid != os.getpid():
+            # a forked DataLoader worker inherits the pool object but not its threads: make its own
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="f0")
+            self._pool_pid = os.getpid()
         with _single_threaded_blas():
             list(self._pool.map(run, starts))
         return out
