@@ -41,6 +41,13 @@ class Scorer:
     fixed_batch: int | None
     source: str
     calibration: Calibration | None = None
+    amp_reason: str = ""
+
+    def announce(self) -> None:
+        """Print the precision choice and its reason once, when scoring starts."""
+        if self.amp_reason:
+            print(self.amp_reason, file=sys.stderr)
+            self.amp_reason = ""
 
 
 def load_scorer(
@@ -56,7 +63,7 @@ def load_scorer(
 
     ``compile``: torch.compile with frozen weights for one batch shape (falls back with a warning)."""
     dev = place_process(device).device
-    amp = resolve_scoring_amp(amp, dev)
+    amp, amp_reason = resolve_scoring_amp(amp, dev)
     batch_size = batch_size or default_batch_size(dev)
     loaded = load_scoring_model(checkpoint, dev, ssl_model=ssl_model)
     # channels_last: the same float32 math, faster convolutions on CPU (bench/bench_train.py)
@@ -70,7 +77,7 @@ def load_scorer(
         else:
             fixed_batch = batch_size  # one compiled shape: the last batch is padded
     return Scorer(model, loaded.loss_fn, loaded.cfg, loaded.threshold, dev, amp, batch_size, fixed_batch,
-                  str(checkpoint), loaded.calibration)
+                  str(checkpoint), loaded.calibration, amp_reason)
 
 
 def require_calibration(scorer: Scorer) -> Calibration:
@@ -94,6 +101,7 @@ def score_recordings(
     ``llr``: rows also carry ``llr``, the checkpoint's calibration of the score (`require_calibration`), and
     the decision compares the LLR with ``threshold`` (e.g. `utils.calibration.bayes_threshold`)."""
     calibration = require_calibration(scorer) if llr else None
+    scorer.announce()
     cfg = scorer.cfg
     frontend = build_frontend(cfg["frontend"], device=scorer.device)  # the device matters to SSL only
     check_feature_shape(
@@ -130,6 +138,7 @@ def score_partition(
 ) -> Scores:
     """Scores of a whole partition, from the feature store under ``features`` or raw audio under
     ``data_root`` (``dataset`` layout overrides the recipe's)."""
+    scorer.announce()
     cfg = scorer.cfg
     if features is not None:
         data = open_store_partition(features, cfg, partition)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,15 +34,14 @@ def autocast_context(device: torch.device, amp: str = "none") -> contextlib.Abst
     return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
 
 
-def resolve_scoring_amp(amp: str, device: torch.device) -> str:
-    """The scoring autocast for ``amp`` (auto | none | bf16 | fp16) on ``device``: auto = bf16 where the
-    device has native bf16 (CUDA, CPUs with AVX512-BF16/AMX), exact float32 elsewhere
-    (`utils.precision.resolve_amp`); the choice and its reason are printed once. fp16 needs CUDA."""
+def resolve_scoring_amp(amp: str, device: torch.device) -> tuple[str, str]:
+    """(autocast, reason) for scoring with ``amp`` (auto | none | bf16 | fp16) on ``device``: auto = bf16
+    where the device has native bf16 (CUDA, CPUs with AVX512-BF16/AMX), exact float32 elsewhere
+    (`utils.precision.resolve_amp`). fp16 needs CUDA."""
     choice = resolve_amp(amp, device, "scoring amp")
     if choice.value == "fp16" and device.type != "cuda":
         raise UserError("scoring amp fp16 needs CUDA; use bf16 on CPU")
-    print(choice.reason, file=sys.stderr)
-    return choice.value
+    return choice.value, choice.reason
 
 
 def default_batch_size(device: torch.device) -> int:

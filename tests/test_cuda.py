@@ -204,7 +204,7 @@ def test_gpu_scores_match_cpu_float32(name: str, shape: list[int], record_proper
     cpu = scores(torch.device("cpu"), "none")
     scale = float(np.abs(cpu).max())
     fp32 = np.abs(scores(DEVICE, "none") - cpu).max() / scale
-    auto = resolve_scoring_amp("auto", DEVICE) if ON_GPU else "bf16"  # the GPU default: bf16
+    auto = resolve_scoring_amp("auto", DEVICE)[0] if ON_GPU else "bf16"  # the GPU default: bf16
     low = scores(DEVICE, auto)
     low_diff = np.abs(low - cpu).max() / scale
     record_property("fp32_max_rel_diff", f"{fp32:.2e}")
