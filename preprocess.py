@@ -139,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # torchrun: one GPU per local rank, or a fair share of the CPU cores; ranks never communicate.
     device = place_process(args.device or "auto").device
     frontend = build_frontend(frontend_settings(args), device=device)
+    if getattr(frontend, "dtype_reason", None):
+        print(frontend.dtype_reason, file=sys.stderr)
     started = time.perf_counter()
     for partition in partitions:
         extract_partition(

@@ -226,9 +226,11 @@ class SSLFrontEnd(FrontEnd):
         super().__init__()
         self.trainable = bool(trainable)
         self.device = torch.device(device) if device is not None else default_device()
+        #: why this compute dtype (printed by preprocess.py; recorded as ``dtype`` in the store)
+        self.dtype_reason = f"ssl dtype: {dtype} (asked for)"
         if dtype in (None, "auto"):
             choice = resolve_amp("auto", self.device, "ssl front end dtype")
-            logger.info("%s", choice.reason)
+            self.dtype_reason = "ssl " + choice.reason.replace("amp: ", "dtype: ", 1)
             dtype = choice.spelled
         # On CPU small batches stay in cache: batch 4 ran ~25 % faster than 8 or 16 for XLS-R 300M.
         batch_size = batch_size or (32 if self.device.type == "cuda" else 4)
