@@ -4,6 +4,8 @@ Examples:
     python main_train.py --config configs/sr_la_res2net_f0.yaml --features feats --data-root LA --out runs/f0
     python main_train.py --config configs/xlsr_lcnn.yaml train.batch_size=32 --features feats --out runs/x
     python main_train.py --config configs/sr_la_res2net_f0.yaml --on-the-fly --data-root LA --out runs/f0
+    python main_train.py --config configs/aasist.yaml --data-root LA --out runs/aasist     # raw waveforms
+    python main_train.py --config configs/xlsr_aasist_la.yaml --data-root LA --out runs/xa  # fine-tunes XLS-R
     python main_train.py ... --out runs/f0 --resume           # continue a killed run
     python main_train.py ... --seeds 0 1 2                     # runs/f0/seed0 ... and mean ± std
     torchrun --nproc_per_node 4 main_train.py ...              # several GPUs (DDP)
@@ -28,9 +30,11 @@ from utils.io import atomic_write_text
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main_train.py",
-        description="Train XLS-R-LCNN or SR-LA-Res2Net (F0) from a recipe. Each epoch computes the dev EER; "
-        "best.pt holds the epoch with the lowest dev EER (train.select_by=dev_loss for the published "
-        "choice), last.pt the latest epoch. Under torchrun every process trains its share of each batch.",
+        description="Train a countermeasure (XLS-R-LCNN, SR-LA-Res2Net, AASIST, AASIST-L, XLS-R-AASIST) from "
+        "a recipe. Each epoch computes the dev EER; best.pt holds the epoch with the lowest dev EER "
+        "(train.select_by=dev_loss for the published choice), last.pt the latest epoch, swa.pt the weight "
+        "average with train.swa. Recipes with a 'waveform' or trainable front end read raw audio from "
+        "--data-root. Under torchrun every process trains its share of each batch.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:" + __doc__.split("Examples:", 1)[1],
     )
@@ -45,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--features", help="feature store root written by preprocess.py (holds <front-end tag>/<partition>/)"
     )
     parser.add_argument(
-        "--data-root", help="ASVspoof 2019 LA root (protocols and audio); needed with --on-the-fly"
+        "--data-root",
+        help="ASVspoof 2019 LA root (protocols and audio); needed with --on-the-fly and for raw-waveform "
+        "and fine-tuning recipes",
     )
     parser.add_argument(
         "--on-the-fly",
@@ -78,12 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _eval_available(args: argparse.Namespace, cfg: dict, partition: str | None) -> bool:
     from data.protocols import protocol_path
-    from engine.partitions import recipe_dataset, store_dir_for
+    from engine.partitions import FEATURES, input_mode, recipe_dataset, store_dir_for
 
     if partition is None or args.no_eval:
         return False
     dataset = recipe_dataset(cfg)
-    if args.on_the_fly:
+    if args.on_the_fly or input_mode(cfg) != FEATURES:
         return protocol_path(args.data_root, partition, dataset).is_file()
     return store_dir_for(args.features, cfg["frontend"], partition, dataset).is_dir()
 
@@ -105,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"{args.config}: recipe has no '{section}' section")
 
     # Heavy imports after argument checks, so that --help and config errors are instant.
-    from engine.partitions import open_partition
+    from engine.partitions import open_partition, training_frontend
     from engine.trainer import fit
     from models import build_model
     from models.losses import build_loss
@@ -116,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dist_info = du.init_distributed(args.device)
     try:
         where = {"features": args.features, "data_root": args.data_root, "on_the_fly": args.on_the_fly}
-        train_set = open_partition(cfg, str(data.get("train", "train")), **where)
+        train_set = open_partition(cfg, str(data.get("train", "train")), training=True, **where)
         dev_set = open_partition(cfg, str(data.get("dev", "dev")), **where)
         eval_name = data.get("eval")
         eval_set = (
@@ -132,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed_everything(seed, args.deterministic)
             model = build_model(cfg["model"])
             loss_fn = build_loss(cfg["loss"])
+            frontend = training_frontend(cfg, dist_info.device)  # None unless the front end is trained
             result = fit(
                 cfg,
                 model,
@@ -139,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 train_set,
                 dev_set,
                 out,
+                frontend=frontend,
                 seed=seed,
                 dist_info=dist_info,
                 resume=args.resume,

@@ -36,6 +36,11 @@ class Scorer:
     batch_size: int
     fixed_batch: int | None
     source: str
+    input_cfg: dict[str, Any] | None = None  # `ScoringModel.input_cfg`: audio -> model input
+
+    def __post_init__(self) -> None:
+        if self.input_cfg is None:
+            self.input_cfg = self.cfg
 
 
 def load_scorer(
@@ -58,14 +63,14 @@ def load_scorer(
     model = loaded.model.to(memory_format=torch.channels_last)
     fixed_batch = None
     if compile:
-        example = torch.zeros(batch_size, *loaded.cfg["model"]["input_shape"], device=dev)
+        example = torch.zeros(batch_size, *loaded.input_cfg["model"]["input_shape"], device=dev)
         model, why = compile_for_scoring(model, example.contiguous(memory_format=torch.channels_last), amp)
         if why:
             print(f"warning: torch.compile failed, scoring without it ({why})", file=sys.stderr)
         else:
             fixed_batch = batch_size  # one compiled shape: the last batch is padded
     return Scorer(model, loaded.loss_fn, loaded.cfg, loaded.threshold, dev, amp, batch_size, fixed_batch,
-                  str(checkpoint))
+                  str(checkpoint), loaded.input_cfg)
 
 
 def score_recordings(
@@ -74,7 +79,7 @@ def score_recordings(
 ) -> list[dict[str, Any]]:
     """Score audio files (any length, rate, channels) -> one result row per file (file, score, decision,
     threshold, windows, duration_s); decisions at ``threshold`` (None: scores only)."""
-    cfg = scorer.cfg
+    cfg = scorer.input_cfg
     frontend = build_frontend(cfg["frontend"], device=scorer.device)  # the device matters to SSL only
     check_feature_shape(
         cfg["model"]["input_shape"], frontend.feature_shape,
@@ -99,7 +104,7 @@ def score_partition(
 ) -> Scores:
     """Scores of a whole partition, from the feature store under ``features`` or raw audio under
     ``data_root`` (``dataset`` layout overrides the recipe's)."""
-    cfg = scorer.cfg
+    cfg = scorer.input_cfg
     if features is not None:
         data = open_store_partition(features, cfg, partition)
     else:
