@@ -164,9 +164,8 @@ def load_ssl_model(
     With ``architecture`` the model is built from it instead (`build_from_architecture`; nothing is
     downloaded, do_normalize defaults to True).
     """
-    if architecture is not None:
-        kind = model_id[len(RANDOM_PREFIX) :] if model_id.startswith(RANDOM_PREFIX) else None
-        return build_from_architecture(architecture), True, kind
+    if architecture is not None:  # the weights come from a checkpoint: not "random" whatever the id says
+        return build_from_architecture(architecture), True, None
     if model_id.startswith(RANDOM_PREFIX):
         kind = model_id[len(RANDOM_PREFIX) :]
         return build_random_model(kind), True, kind
@@ -298,6 +297,8 @@ class SSLFrontEnd(FrontEnd):
         if self.random_kind is not None and self.model_id not in _warned_random:
             _warned_random.add(self.model_id)
             logger.warning("SSL model has RANDOM weights (%s) — features are not meaningful", self.model_id)
+        # as loaded, before the fine-tuning changes: rebuilds the same modules (`portable_settings`)
+        self._loaded_config = net.config.to_dict()
         self.model = net.float().eval().to(self.device)
         self.model.requires_grad_(self.trainable)
         if self.trainable:
@@ -347,17 +348,21 @@ class SSLFrontEnd(FrontEnd):
     def portable_settings(self) -> dict[str, Any]:
         """`settings` plus the model's architecture: rebuilds this front end without the hub, for a
         checkpoint that holds its weights (``frontend_state``)."""
-        config = self.model.config.to_dict()
+        config = self._loaded_config
         arch = {k: v for k, v in config.items() if not k.startswith("_") and k not in _NOT_ARCHITECTURE}
         return {**self.settings(), "architecture": arch}
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Gradient checkpointing of the transformer layers (`train.grad_checkpoint`): their activations
         are recomputed in the backward pass instead of kept (non-reentrant; same gradients)."""
-        if enabled:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5 renamed gradient_checkpointing_* to activation_checkpointing_*
+        enable = getattr(self.model, "activation_checkpointing_enable", None)
+        if not enabled:
+            getattr(self.model, "activation_checkpointing_disable", self.model.gradient_checkpointing_disable)()
+        elif enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
-            self.model.gradient_checkpointing_disable()
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def prepare(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """Waves -> (B, n_samples) float32 model input: length-fixed by tiling, then normalised."""
