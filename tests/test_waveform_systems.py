@@ -3,7 +3,7 @@ fine-tuned SSL front end, SWA, RawBoost), the waveform dataset's crops, and exac
 
 Sizes are cut for CPU (``SMALL``): AASIST costs ~2 s per training sample at 64,600 samples here, so the
 raw-waveform recipes run on 2,400-sample crops and XLS-R-AASIST on a random ``narrow`` SSL model at
-8,000 samples; everything else is the published recipe.
+4,000 samples; everything else is the published recipe.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from utils.checkpoint import load_checkpoint
 from utils.scorefiles import read_scores
 
 AASIST_SMALL = ("frontend.n_samples=2400", "model.input_shape=[2400]")
-XLSR_SMALL = ("frontend.model=random:narrow", "frontend.n_samples=8000", "model.input_shape=[24,64]")
+XLSR_SMALL = ("frontend.model=random:narrow", "frontend.n_samples=4000", "model.input_shape=[12,64]")
 SMALL = {"aasist": AASIST_SMALL, "aasist_l": AASIST_SMALL, "xlsr_aasist_la": XLSR_SMALL,
          "xlsr_aasist_df": XLSR_SMALL}
 COMMON = ("train.batch_size=4", "train.eval_batch_size=8", "train.num_workers=0")
@@ -49,7 +49,7 @@ def train(config: Path, corpus: Path, out: Path, *extra: str) -> int:
 def score_and_evaluate(checkpoint: Path, corpus: Path, out: Path) -> dict[str, float]:
     """generate_score.py on the eval partition and on one file, then the evaluator: {utt_id: score}."""
     scores = out / "eval_scores.txt"
-    common = ["--checkpoint", str(checkpoint), "--no-progress", "--device", "cpu"]
+    common = ["--checkpoint", str(checkpoint), "--no-progress", "--device", "cpu", "--batch-size", "8"]
     assert generate_score.main([*common, "--data-root", str(corpus / "LA"), "--output", str(scores)]) == 0
     by_utt = dict(zip(read_scores(scores).utt_ids, read_scores(scores).scores.tolist(), strict=True))
     assert len(by_utt) == N_EVAL
