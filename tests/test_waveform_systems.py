@@ -57,7 +57,8 @@ def score_and_evaluate(checkpoint: Path, corpus: Path, out: Path) -> dict[str, f
     utt = next(iter(by_utt))
     flac = corpus / "LA" / "ASVspoof2019_LA_eval" / "flac" / f"{utt}.flac"
     result = out / "one.json"
-    assert generate_score.main([*common, "--audio", str(flac), "--crop", "first", "--output", str(result)]) == 0
+    one = ["--audio", str(flac), "--crop", "first", "--output", str(result)]
+    assert generate_score.main([*common, *one]) == 0
     assert json.loads(result.read_text())[0]["score"] == pytest.approx(by_utt[utt], abs=1e-5)
     report = out / "report.json"
     assert evaluate_tDCF_asvspoof19.main([
@@ -99,7 +100,8 @@ def test_xlsr_aasist_recipe_fine_tunes_the_front_end_scores_and_evaluates(
 ) -> None:
     out = tmp_path / "run"
     # the DF recipe also runs with the memory savers: gradient checkpointing, frozen CNN feature encoder
-    extra = ("train.grad_checkpoint=true", "frontend.freeze_feature_encoder=true") if name.endswith("df") else ()
+    savers = ("train.grad_checkpoint=true", "frontend.freeze_feature_encoder=true")
+    extra = savers if name.endswith("df") else ()
     assert train(CONFIGS / f"{name}.yaml", tiny_corpus, out, *XLSR_SMALL, *COMMON, "train.epochs=1",
                  "optim.lr=1e-3", *extra) == 0
     state = load_checkpoint(out / "best.pt")
@@ -219,8 +221,8 @@ def test_aasist_l_with_rawboost_resumes_bit_identically_after_sigkill_then_score
             "--no-progress", "--deterministic", "--device", "cpu"]
     killed = tmp_path / "killed"
     # --throttle pauses 60 s after each epoch's checkpoint: the kill lands between epochs 1 and 2
-    proc = subprocess.Popen([sys.executable, "main_train.py", *args, "--out", str(killed), "--throttle", "60"],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    cmd = [sys.executable, "main_train.py", *args, "--out", str(killed), "--throttle", "60"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "OMP_NUM_THREADS": "2"})
     try:
         deadline = time.monotonic() + 180

@@ -358,7 +358,8 @@ class SSLFrontEnd(FrontEnd):
         # transformers 5 renamed gradient_checkpointing_* to activation_checkpointing_*
         enable = getattr(self.model, "activation_checkpointing_enable", None)
         if not enabled:
-            getattr(self.model, "activation_checkpointing_disable", self.model.gradient_checkpointing_disable)()
+            disable = getattr(self.model, "activation_checkpointing_disable", None)
+            (disable or self.model.gradient_checkpointing_disable)()
         elif enable is not None:
             enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
