@@ -250,3 +250,26 @@ def test_aasist_l_with_rawboost_resumes_bit_identically_after_sigkill_then_score
     assert (killed / "scores_eval.txt").read_text() == (tmp_path / "straight" / "scores_eval.txt").read_text()
     scored = score_and_evaluate(tmp_path / "straight" / "swa.pt", tiny_corpus, tmp_path)
     assert scored == pytest.approx(trainer_scores(tmp_path / "straight" / "scores_eval.txt"), abs=1e-5)
+
+
+# --- released XLS-R-AASIST weights --------------------------------------------------------------------
+
+
+def test_converted_xlsr_aasist_release_scores_a_recording_as_the_original(tmp_path: Path) -> None:
+    """The SSL weights come from the converted file (no hub); score = the original's bona fide logit."""
+    from test_import_released import make_ssl_release, tiny_architecture
+
+    from models.import_released import convert_released
+
+    src, converted = tmp_path / "LA_model.pth", tmp_path / "xlsr_aasist_la.safetensors"
+    ssl, original = make_ssl_release(src, "layer", wrap=True)
+    convert_released(src, converted, ssl_architecture=tiny_architecture("layer"))
+    wave = (np.random.default_rng(0).standard_normal(64600) * 0.1).astype(np.float32)
+    sf.write(tmp_path / "clip.wav", wave, 16000, subtype="FLOAT")
+    result = tmp_path / "result.json"
+    assert generate_score.main(["--checkpoint", str(converted), "--audio", str(tmp_path / "clip.wav"),
+                                "--crop", "first", "--output", str(result), "--device", "cpu",
+                                "--no-progress"]) == 0
+    with torch.no_grad():  # published input: raw floats, no normalisation; bona fide = original class 1
+        _, logits = original(ssl(torch.from_numpy(wave)[None]).last_hidden_state)
+    assert json.loads(result.read_text())[0]["score"] == pytest.approx(float(logits[0, 1]), abs=1e-5)
