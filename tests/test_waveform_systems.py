@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import CONFIGS, N_EVAL, REPO, recipe
+from conftest import CONFIGS, N_EVAL, recipe, train_until_first_checkpoint_then_kill
 
 import evaluate_tDCF_asvspoof19
 import generate_score
@@ -220,21 +215,7 @@ def test_aasist_l_with_rawboost_resumes_bit_identically_after_sigkill_then_score
             "train.epochs=2", "train.batch_size=8", "train.eval_batch_size=8", "train.num_workers=1",
             "--no-progress", "--deterministic", "--device", "cpu"]
     killed = tmp_path / "killed"
-    # --throttle pauses 60 s after each epoch's checkpoint: the kill lands between epochs 1 and 2
-    cmd = [sys.executable, "main_train.py", *args, "--out", str(killed), "--throttle", "60"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "2"})
-    try:
-        deadline = time.monotonic() + 180
-        while not (killed / "last.pt").exists():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint after 180 s"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    train_until_first_checkpoint_then_kill(args, killed, timeout=180)
     assert load_checkpoint(killed / "last.pt")["epoch"] == 1
     assert main_train.main([*args, "--out", str(killed), "--resume"]) == 0
     assert main_train.main([*args, "--out", str(tmp_path / "straight")]) == 0

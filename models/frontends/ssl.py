@@ -303,7 +303,9 @@ class SSLFrontEnd(FrontEnd):
         self.model.requires_grad_(self.trainable)
         if self.trainable:
             _prepare_for_finetuning(self.model, self.freeze_feature_encoder)
-        if self.dtype != "fp32":
+        # Trained weights stay float32 (Adam updates of 1e-6 would vanish in bf16); a trainable front end
+        # computes in the trainer's train.amp instead of ``dtype``.
+        if self.dtype != "fp32" and not self.trainable:
             _precast_for_autocast(self.model, DTYPES[self.dtype])
         self._compiled = None
         if compile:
