@@ -4,6 +4,8 @@ Examples:
     python main_train.py --config configs/sr_la_res2net_f0.yaml --features feats --data-root LA --out runs/f0
     python main_train.py --config configs/xlsr_lcnn.yaml train.batch_size=32 --features feats --out runs/x
     python main_train.py --config configs/sr_la_res2net_f0.yaml --on-the-fly --data-root LA --out runs/f0
+    python main_train.py --config configs/aasist.yaml --data-root LA --out runs/aasist     # raw waveforms
+    python main_train.py --config configs/xlsr_aasist_la.yaml --data-root LA --out runs/xa  # fine-tunes XLS-R
     python main_train.py ... --on-the-fly --data-root LA augment.preset=la   # RawBoost algo 5 (README)
     python main_train.py ... --out runs/f0 --resume           # continue a killed run
     python main_train.py ... --seeds 0 1 2                     # runs/f0/seed0 ... and mean ± std
@@ -29,9 +31,11 @@ from utils.io import atomic_write_text
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main_train.py",
-        description="Train XLS-R-LCNN or SR-LA-Res2Net (F0) from a recipe. Each epoch computes the dev EER; "
-        "best.pt holds the epoch with the lowest dev EER (train.select_by=dev_loss for the published "
-        "choice), last.pt the latest epoch. Under torchrun every process trains its share of each batch.",
+        description="Train a countermeasure (XLS-R-LCNN, SR-LA-Res2Net, AASIST, AASIST-L, XLS-R-AASIST) from "
+        "a recipe. Each epoch computes the dev EER; best.pt holds the epoch with the lowest dev EER "
+        "(train.select_by=dev_loss for the published choice), last.pt the latest epoch, swa.pt the weight "
+        "average with train.swa. Recipes with a 'waveform' or trainable front end read raw audio from "
+        "--data-root. Under torchrun every process trains its share of each batch.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:" + __doc__.split("Examples:", 1)[1],
     )
@@ -46,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--features", help="feature store root written by preprocess.py (holds <front-end tag>/<partition>/)"
     )
     parser.add_argument(
-        "--data-root", help="ASVspoof 2019 LA root (protocols and audio); needed with --on-the-fly"
+        "--data-root",
+        help="ASVspoof 2019 LA root (protocols and audio); needed with --on-the-fly and for raw-waveform "
+        "and fine-tuning recipes",
     )
     parser.add_argument(
         "--on-the-fly",
@@ -79,12 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _eval_available(args: argparse.Namespace, cfg: dict, partition: str | None) -> bool:
     from data.protocols import protocol_path
-    from engine.partitions import recipe_dataset, store_dir_for
+    from engine.partitions import FEATURES, input_mode, recipe_dataset, store_dir_for
 
     if partition is None or args.no_eval:
         return False
     dataset = recipe_dataset(cfg)
-    if args.on_the_fly:
+    if args.on_the_fly or input_mode(cfg) != FEATURES:
         return protocol_path(args.data_root, partition, dataset).is_file()
     return store_dir_for(args.features, cfg["frontend"], partition, dataset).is_dir()
 
@@ -106,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"{args.config}: recipe has no '{section}' section")
 
     # Heavy imports after argument checks, so that --help and config errors are instant.
-    from engine.partitions import open_partition
+    from engine.partitions import open_partition, training_frontend
     from engine.trainer import fit
     from models import build_model
     from models.losses import build_loss
@@ -117,10 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     dist_info = du.init_distributed(args.device)
     try:
         where = {"features": args.features, "data_root": args.data_root, "on_the_fly": args.on_the_fly}
-        seeds = args.seeds or [args.seed]
-        # the training partition is augmented per run seed (when the recipe has an augment section)
-        train_name = str(data.get("train", "train"))
-        train_set = open_partition(cfg, train_name, **where, augment_seed=seeds[0])
+        # the training partition gets the recipe's crop and augmentation, drawn per (seed, epoch, utterance)
+        train_set = open_partition(cfg, str(data.get("train", "train")), training=True, **where)
         dev_set = open_partition(cfg, str(data.get("dev", "dev")), **where)
         eval_name = data.get("eval")
         eval_set = (
@@ -129,14 +133,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if eval_set is None and dist_info.is_main and not args.no_eval and eval_name:
             print(f"note: no '{eval_name}' partition found; eval scoring skipped", file=sys.stderr)
 
+        seeds = args.seeds or [args.seed]
         results = []
         for seed in seeds:
             out = Path(args.out) if args.seeds is None else Path(args.out) / f"seed{seed}"
-            if seed != seeds[0]:
-                train_set = open_partition(cfg, train_name, **where, augment_seed=seed)
             seed_everything(seed, args.deterministic)
             model = build_model(cfg["model"])
             loss_fn = build_loss(cfg["loss"])
+            frontend = training_frontend(cfg, dist_info.device)  # None unless the front end is trained
             result = fit(
                 cfg,
                 model,
@@ -144,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 train_set,
                 dev_set,
                 out,
+                frontend=frontend,
                 seed=seed,
                 dist_info=dist_info,
                 resume=args.resume,

@@ -109,9 +109,11 @@ class AudioDataset(Dataset):
         self.labels = np.array([r.label for r in self.rows], dtype=np.int64)
         self.augment, self.augment_seed, self.epoch = augment, int(augment_seed), 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch whose augmentation the following reads draw (0-based)."""
+    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
+        """The epoch (0-based) whose augmentation the following reads draw, and the run seed if given."""
         self.epoch = int(epoch)
+        if seed is not None:
+            self.augment_seed = int(seed)
 
     @property
     def augment_settings(self) -> dict[str, Any] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,13 +58,34 @@ class _Noam:
         return noam_factor(completed_steps + 1, self.d_model, self.warmup_steps)
 
 
+def cosine_factor(step: int, total_steps: int, min_ratio: float = 0.05) -> float:
+    """Per-step cosine annealing multiplier after ``step`` completed optimizer steps (SPEC §11):
+    min_ratio + (1 − min_ratio)·½(1 + cos(π·step/total_steps)); 1 at step 0, ``min_ratio`` at the end.
+    AASIST: lr 1e-4 down to 5e-6 (min_ratio 0.05)."""
+    progress = min(max(step, 0), total_steps) / max(total_steps, 1)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class _Cosine:
+    """Picklable-free `cosine_factor` for LambdaLR."""
+
+    def __init__(self, total_steps: int, min_ratio: float) -> None:
+        self.total_steps = total_steps
+        self.min_ratio = min_ratio
+
+    def __call__(self, completed_steps: int) -> float:
+        return cosine_factor(completed_steps, self.total_steps, self.min_ratio)
+
+
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, sched_cfg: dict[str, Any] | None
+    optimizer: torch.optim.Optimizer, sched_cfg: dict[str, Any] | None, total_steps: int | None = None
 ) -> tuple[torch.optim.lr_scheduler.LRScheduler | None, str]:
     """The recipe's schedule and when to step it: ``("epoch" | "step")``.
 
     ``step``: lr · gamma^(epoch // step_epochs) (the XLS-R-LCNN recipe halves every 10 epochs).
     ``noam``: optim.lr · `noam_factor` per optimizer step (SR-LA-Res2Net; optim.lr is a multiplier, 1.0).
+    ``cosine``: optim.lr · `cosine_factor` per optimizer step over ``total_steps`` (all epochs' optimizer
+    steps; AASIST), ``min_ratio`` (default 0.05) at the end.
     ``none``: constant lr.
     """
     sched_cfg = sched_cfg or {}
@@ -80,4 +102,9 @@ def build_scheduler(
     if name == "noam":
         fn = _Noam(int(sched_cfg.get("d_model", 64)), int(sched_cfg.get("warmup_steps", 1000)))
         return torch.optim.lr_scheduler.LambdaLR(optimizer, fn), "step"
-    raise UserError(f"config: sched.name={name!r} is not one of step, noam, none")
+    if name == "cosine":
+        if total_steps is None:
+            raise ValueError("the cosine schedule needs the run's total number of optimizer steps")
+        fn = _Cosine(int(total_steps), float(sched_cfg.get("min_ratio", 0.05)))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, fn), "step"
+    raise UserError(f"config: sched.name={name!r} is not one of step, noam, cosine, none")

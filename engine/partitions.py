@@ -1,22 +1,27 @@
-"""Opening a partition for training or scoring: the feature store written by preprocess.py, or raw audio
-with features computed on the fly, checked against the recipe's front end and model input shape.
+"""Opening a partition for training or scoring: the feature store written by preprocess.py, raw audio
+with features computed on the fly, or raw waves (see `input_mode`), checked against the recipe's front
+end and model input shape.
 
-The training partition (only it) is augmented when the recipe has an active ``augment:`` section
-(data/augment): `open_partition(..., augment_seed=run_seed)`."""
+Only the training partition (``training=True``) is augmented, when the recipe has an active ``augment:``
+section (data/augment); its seeds come from (run seed, epoch, utterance index): the trainer calls
+``set_epoch(epoch, seed=run seed)`` on the training dataset before every epoch."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch.utils.data import Dataset
 
 from data import store
 from data.dataset import AudioDataset, StoreDataset
 from data.protocols import audio_path, load_partition
-from models.frontends import build_frontend
+from data.waveforms import WaveformDataset
+from models.frontends import FrontEnd, build_frontend
 from utils.errors import UserError
 
 if TYPE_CHECKING:
@@ -133,24 +138,106 @@ def open_partition(
     features: str | os.PathLike | None = None,
     data_root: str | os.PathLike | None = None,
     on_the_fly: bool = False,
+    training: bool = False,
     augment_seed: int | None = None,
 ) -> Dataset:
     """A partition's dataset: from the feature store under ``features``, or (``on_the_fly``) raw audio
-    under ``data_root``. ``augment_seed``: the run seed, given for the training partition only (see
-    `open_audio_partition`); a store cannot be augmented, so an active ``augment:`` section with a store
-    is a `UserError` naming the key."""
+    under ``data_root``; raw waves under ``data_root`` for the waveform and fine-tuning modes of
+    `input_mode`. ``training``: the training partition, with the recipe's crop and augmentation
+    (``augment_seed``, if given, implies it and sets the run seed before the trainer does); a store cannot
+    be augmented, so an active ``augment:`` section with a store is a `UserError` naming the key."""
+    training = training or augment_seed is not None
+    if input_mode(cfg) != FEATURES:
+        if data_root is None:
+            raise UserError(
+                f"the '{cfg['frontend'].get('name')}' front end of this recipe reads raw audio: "
+                "give the data root (the folder holding the protocols and audio)"
+            )
+        return open_waveform_partition(data_root, cfg, partition, training=training)
     if on_the_fly:
         if data_root is None:
             raise UserError("features computed on the fly need the data root (the "
                 "folder holding the protocols and audio)")
-        return open_audio_partition(data_root, cfg, partition, augment_seed=augment_seed)
+        seed = (augment_seed or 0) if training else None
+        return open_audio_partition(data_root, cfg, partition, augment_seed=seed)
     if features is None:
         raise UserError("no feature store given: point to the store root written by "
             "preprocess.py, or compute features on the fly from the data root")
-    if augment_seed is not None and train_augmenter(cfg) is not None:
+    if training and train_augmenter(cfg) is not None:
         raise UserError(
             f"augment: augmentation changes the audio, so features must be computed from it while "
             f"training, not read from the feature store {features}; train from audio (on the fly) "
             f"or drop the recipe's augment section"
         )
     return open_store_partition(features, cfg, partition)
+
+
+# ----------------------------------------------------------------------------- input modes
+# How a recipe's inputs reach the model:
+#   features  (default)                  front-end features (store or on the fly) -> model
+#                                        (XLS-R-LCNN, SR-LA-Res2Net)
+#   waveform  frontend: {name: waveform}  raw waves of n_samples -> model (AASIST, AASIST-L)
+#   finetune  frontend.trainable: true    raw waves -> countermeasure, whose front end is trained with
+#                                        the model (XLS-R-AASIST); built by `training_frontend`
+FEATURES, WAVEFORM, FINETUNE = "features", "waveform", "finetune"
+#: The recipe's ``data.train_crop`` choices (`data.waveforms.WaveformDataset`); dev/eval use ``first``.
+DEFAULT_TRAIN_CROP = "first"
+
+
+def input_mode(cfg: dict[str, Any]) -> str:
+    """``features``, ``waveform`` or ``finetune`` (see the table above) from the recipe's front end."""
+    frontend = cfg.get("frontend") or {}
+    if frontend.get("name") == "waveform":
+        return WAVEFORM
+    if frontend.get("trainable"):
+        return FINETUNE
+    return FEATURES
+
+
+def waveform_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``waveform`` front end that turns audio into this recipe's model input in the waveform and
+    fine-tuning modes (first ``frontend.n_samples`` samples, tiled): used to score by windows."""
+    return {"name": "waveform", "n_samples": int(cfg["frontend"].get("n_samples", 64600))}
+
+
+def _fits_frontend(input_shape: Sequence[int], frontend: FrontEnd) -> bool:
+    """A model input shape of (frames, hidden) also fits SSL features laid out as (1, hidden, frames)."""
+    shape, feat = tuple(int(v) for v in input_shape), tuple(frontend.feature_shape)
+    return shape == feat or (len(feat) == 3 and feat[0] == 1 and shape == (feat[2], feat[1]))
+
+
+def open_waveform_partition(
+    data_root: str | os.PathLike, cfg: dict[str, Any], partition: str, *, training: bool = False
+) -> WaveformDataset:
+    """Raw waves of ``partition`` cut to ``frontend.n_samples``: the first samples (tiled), or for the
+    training partition ``data.train_crop`` (``first`` | ``random``) after the recipe's ``augment``
+    section (RawBoost on the whole utterance; dev and eval stay un-augmented)."""
+    dataset_name = recipe_dataset(cfg)
+    rows = load_partition(data_root, partition, dataset_name)
+    n_samples = waveform_settings(cfg)["n_samples"]
+    if input_mode(cfg) == WAVEFORM:
+        check_feature_shape(cfg["model"]["input_shape"], (n_samples,), "front end waveform")
+    crop, augment = "first", None
+    if training:
+        from data.augment import Augmenter  # PyAV: only when a training partition is opened
+
+        crop = str((cfg.get("data") or {}).get("train_crop", DEFAULT_TRAIN_CROP))
+        augmenter = Augmenter.from_config(cfg.get("augment"), key="augment")
+        augment = augmenter.apply if augmenter.active else None
+    # a partial, not a closure: picklable for DataLoader workers
+    path_fn = functools.partial(audio_path, data_root, partition, dataset=dataset_name)
+    return WaveformDataset(rows, path_fn, n_samples, crop=crop, augment=augment)
+
+
+def training_frontend(cfg: dict[str, Any], device: torch.device | str | None = None) -> FrontEnd | None:
+    """The front end to train inside the countermeasure (``finetune`` mode), built on ``device`` and
+    checked against the model's ``input_shape``; None in the other modes."""
+    if input_mode(cfg) != FINETUNE:
+        return None
+    frontend = build_frontend(cfg["frontend"], device)
+    if not _fits_frontend(cfg["model"]["input_shape"], frontend):
+        raise UserError(
+            f"config: model.input_shape {list(cfg['model']['input_shape'])} does not fit the front end's "
+            f"output {list(frontend.feature_shape)} (use (frames, hidden) or (1, hidden, frames))"
+        )
+    return frontend

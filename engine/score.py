@@ -42,6 +42,11 @@ class Scorer:
     source: str
     calibration: Calibration | None = None
     amp_reason: str = ""
+    input_cfg: dict[str, Any] | None = None  # `ScoringModel.input_cfg`: audio -> model input
+
+    def __post_init__(self) -> None:
+        if self.input_cfg is None:
+            self.input_cfg = self.cfg
 
     def announce(self) -> None:
         """Print the precision choice and its reason once, when scoring starts."""
@@ -70,14 +75,14 @@ def load_scorer(
     model = loaded.model.to(memory_format=torch.channels_last)
     fixed_batch = None
     if compile:
-        example = torch.zeros(batch_size, *loaded.cfg["model"]["input_shape"], device=dev)
+        example = torch.zeros(batch_size, *loaded.input_cfg["model"]["input_shape"], device=dev)
         model, why = compile_for_scoring(model, example.contiguous(memory_format=torch.channels_last), amp)
         if why:
             print(f"warning: torch.compile failed, scoring without it ({why})", file=sys.stderr)
         else:
             fixed_batch = batch_size  # one compiled shape: the last batch is padded
     return Scorer(model, loaded.loss_fn, loaded.cfg, loaded.threshold, dev, amp, batch_size, fixed_batch,
-                  str(checkpoint), loaded.calibration, amp_reason)
+                  str(checkpoint), loaded.calibration, amp_reason, loaded.input_cfg)
 
 
 def require_calibration(scorer: Scorer) -> Calibration:
@@ -102,7 +107,7 @@ def score_recordings(
     the decision compares the LLR with ``threshold`` (e.g. `utils.calibration.bayes_threshold`)."""
     calibration = require_calibration(scorer) if llr else None
     scorer.announce()
-    cfg = scorer.cfg
+    cfg = scorer.input_cfg
     frontend = build_frontend(cfg["frontend"], device=scorer.device)  # the device matters to SSL only
     check_feature_shape(
         cfg["model"]["input_shape"], frontend.feature_shape,
@@ -139,7 +144,7 @@ def score_partition(
     """Scores of a whole partition, from the feature store under ``features`` or raw audio under
     ``data_root`` (``dataset`` layout overrides the recipe's)."""
     scorer.announce()
-    cfg = scorer.cfg
+    cfg = scorer.input_cfg
     if features is not None:
         data = open_store_partition(features, cfg, partition)
     else:

@@ -7,6 +7,12 @@
     out/last.pt         written every epoch        out/best.pt       best dev EER (or dev loss)
     out/scores_dev.txt  dev scores of best.pt      out/scores_eval.txt  eval scores (if eval given)
     out/tb/             TensorBoard logs (if tensorboard is installed)
+    out/swa.pt, out/scores_dev_swa.txt   with train.swa: the averaged model and its dev scores
+
+``train.swa`` (AASIST, SPEC §11): whenever the dev metric is at least as good as the best so far, the
+weights are added to a running average (`utils.swa.WeightAverage`, kept in last.pt); after the last
+epoch the average is loaded, BatchNorm statistics are recomputed over the training set
+(`utils.swa.bn_update`), and the result is scored on dev, saved as swa.pt and used for the eval scores.
 
 With ``train.calibrate: true`` best.pt finally gets a score-to-LLR calibration fitted on scores_dev.txt
 (`engine.calibrate`), which ``generate_score.py --llr`` uses.
@@ -40,7 +46,7 @@ from engine.calibrate import calibrate_checkpoint
 from engine.optim import build_optimizer, build_scheduler, noam_factor
 from engine.records import TensorBoard, write_history, write_run_files
 from engine.scoring import Scores, autocast_context, gather_scores, score_loader, write_partition_scores
-from models.countermeasure import Countermeasure
+from models.countermeasure import Countermeasure, WithFrontEnd
 from utils import distributed as du
 from utils.checkpoint import load_checkpoint, previous_path, save_checkpoint, unwrap
 from utils.config import get
@@ -48,6 +54,7 @@ from utils.errors import UserError
 from utils.io import atomic_write_text
 from utils.precision import cpu_facts, resolve_amp, resolve_channels_last, resolve_compile, resolve_fused_adam
 from utils.seed import get_rng_state, seed_everything, set_rng_state
+from utils.swa import WeightAverage, bn_update
 
 # Sections that define the model and its inputs: a resumed run must not change them.
 FROZEN_SECTIONS = ("frontend", "model", "loss")
@@ -71,6 +78,8 @@ class RunResult:
     eval_scores_path: Path | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     calibration: dict[str, Any] | None = None  # stored in best.pt when train.calibrate is true
+    swa_path: Path | None = None
+    swa_dev_eer: float | None = None
 
 
 def make_loader(
@@ -149,6 +158,9 @@ class TrainSettings:
     eval_micro: int
     compile: bool | str
     sync_batchnorm: bool
+    swa: bool
+    grad_checkpoint: bool
+    find_unused_parameters: bool | None
     fused_adam: bool = False
     reasons: list[str] = field(default_factory=list)
     calibrate: bool = False  # fit a score-to-LLR calibration on the dev scores into best.pt at the end
@@ -187,6 +199,11 @@ class TrainSettings:
             fused_adam=bool(fused.value),
             reasons=[amp.reason, layout.reason, fused.reason],
             calibrate=bool(tcfg.get("calibrate", False)),
+            swa=bool(tcfg.get("swa", False)),
+            grad_checkpoint=bool(tcfg.get("grad_checkpoint", False)),
+            find_unused_parameters=(
+                None if tcfg.get("find_unused_parameters") is None else bool(tcfg["find_unused_parameters"])
+            ),
         )
 
 
@@ -236,6 +253,8 @@ class Trainer:
             "threshold": math.nan,
         }
         self.history: list[dict[str, Any]] = []
+        self.swa = WeightAverage() if self.s.swa else None
+        self.swa_snapshot = False  # whether the latest validated epoch joins the average
 
     @property
     def main(self) -> bool:
@@ -253,22 +272,46 @@ class Trainer:
             )
         s, device = self.s, self.device
         seed_everything(self.seed + self.dist.rank, self.deterministic)
+        self.train_loader, self.train_sampler = make_loader(
+            self.sets["train"], s.micro, self.dist, True, self.seed, s.workers
+        )
+        self.dev_loader, _ = make_loader(
+            self.sets["dev"], s.eval_micro, self.dist, False, self.seed, s.workers
+        )
+        if len(self.train_loader) == 0:
+            raise UserError("training partition is empty")
         cm = Countermeasure(self.model, self.loss_fn, self.frontend).to(device)
         if s.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if s.sync_batchnorm and self.dist.distributed and device.type == "cuda":
             cm.model = self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if s.grad_checkpoint:
+            frontend = self.frontend
+            if not (getattr(frontend, "trainable", False) and hasattr(frontend, "set_grad_checkpointing")):
+                raise UserError(
+                    "config: train.grad_checkpoint needs a trainable SSL front end (frontend.trainable: true)"
+                )
+            self.frontend.set_grad_checkpointing(True)
         params = [p for p in cm.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(params, self.cfg.get("optim", {}), fused=s.fused_adam)
-        self.scheduler, self.interval = build_scheduler(self.optimizer, self.cfg.get("sched"))
+        steps_per_epoch = math.ceil(len(self.train_loader) / s.grad_accum)
+        self.scheduler, self.interval = build_scheduler(
+            self.optimizer, self.cfg.get("sched"), total_steps=steps_per_epoch * s.epochs
+        )
         self.scaler = torch.amp.GradScaler(device.type, enabled=(s.amp == "fp16" and device.type == "cuda"))
         if s.amp == "fp16" and device.type != "cuda":
             raise UserError("config: train.amp=fp16 needs CUDA; use train.amp=bf16 on CPU")
         self.cm = cm
         self.step_module: nn.Module = cm
         if self.dist.distributed:
+            # AASIST's dead bn1 parameters (models.aasist_graph.ResBlock) never get a gradient.
+            unused = s.find_unused_parameters
+            if unused is None:
+                unused = bool(getattr(self.model, "has_unused_parameters", False))
             self.step_module = nn.parallel.DistributedDataParallel(
-                cm, device_ids=[device.index] if device.type == "cuda" else None
+                cm,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=unused,
             )
 
     def maybe_compile(self) -> None:
@@ -310,6 +353,8 @@ class Trainer:
         self.best = dict(state["best"])
         self.history = list(state.get("history", []))
         self.stopped_early = bool(state.get("stopped_early", False))
+        if self.swa is not None and state.get("swa") is not None:
+            self.swa.load_state_dict(state["swa"])
         rng = state.get("rng") or []
         if len(rng) == self.dist.world_size:
             set_rng_state(rng[self.dist.rank])
@@ -326,10 +371,7 @@ class Trainer:
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         """One pass over the training set -> (mean training loss over all processes, last lr)."""
         s, device = self.s, self.device
-        self.train_sampler.set_epoch(epoch)
-        self.train_loader.generator.manual_seed(self.seed * 100_003 + epoch)
-        if hasattr(self.sets["train"], "set_epoch"):  # augmentation is drawn per (seed, epoch, utterance)
-            self.sets["train"].set_epoch(epoch)
+        self.set_train_epoch(epoch)
         self.step_module.train()
         running, seen = 0.0, 0
         n_batches = len(self.train_loader)
@@ -374,6 +416,15 @@ class Trainer:
         train_sum, train_n = du.all_reduce_sum([running, float(seen)], device)
         return train_sum / max(train_n, 1.0), lr_now
 
+    def set_train_epoch(self, epoch: int) -> None:
+        """Shuffle order, loader seed and the training set's per-epoch draws (crops, augmentation) of
+        ``epoch``: all depend only on (seed, epoch)."""
+        self.train_sampler.set_epoch(epoch)
+        self.train_loader.generator.manual_seed(self.seed * 100_003 + epoch)
+        set_epoch = getattr(self.sets["train"], "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch, seed=self.seed)
+
     def _optimizer_step(self) -> float:
         lr_now = self.optimizer.param_groups[0]["lr"]
         self.scaler.step(self.optimizer)
@@ -407,6 +458,8 @@ class Trainer:
         dev_loss = float(dev.loss) if dev.loss is not None else math.nan
         metric = dev_eer if self.s.select_by == "dev_eer" else dev_loss
         improved = metric < self.best["metric"]
+        # SWA as published: a snapshot whenever dev is at least as good as the best so far (ties too).
+        self.swa_snapshot = self.swa is not None and metric <= self.best["metric"]
         if improved:
             self.best = {
                 "epoch": epoch + 1,
@@ -453,17 +506,32 @@ class Trainer:
             "history": self.history,
             "stopped_early": self.stopped_early,
         }
+        if self.swa is not None:
+            state["swa"] = self.swa.state_dict()
         if self.frontend is not None:
             # A trainable front end is saved; a frozen pretrained one by reference (settings in the
             # config) and content hash, checked when the checkpoint is loaded for scoring.
             if getattr(self.frontend, "trainable", False):
                 state["frontend_state"] = self.frontend.state_dict()
+                # rebuilds the architecture at scoring time without downloading the pretrained model
+                state["frontend_settings"] = self.frontend.portable_settings()
             else:
                 state["frontend_sha256"] = self.frontend_hash
         return state
 
+    def swa_weights(self) -> dict[str, torch.Tensor]:
+        """What SWA averages: the countermeasure's state (back end, loss, a trainable front end)."""
+        trainable_frontend = getattr(self.frontend, "trainable", False)
+        return {
+            key: value
+            for key, value in self.cm.state_dict().items()
+            if trainable_frontend or not key.startswith("frontend.")
+        }
+
     def checkpoint(self, epoch: int, dev: Scores, improved: bool) -> None:
         """Write best.pt (if improved), last.pt (keeping the previous one), history and logs."""
+        if self.swa_snapshot:
+            self.swa.add(self.swa_weights())
         rng_all = du.all_gather_objects(get_rng_state())
         if not self.main:
             return
@@ -498,16 +566,8 @@ class Trainer:
         """Set up, resume, train the remaining epochs, then score eval with best.pt."""
         self.setup()
         self.resume()
-        s = self.s
-        self.train_loader, self.train_sampler = make_loader(
-            self.sets["train"], s.micro, self.dist, True, self.seed, s.workers
-        )
-        self.dev_loader, _ = make_loader(
-            self.sets["dev"], s.eval_micro, self.dist, False, self.seed, s.workers
-        )
-        if len(self.train_loader) == 0:
-            raise UserError("training partition is empty")
         self.maybe_compile()
+        s = self.s
         self.frontend_hash = (
             self.frontend.content_hash()
             if self.frontend is not None and not getattr(self.frontend, "trainable", False)
@@ -533,8 +593,53 @@ class Trainer:
         du.barrier()
         return result
 
+    def finish_swa(self, result: RunResult) -> None:
+        """Swap in the SWA average, recompute BatchNorm statistics over the training set (as it was drawn
+        in the last epoch), score dev and write swa.pt and scores_dev_swa.txt; the averaged weights stay
+        loaded for the eval scores."""
+        self.cm.load_state_dict(self.swa.averaged(), strict=False)
+        last_epoch = int(self.history[-1]["epoch"]) - 1
+        self.set_train_epoch(last_epoch)
+        bn_update(WithFrontEnd(self.model, self.frontend), self.train_loader, self.device)
+        if self.dist.distributed:  # every rank saw its own shard: keep rank 0's statistics everywhere
+            for buffer in self.cm.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+        dev = self.score(self.dev_loader, "dev (SWA)", with_loss=True)
+        dev_eer, dev_thr = dev.eer(what="dev partition (SWA)")
+        dev_loss = float(dev.loss) if dev.loss is not None else math.nan
+        rng_all = du.all_gather_objects(get_rng_state())
+        result.swa_path, result.swa_dev_eer = self.out / "swa.pt", dev_eer
+        if not self.main:
+            return
+        state = self.state(last_epoch, rng_all)
+        state.update(threshold=dev_thr, dev_eer=dev_eer, dev_loss=dev_loss, swa_snapshots=self.swa.count)
+        state["best"] = {
+            "epoch": last_epoch + 1,
+            "metric": dev_eer if self.s.select_by == "dev_eer" else dev_loss,
+            "dev_eer": dev_eer,
+            "dev_loss": dev_loss,
+            "threshold": dev_thr,
+        }
+        save_checkpoint(state, result.swa_path)
+        write_partition_scores(dev, self.out / "scores_dev_swa.txt")
+        print(
+            f"SWA of {self.swa.count} snapshots: dev loss {dev_loss:.4f}  dev EER {100 * dev_eer:.3f}%",
+            file=sys.stderr,
+        )
+
+    def load_best(self) -> bool:
+        """Load best.pt's weights into the modules; False when there is none."""
+        if not self.best_path.exists():
+            return False
+        best_state = load_checkpoint(self.best_path, map_location="cpu")
+        unwrap(self.model).load_state_dict(best_state["model"])
+        self.loss_fn.load_state_dict(best_state["loss"])
+        if self.frontend is not None and best_state.get("frontend_state") is not None:
+            self.frontend.load_state_dict(best_state["frontend_state"])
+        return True
+
     def finish(self) -> RunResult:
-        """Eval scores of best.pt (if an eval set was given) and summary.json."""
+        """SWA (if on), eval scores of swa.pt or else best.pt (if an eval set was given) and summary.json."""
         result = RunResult(
             out_dir=self.out,
             best_epoch=int(self.best["epoch"]),
@@ -548,12 +653,9 @@ class Trainer:
         )
         if self.stopped_early and self.main:
             print(f"early stop: no dev improvement for {self.s.patience} epochs", file=sys.stderr)
-        if self.sets["eval"] is not None and self.best_path.exists():
-            best_state = load_checkpoint(self.best_path, map_location="cpu")
-            unwrap(self.model).load_state_dict(best_state["model"])
-            self.loss_fn.load_state_dict(best_state["loss"])
-            if self.frontend is not None and best_state.get("frontend_state") is not None:
-                self.frontend.load_state_dict(best_state["frontend_state"])
+        if self.swa is not None and self.swa.count:
+            self.finish_swa(result)
+        if self.sets["eval"] is not None and (result.swa_path is not None or self.load_best()):
             eval_loader, _ = make_loader(
                 self.sets["eval"], self.s.eval_micro, self.dist, False, self.seed, self.s.workers
             )
@@ -577,6 +679,10 @@ class Trainer:
                 "seed": self.seed,
                 "calibration": result.calibration,
             }
+            if result.swa_path is not None:
+                # eval scores (if any) are the SWA model's
+                summary.update(swa_dev_eer=result.swa_dev_eer, swa_checkpoint=str(result.swa_path),
+                               swa_snapshots=self.swa.count)
             atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return result
 

@@ -202,6 +202,9 @@ class GraphBackEnd(nn.Module):
       ``temperatures`` (GAT-S, GAT-T, HS-GAL). The embedding is the 5·d_HS-GAL readout.
     """
 
+    #: The dead ``bn1`` parameters of `ResBlock` get no gradient: DDP needs find_unused_parameters.
+    has_unused_parameters = True
+
     def __init__(
         self,
         encoder_dim: int,

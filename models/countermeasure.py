@@ -40,3 +40,25 @@ class Countermeasure(nn.Module):
         """(B,) scores, higher = more bona fide (the loss's score definition)."""
         embedding, logits = self.embed(x)
         return self.loss.score(embedding, logits)
+
+
+class WithFrontEnd(nn.Module):
+    """``frontend`` then ``model`` as one back-end-like module: ``forward(waves (B, n)) -> (embedding,
+    logits (B, 2))`` and the model's ``classify``. Scoring and BatchNorm updates use it for models whose
+    front end runs inside the countermeasure; without a front end it is the model (inputs cast to float32,
+    as store batches may be float16)."""
+
+    def __init__(self, model: nn.Module, frontend: nn.Module | None = None) -> None:
+        super().__init__()
+        self.model = model
+        if frontend is not None:
+            self.frontend = frontend
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.float()
+        if hasattr(self, "frontend"):
+            x = self.frontend(x)
+        return self.model(x)
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.model.classify(embedding)

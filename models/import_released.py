@@ -436,6 +436,9 @@ def convert_released(
     if kind == "xlsr_aasist":
         state = convert_ssl_aasist(state, src, ssl_architecture)
         config = {"name": f"xlsr_aasist_released_{Path(src).stem}", **RELEASED_XLSR_AASIST_CONFIG}
+        # the back end's input width is the SSL model's hidden size (1024 for XLS-R 300M)
+        hidden = int(ssl_architecture["hidden_size"])
+        config["model"] = {**config["model"], "input_shape": [config["model"]["input_shape"][0], hidden]}
         extra["ssl_architecture"] = dict(ssl_architecture)
         description = "released XLS-R-AASIST state dict (SSL_Anti-spoofing, fairseq names)"
     elif kind in ("aasist", "aasist_l"):

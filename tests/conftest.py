@@ -343,6 +343,28 @@ def make_release(path: Path, wrap: bool = False, **kwargs: object) -> LCNN:
     return model
 
 
+def train_until_first_checkpoint_then_kill(args: list[str], out: Path, timeout: float = 120.0) -> None:
+    """Run ``main_train.py *args --out out --throttle 60`` and SIGKILL it once ``out/last.pt`` exists: the
+    throttle pauses after each epoch's checkpoint, so the kill lands between epochs 1 and 2."""
+    import signal
+    import subprocess
+    import time
+
+    cmd = [sys.executable, "main_train.py", *args, "--out", str(out), "--throttle", "60"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while not (out / "last.pt").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, f"no checkpoint after {timeout:.0f} s"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
 # What main_train.py writes into a run folder (rank 0 only), without --eval scores.
 RUN_FILES = {
     "best.pt",

@@ -51,7 +51,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import CONFIGS, GOOD, REPO, make_checkpoint, make_release, write_corpus
+from conftest import (
+    CONFIGS,
+    GOOD,
+    REPO,
+    make_checkpoint,
+    make_release,
+    train_until_first_checkpoint_then_kill,
+    write_corpus,
+)
 from test_evaluate_cli import DEV_ASV, XLSR
 from test_evaluate_cli import run as run_evaluate
 from test_preprocess import f0_args
@@ -122,20 +130,7 @@ def kill_after_first_epoch_then_resume(args: list[str], tmp_path: Path, epochs: 
     """Run main_train.py ``args``, SIGKILL it after epoch 1's checkpoint, resume it, and compare its final
     checkpoint with an uninterrupted run's: same weights and optimizer state, bit for bit."""
     killed = tmp_path / "killed"
-    # --throttle pauses 30 s after each epoch's checkpoint: the kill lands between epochs 1 and 2
-    cmd = [sys.executable, "main_train.py", *args, "--out", str(killed), "--throttle", "30"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 180
-        while not (killed / "last.pt").exists():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint after 180 s"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    train_until_first_checkpoint_then_kill(args, killed)
     assert load_checkpoint(killed / "last.pt")["epoch"] == 1
     assert main_train.main([*args, "--out", str(killed), "--resume"]) == 0
     assert main_train.main([*args, "--out", str(tmp_path / "straight")]) == 0

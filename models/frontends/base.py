@@ -51,6 +51,11 @@ class FrontEnd(nn.Module):
     def settings(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def portable_settings(self) -> dict[str, Any]:
+        """Settings that rebuild this front end where its source (e.g. a hub model) is not at hand; a
+        checkpoint of a trainable front end records them beside its weights. Default: `settings`."""
+        return self.settings()
+
     def extract(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """Waves (float32, 16 kHz, any lengths) -> (B, *feature_shape) float32, without gradients."""
         raise NotImplementedError

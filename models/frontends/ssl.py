@@ -138,11 +138,35 @@ def _read_do_normalize(model_id: str, local: bool) -> bool:
         raise UserError(f"{path}: cannot read preprocessor config ({exc})") from exc
 
 
-def load_ssl_model(model_id: str) -> tuple[torch.nn.Module, bool, str | None]:
+def build_from_architecture(architecture: dict[str, Any]) -> torch.nn.Module:
+    """A wav2vec2-family model of ``architecture`` (its config as keyword arguments, ``model_type``
+    defaulting to wav2vec2) with seeded placeholder weights, built without the hub: for checkpoints that
+    hold the SSL weights themselves (fine-tuned front ends, converted releases)."""
+    from transformers import AutoConfig, AutoModel
+
+    arch = dict(architecture)
+    model_type = str(arch.pop("model_type", "wav2vec2"))
+    try:
+        config = AutoConfig.for_model(model_type, **arch)
+    except (TypeError, ValueError) as exc:
+        msg = f"ssl front end: cannot build a {model_type!r} model from its architecture ({exc})"
+        raise UserError(msg) from None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return AutoModel.from_config(config)
+
+
+def load_ssl_model(
+    model_id: str, architecture: dict[str, Any] | None = None
+) -> tuple[torch.nn.Module, bool, str | None]:
     """Load a wav2vec2-family model -> (model, do_normalize, random kind or None).
 
     ``model_id`` is ``random:<kind>``, a local directory written by ``save_pretrained``, or a hub id.
+    With ``architecture`` the model is built from it instead (`build_from_architecture`; nothing is
+    downloaded, do_normalize defaults to True).
     """
+    if architecture is not None:  # the weights come from a checkpoint: not "random" whatever the id says
+        return build_from_architecture(architecture), True, None
     if model_id.startswith(RANDOM_PREFIX):
         kind = model_id[len(RANDOM_PREFIX) :]
         return build_random_model(kind), True, kind
@@ -183,6 +207,29 @@ def _precast_for_autocast(model: torch.nn.Module, dtype: torch.dtype) -> None:
             module.to(dtype)
 
 
+#: Config entries that describe a saved model, not its architecture.
+_NOT_ARCHITECTURE = {"architectures", "transformers_version", "torch_dtype", "dtype"}
+
+
+def _prepare_for_finetuning(model: torch.nn.Module, freeze_feature_encoder: bool) -> None:
+    """Fine-tuning settings of SPEC §10: no SpecAugment masking (``mask_time_prob`` 0) and no layerdrop
+    (Hugging Face's default 0.1 skips layers at random, breaking DDP's gradient reduction and exact
+    resume); dropouts stay as the model's config says. ``freeze_feature_encoder``: the CNN feature
+    encoder gets no gradients (`Wav2Vec2Model.freeze_feature_encoder`)."""
+    config = model.config
+    config.apply_spec_augment = False
+    config.mask_time_prob = 0.0
+    config.mask_feature_prob = 0.0
+    config.layerdrop = 0.0
+    masked = getattr(model, "masked_spec_embed", None)
+    if masked is not None:  # built for masking, never used without it
+        masked.requires_grad_(False)
+    if freeze_feature_encoder:
+        if not hasattr(model, "freeze_feature_encoder"):
+            raise UserError(f"ssl front end: {type(model).__name__} has no CNN feature encoder to freeze")
+        model.freeze_feature_encoder()
+
+
 def default_device() -> torch.device:
     """CUDA if available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -204,13 +251,17 @@ class SSLFrontEnd(FrontEnd):
     are padded to ``batch_size``); a compile failure is logged and extraction goes on eagerly.
     Outputs are rounded to ``store_dtype`` (float16) and returned as float32, so features read from the
     store and computed on the fly are identical.
+
+    Fine-tuning (XLS-R-AASIST, SPEC §10): ``trainable`` makes ``forward`` differentiable and turns off
+    SpecAugment masking and layerdrop; ``freeze_feature_encoder`` keeps the CNN feature encoder fixed;
+    `set_grad_checkpointing` trades compute for activation memory. ``do_normalize`` overrides the model's
+    preprocessor config (None: as it says; XLS-R-AASIST as published: False). ``architecture`` (the
+    model config as a dict) builds the model without the hub, for checkpoints that hold its weights.
     """
 
     name = "ssl"
     store_dtype = np.float16
-    derived_settings = frozenset(
-        {"tiling", "do_normalize", "random_weights", "model_type", "hidden_size", "frames"}
-    )
+    derived_settings = frozenset({"tiling", "random_weights", "model_type", "hidden_size", "frames"})
 
     def __init__(
         self,
@@ -222,9 +273,14 @@ class SSLFrontEnd(FrontEnd):
         batch_size: int | None = None,
         compile: bool = False,
         trainable: bool = False,
+        do_normalize: bool | None = None,
+        freeze_feature_encoder: bool = False,
+        architecture: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.trainable = bool(trainable)
+        self.freeze_feature_encoder = bool(freeze_feature_encoder)
+        self.architecture = dict(architecture) if architecture is not None else None
         self.device = torch.device(device) if device is not None else default_device()
         #: why this compute dtype (printed by preprocess.py; recorded as ``dtype`` in the store)
         self.dtype_reason = f"ssl dtype: {dtype} (asked for)"
@@ -242,14 +298,19 @@ class SSLFrontEnd(FrontEnd):
         self.dtype = dtype
         self.batch_size = max(1, int(batch_size))
 
-        net, self.do_normalize, self.random_kind = load_ssl_model(self.model_id)
+        net, found_normalize, self.random_kind = load_ssl_model(self.model_id, self.architecture)
+        self.do_normalize = found_normalize if do_normalize is None else bool(do_normalize)
         if self.random_kind is not None and self.model_id not in _warned_random:
             _warned_random.add(self.model_id)
             logger.warning("SSL model has RANDOM weights (%s) — features are not meaningful", self.model_id)
+        # as loaded, before the fine-tuning changes: rebuilds the same modules (`portable_settings`)
+        self._loaded_config = net.config.to_dict()
         self.model = net.float().eval().to(self.device)
         self.model.requires_grad_(self.trainable)
-        # A trainable model keeps float32 weights: the optimizer must update float32 masters (the
-        # trainer's autocast runs the products in bf16/fp16 anyway).
+        if self.trainable:
+            _prepare_for_finetuning(self.model, self.freeze_feature_encoder)
+        # Trained weights stay float32 (Adam updates of 1e-6 would vanish in bf16); a trainable front end
+        # computes in the trainer's train.amp instead of ``dtype``.
         if self.dtype != "fp32" and not self.trainable:
             _precast_for_autocast(self.model, DTYPES[self.dtype])
         self._compiled = None
@@ -286,9 +347,31 @@ class SSLFrontEnd(FrontEnd):
             "model_type": str(self.model.config.model_type),
             "hidden_size": self.hidden_size,
             "frames": self.frames,
-            # Only recorded when on, so stores written before the option existed keep their settings.
+            # Only recorded when on, so stores written before the options existed keep their settings.
             **({"trainable": True} if self.trainable else {}),
+            **({"freeze_feature_encoder": True} if self.freeze_feature_encoder else {}),
+            **({"architecture": self.architecture} if self.architecture is not None else {}),
         }
+
+    def portable_settings(self) -> dict[str, Any]:
+        """`settings` plus the model's architecture: rebuilds this front end without the hub, for a
+        checkpoint that holds its weights (``frontend_state``)."""
+        config = self._loaded_config
+        arch = {k: v for k, v in config.items() if not k.startswith("_") and k not in _NOT_ARCHITECTURE}
+        return {**self.settings(), "architecture": arch}
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Gradient checkpointing of the transformer layers (`train.grad_checkpoint`): their activations
+        are recomputed in the backward pass instead of kept (non-reentrant; same gradients)."""
+        # transformers 5 renamed gradient_checkpointing_* to activation_checkpointing_*
+        enable = getattr(self.model, "activation_checkpointing_enable", None)
+        if not enabled:
+            disable = getattr(self.model, "activation_checkpointing_disable", None)
+            (disable or self.model.gradient_checkpointing_disable)()
+        elif enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def prepare(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """Waves -> (B, n_samples) float32 model input: length-fixed by tiling, then normalised."""

@@ -1,0 +1,100 @@
+"""Raw-waveform datasets for models that read waves (AASIST) or train their front end (XLS-R-AASIST).
+
+`WaveformDataset` yields ``(wave (n_samples,) float32, label, utt_id, attack)`` with the same
+``collate_batch`` as the feature datasets. Per utterance: load (16 kHz mono) → optional augmentation of the
+whole utterance (RawBoost, as published: before cropping) → crop to ``n_samples``:
+
+- ``first``: the first ``n_samples`` samples, tiled when shorter (XLS-R-AASIST training; scoring);
+- ``random``: a random ``n_samples`` window, tiled from the start when shorter (AASIST training; SPEC §11).
+  The reference draws ``randint(len - n)`` and crashes when an utterance is exactly ``n_samples`` long;
+  here the start is drawn from ``0 … len - n`` inclusive.
+
+Every random draw (augmentation and crop) is a pure function of (run seed, epoch, utterance index), set
+with `WaveformDataset.set_epoch`: the same in every worker, run and ``--resume``, fresh every epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data.audio import load_audio
+from data.protocols import ProtocolRow
+from utils.errors import UserError
+from utils.waves import fix_length
+
+#: ``augment(wave, (run_seed, epoch, index)) -> wave``, e.g. `data.augment.Augmenter.apply`.
+Augment = Callable[[np.ndarray, tuple[int, int, int]], np.ndarray]
+CROPS = ("first", "random")
+# Spawn key of the crop's generator: independent of the augmentation's draws for the same utterance.
+_CROP_STREAM = 0x63726F70
+
+
+def crop_start(n_wave: int, n_samples: int, seed: tuple[int, int, int]) -> int:
+    """Start sample of the random crop of an ``n_wave``-sample utterance (0 when it is not longer)."""
+    if n_wave <= n_samples:
+        return 0
+    rng = np.random.default_rng(np.random.SeedSequence([*(int(s) for s in seed), _CROP_STREAM]))
+    return int(rng.integers(0, n_wave - n_samples + 1))
+
+
+class WaveformDataset(Dataset):
+    """Protocol rows read as fixed-length waves (see the module docstring).
+
+    ``path_fn(utt_id) -> path`` locates the audio; ``crop`` is ``first`` or ``random``; ``augment``
+    (optional) is applied to the whole utterance before cropping; ``seed`` is the run seed (also settable
+    with `set_epoch`). Unreadable audio raises `UserError` naming the file.
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[ProtocolRow],
+        path_fn: Callable[[str], str | os.PathLike],
+        n_samples: int,
+        crop: str = "first",
+        augment: Augment | None = None,
+        seed: int = 0,
+    ) -> None:
+        if crop not in CROPS:
+            raise UserError(f"config: crop {crop!r} is not one of {', '.join(CROPS)}")
+        if int(n_samples) < 1:
+            raise UserError(f"config: n_samples must be positive, got {n_samples}")
+        self.rows = list(rows)
+        self.path_fn = path_fn
+        self.n_samples = int(n_samples)
+        self.crop = crop
+        self.augment = augment
+        self.seed = int(seed)
+        self.epoch = 0
+        self.labels = np.array([r.label for r in self.rows], dtype=np.int64)
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return (self.n_samples,)
+
+    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
+        """Draw this epoch's augmentation and crops (and, if given, those of run seed ``seed``)."""
+        self.epoch = int(epoch)
+        if seed is not None:
+            self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def wave(self, i: int) -> np.ndarray:
+        """Utterance ``i`` of this epoch: (n_samples,) float32, augmented and cropped."""
+        wave = load_audio(Path(self.path_fn(self.rows[i].utt_id)))
+        key = (self.seed, self.epoch, int(i))
+        if self.augment is not None:
+            wave = self.augment(wave, key)
+        start = crop_start(wave.shape[0], self.n_samples, key) if self.crop == "random" else 0
+        return np.asarray(fix_length(wave[start:], self.n_samples), dtype=np.float32)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str, str]:
+        row = self.rows[i]
+        return torch.from_numpy(self.wave(i)), row.label, row.utt_id, row.attack
