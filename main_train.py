@@ -103,6 +103,25 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
+def _report_seeds(out: Path, seeds: list[int], results: list) -> None:
+    """summary_seeds.json and the printed mean ± std of dev and eval EER over the seeds."""
+    dev_m, dev_s = _mean_std([r.best_dev_eer for r in results])
+    ev_m, ev_s = _mean_std([r.eval_eer for r in results if r.eval_eer is not None])
+    summary = {
+        "seeds": seeds,
+        "dev_eer": [r.best_dev_eer for r in results],
+        "eval_eer": [r.eval_eer for r in results],
+        "dev_eer_mean": dev_m,
+        "dev_eer_std": dev_s,
+        "eval_eer_mean": ev_m,
+        "eval_eer_std": ev_s,
+        "runs": [str(r.out_dir) for r in results],
+    }
+    atomic_write_text(out / "summary_seeds.json", json.dumps(summary, indent=2) + "\n")
+    print(f"{len(seeds)} seeds: dev EER {100 * dev_m:.3f} ± {100 * dev_s:.3f}%", end="")
+    print(f", eval EER {100 * ev_m:.3f} ± {100 * ev_s:.3f}%" if math.isfinite(ev_m) else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # intermixed: key=value overrides may come before, between or after the flags
     args = build_parser().parse_intermixed_args(argv)
@@ -167,21 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"checkpoint {result.best_path}"
                 )
         if len(seeds) > 1 and dist_info.is_main:
-            dev_m, dev_s = _mean_std([r.best_dev_eer for r in results])
-            ev_m, ev_s = _mean_std([r.eval_eer for r in results if r.eval_eer is not None])
-            summary = {
-                "seeds": seeds,
-                "dev_eer": [r.best_dev_eer for r in results],
-                "eval_eer": [r.eval_eer for r in results],
-                "dev_eer_mean": dev_m,
-                "dev_eer_std": dev_s,
-                "eval_eer_mean": ev_m,
-                "eval_eer_std": ev_s,
-                "runs": [str(r.out_dir) for r in results],
-            }
-            atomic_write_text(Path(args.out) / "summary_seeds.json", json.dumps(summary, indent=2) + "\n")
-            print(f"{len(seeds)} seeds: dev EER {100 * dev_m:.3f} ± {100 * dev_s:.3f}%", end="")
-            print(f", eval EER {100 * ev_m:.3f} ± {100 * ev_s:.3f}%" if math.isfinite(ev_m) else "")
+            _report_seeds(Path(args.out), seeds, results)
     finally:
         du.cleanup()
     return 0

@@ -111,6 +111,7 @@ def _chosen_settings(args: argparse.Namespace) -> dict:
         explicit = {"model": args.ssl_model, "layer": args.layer, "dtype": args.dtype}
         if settings.get("name") == "ssl":
             settings.update({k: v for k, v in explicit.items() if v is not None})
+            settings.setdefault("dtype", "auto")
         return settings
     if args.frontend is None:
         raise UserError("give --frontend {ssl,f0} or --config RECIPE.yaml")
@@ -118,8 +119,7 @@ def _chosen_settings(args: argparse.Namespace) -> dict:
         return {"name": "f0", "tiling": args.tiling}
     settings = {"name": "ssl", "model": args.ssl_model or DEFAULT_SSL_MODEL,
                 "layer": -1 if args.layer is None else args.layer}
-    if args.dtype is not None:
-        settings["dtype"] = args.dtype
+    settings["dtype"] = args.dtype or "auto"
     return settings
 
 

@@ -143,7 +143,6 @@ def score_partition(
 ) -> Scores:
     """Scores of a whole partition, from the feature store under ``features`` or raw audio under
     ``data_root`` (``dataset`` layout overrides the recipe's)."""
-    scorer.announce()
     cfg = scorer.input_cfg
     if features is not None:
         data = open_store_partition(features, cfg, partition)
@@ -151,6 +150,7 @@ def score_partition(
         if dataset is not None:
             cfg = {**cfg, "data": {**(cfg.get("data") or {}), "dataset": dataset}}
         data = open_audio_partition(data_root, cfg, partition)
+    scorer.announce()
     loader = DataLoader(data, batch_size=scorer.batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_batch)
     return score_loader(

@@ -35,9 +35,14 @@ def autocast_context(device: torch.device, amp: str = "none") -> contextlib.Abst
 
 
 def resolve_scoring_amp(amp: str, device: torch.device) -> tuple[str, str]:
-    """(autocast, reason) for scoring with ``amp`` (auto | none | bf16 | fp16) on ``device``: auto = bf16
-    where the device has native bf16 (CUDA, CPUs with AVX512-BF16/AMX), exact float32 elsewhere
-    (`utils.precision.resolve_amp`). fp16 needs CUDA."""
+    """(autocast, reason) for scoring with ``amp`` (auto | none | bf16 | fp16) on ``device``.
+
+    auto follows `utils.precision.resolve_amp` on GPUs (bf16 where native). On CPUs it stays exact
+    float32: a score file is then the same on every CPU class, whatever its bf16 support, and scores do
+    not tie; ``bf16`` is the explicit faster choice there (~1.5-3x on CPUs with AVX512-BF16/AMX, scores
+    within ~1e-2, bench/bench_train.py). fp16 needs CUDA."""
+    if (amp or "auto").lower() == "auto" and device.type == "cpu":
+        return "none", "amp: fp32 (scoring on CPU stays exact float32, the same on every CPU; bf16 if asked)"
     choice = resolve_amp(amp, device, "scoring amp")
     if choice.value == "fp16" and device.type != "cuda":
         raise UserError("scoring amp fp16 needs CUDA; use bf16 on CPU")

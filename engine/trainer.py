@@ -320,8 +320,9 @@ class Trainer:
         s = self.s
         steps = (s.epochs - self.start_epoch) * math.ceil(len(self.train_loader) / s.grad_accum)
         choice = resolve_compile(
-            s.compile, str(self.cfg["model"].get("name", "")), self.device, s.amp, planned_steps=steps,
-            batch=s.micro, input_shape=tuple(self.cfg["model"].get("input_shape", ())),
+            s.compile, str((self.cfg.get("model") or {}).get("name", "")), self.device, s.amp,
+            planned_steps=steps,
+            batch=s.micro, input_shape=tuple((self.cfg.get("model") or {}).get("input_shape", ())),
             source="config: train.compile",
         )
         s.reasons.append(choice.reason)

@@ -46,7 +46,8 @@ def _one_channel_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     Only in float32: under bf16 autocast with channels_last, oneDNN's depthwise weight gradient came out
     non-finite (tests/test_models.py), and the plain convolution is not the bottleneck there.
     """
-    if torch.is_autocast_enabled(x.device.type) or x.dtype != torch.float32:
+    autocast = x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
+    if autocast or x.dtype != torch.float32:
         return conv(x)
     batch = x.shape[0]
     weight = conv.weight.expand(batch, *conv.weight.shape[1:])

@@ -151,7 +151,7 @@ def test_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert run_cli(demo_main, ["--out", str(tmp_path / "x"), "--n-dev", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: dev partition: at least 2 utterances needed") and err.count("\n") == 1
-    with pytest.raises(UserError, match="bonafide-fraction"):
+    with pytest.raises(UserError, match="bona fide fraction"):
         demo.generate_demo_corpus(tmp_path / "y", bonafide_fraction=1.0)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 

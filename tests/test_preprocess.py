@@ -94,6 +94,7 @@ def test_torchrun_ranks_fill_their_own_shards(corpus, reference, tmp_path, monke
 
 def test_ssl_random_tiny_store(corpus, tmp_path) -> None:
     from models.frontends import build_frontend
+    from utils.precision import resolve_amp
 
     argv = ["--data-root", str(corpus), "--partitions", "train", "--frontend", "ssl",
             "--ssl-model", "random:tiny", "--out", str(tmp_path), "--limit", "3", "--batch-size", "2",
@@ -101,10 +102,12 @@ def test_ssl_random_tiny_store(corpus, tmp_path) -> None:
     assert run_cli(main, argv) == 0
     store = FeatureStore(tmp_path / "ssl-random-tiny" / "train")
     assert store.feature_shape == (1, 1024, 201) and store.dtype == np.float16
-    assert store.settings["model"] == "random:tiny" and store.settings["dtype"] == "fp32"
+    # no --dtype: the machine's policy (bf16 where the CPU has native bf16, fp32 elsewhere)
+    auto = resolve_amp("auto", "cpu").spelled
+    assert store.settings["model"] == "random:tiny" and store.settings["dtype"] == auto
     # 1024 x 201 float16 = 411,648 bytes per utterance, as SPEC §2 says
     assert store[0].nbytes == 411_648
-    frontend = build_frontend({"name": "ssl", "model": "random:tiny"}, device="cpu")
+    frontend = build_frontend({"name": "ssl", "model": "random:tiny", "dtype": auto}, device="cpu")
     waves = [load_audio(corpus / "ASVspoof2019_LA_train" / "flac" / f"{u}.flac") for u, _ in GOOD[:3]]
     np.testing.assert_array_equal(store.get_batch([0, 1, 2], dtype=np.float32), frontend.extract(waves))
     assert run_cli(main, [*argv, "--layer", "1"]) == 0  # another layer is another store

@@ -284,7 +284,9 @@ class SSLFrontEnd(FrontEnd):
         self.device = torch.device(device) if device is not None else default_device()
         #: why this compute dtype (printed by preprocess.py; recorded as ``dtype`` in the store)
         self.dtype_reason = f"ssl dtype: {dtype} (asked for)"
-        if dtype in (None, "auto"):
+        if dtype is None:  # the library default: exact fp32 on CPU, bf16 on CUDA
+            dtype = "bf16" if self.device.type == "cuda" else "fp32"
+        if dtype == "auto":  # the recipes' and preprocess.py's default: the machine's precision policy
             choice = resolve_amp("auto", self.device, "ssl front end dtype")
             self.dtype_reason = "ssl " + choice.reason.replace("amp: ", "dtype: ", 1)
             dtype = choice.spelled
