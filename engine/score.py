@@ -85,6 +85,17 @@ def load_scorer(
                   str(checkpoint), loaded.calibration, amp_reason, loaded.input_cfg)
 
 
+def _scoring_cfg(scorer: Scorer) -> dict[str, Any]:
+    """The scorer's input recipe, with an SSL front end left at ``dtype: auto`` computing in the scoring
+    precision (exact fp32 on CPU by default), so features made on the fly follow ``--amp`` too."""
+    cfg = scorer.input_cfg
+    frontend = cfg.get("frontend") or {}
+    if frontend.get("name") == "ssl" and frontend.get("dtype") in (None, "auto"):
+        dtype = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}[scorer.amp]
+        cfg = {**cfg, "frontend": {**frontend, "dtype": dtype}}
+    return cfg
+
+
 def require_calibration(scorer: Scorer) -> Calibration:
     """The checkpoint's calibration; `UserError` naming the checkpoint when it has none."""
     if scorer.calibration is None:
@@ -106,13 +117,13 @@ def score_recordings(
     ``llr``: rows also carry ``llr``, the checkpoint's calibration of the score (`require_calibration`), and
     the decision compares the LLR with ``threshold`` (e.g. `utils.calibration.bayes_threshold`)."""
     calibration = require_calibration(scorer) if llr else None
-    scorer.announce()
-    cfg = scorer.input_cfg
+    cfg = _scoring_cfg(scorer)
     frontend = build_frontend(cfg["frontend"], device=scorer.device)  # the device matters to SSL only
     check_feature_shape(
         cfg["model"]["input_shape"], frontend.feature_shape,
         f"{scorer.source}: front end {cfg['frontend'].get('model', frontend.name)}",
     )
+    scorer.announce()
     results = score_audio_files(
         files, scorer.model, scorer.loss_fn, frontend, scorer.device, crop=crop, batch_size=scorer.batch_size,
         amp=scorer.amp, channels_last=True, fixed_batch=scorer.fixed_batch,
@@ -143,7 +154,7 @@ def score_partition(
 ) -> Scores:
     """Scores of a whole partition, from the feature store under ``features`` or raw audio under
     ``data_root`` (``dataset`` layout overrides the recipe's)."""
-    cfg = scorer.input_cfg
+    cfg = _scoring_cfg(scorer)
     if features is not None:
         data = open_store_partition(features, cfg, partition)
     else:
