@@ -108,7 +108,8 @@ def test_ssl_random_tiny_store(corpus, tmp_path) -> None:
     # 1024 x 201 float16 = 411,648 bytes per utterance, as SPEC §2 says
     assert store[0].nbytes == 411_648
     # the same batches as the store (batch 2): bf16 kernels may round differently for other shapes
-    frontend = build_frontend({"name": "ssl", "model": "random:tiny", "dtype": auto, "batch_size": 2}, device="cpu")
+    settings = {"name": "ssl", "model": "random:tiny", "dtype": auto, "batch_size": 2}
+    frontend = build_frontend(settings, device="cpu")
     waves = [load_audio(corpus / "ASVspoof2019_LA_train" / "flac" / f"{u}.flac") for u, _ in GOOD[:3]]
     np.testing.assert_array_equal(store.get_batch([0, 1, 2], dtype=np.float32), frontend.extract(waves))
     assert run_cli(main, [*argv, "--layer", "1"]) == 0  # another layer is another store
