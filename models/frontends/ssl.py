@@ -44,37 +44,15 @@ def random_model_config(kind: str):
         hidden_act="gelu",
         layer_norm_eps=1e-5,
     )
-    if kind == "xlsr-300m":
-        spec = dict(
-            hidden_size=1024,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            intermediate_size=4096,
-            conv_dim=(512,) * 7,
-            num_conv_pos_embeddings=128,
-            num_conv_pos_embedding_groups=16,
-        )
-    elif kind == "tiny":
-        # Small positional conv and conv channels: the parts that dominate CPU time in a tiny model.
-        spec = dict(
-            hidden_size=1024,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=1024,
-            conv_dim=(64,) * 7,
-            num_conv_pos_embeddings=16,
-            num_conv_pos_embedding_groups=16,
-        )
-    elif kind == "narrow":
-        spec = dict(
-            hidden_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            intermediate_size=128,
-            conv_dim=(32,) * 7,
-            num_conv_pos_embeddings=16,
-            num_conv_pos_embedding_groups=16,
-        )
+    # (hidden, layers, heads, ffn, conv channels, pos-conv kernel); tiny/narrow keep the positional conv
+    # and conv channels small: the parts that dominate CPU time in a tiny model.
+    sizes = {"xlsr-300m": (1024, 24, 16, 4096, 512, 128), "tiny": (1024, 2, 4, 1024, 64, 16),
+             "narrow": (64, 1, 4, 128, 32, 16)}
+    if kind in sizes:
+        hidden, layers, heads, ffn, channels, pos_kernel = sizes[kind]
+        spec = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                    intermediate_size=ffn, conv_dim=(channels,) * 7, num_conv_pos_embeddings=pos_kernel,
+                    num_conv_pos_embedding_groups=16)
     else:
         raise UserError(
             f"unknown random SSL model 'random:{kind}' (known: random:tiny, random:narrow, random:xlsr-300m)"
