@@ -80,7 +80,41 @@ class StoreDataset(Dataset):
                 for j, i in enumerate(indices)]
 
 
-class AudioDataset(Dataset):
+#: ``augment(wave, (run_seed, epoch, index)) -> wave``, e.g. `data.augment.Augmenter`.
+Augment = Callable[[np.ndarray, tuple[int, int, int]], np.ndarray]
+
+
+class EpochDraws(Dataset):
+    """What datasets with per-utterance random draws share (augmentation; crops in `WaveformDataset`):
+    every draw is keyed by (run seed, epoch, row index), set with `set_epoch`, so it is fresh every epoch
+    yet the same in every run, DataLoader worker and resume. Subclasses set ``augment`` and call
+    ``super().__init__(augment, seed)``."""
+
+    def __init__(self, augment: Augment | None, seed: int) -> None:
+        self.augment, self.seed, self.epoch = augment, int(seed), 0
+
+    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
+        """The epoch (0-based) whose draws the following reads make, and the run seed if given."""
+        self.epoch = int(epoch)
+        if seed is not None:
+            self.seed = int(seed)
+
+    def key(self, index: int) -> tuple[int, int, int]:
+        """(run seed, epoch, row index): the seed of row ``index``'s draws this epoch."""
+        return self.seed, self.epoch, int(index)
+
+    def augmented(self, wave: np.ndarray, index: int) -> np.ndarray:
+        """``wave`` of row ``index`` after this epoch's augmentation (unchanged without one)."""
+        return wave if self.augment is None else self.augment(wave, self.key(index))
+
+    @property
+    def augment_settings(self) -> dict[str, Any] | None:
+        """The augmentation's ``settings()`` for the run record (None without augmentation)."""
+        settings = getattr(self.augment, "settings", None)
+        return settings() if callable(settings) else None
+
+
+class AudioDataset(EpochDraws):
     """Protocol rows whose features are computed from audio when read (no store needed).
 
     ``path_fn(utt_id) -> path`` locates the audio (e.g. ``functools.partial(audio_path, root, "eval")``
@@ -100,26 +134,14 @@ class AudioDataset(Dataset):
         rows: Sequence[ProtocolRow],
         path_fn: Callable[[str], str | os.PathLike],
         frontend: Any,
-        augment: Callable[[np.ndarray, tuple[int, int, int]], np.ndarray] | None = None,
+        augment: Augment | None = None,
         augment_seed: int = 0,
     ) -> None:
+        super().__init__(augment, augment_seed)
         self.rows = list(rows)
         self.path_fn = path_fn
         self.frontend = frontend
         self.labels = np.array([r.label for r in self.rows], dtype=np.int64)
-        self.augment, self.augment_seed, self.epoch = augment, int(augment_seed), 0
-
-    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
-        """The epoch (0-based) whose augmentation the following reads draw, and the run seed if given."""
-        self.epoch = int(epoch)
-        if seed is not None:
-            self.augment_seed = int(seed)
-
-    @property
-    def augment_settings(self) -> dict[str, Any] | None:
-        """The augmentation's ``settings()`` for the run record (None without augmentation)."""
-        settings = getattr(self.augment, "settings", None)
-        return settings() if callable(settings) else None
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -129,11 +151,8 @@ class AudioDataset(Dataset):
         return len(self.rows)
 
     def _features(self, indices: Sequence[int]) -> torch.Tensor:
-        waves = [load_audio(Path(self.path_fn(self.rows[i].utt_id))) for i in indices]
-        if self.augment is not None:
-            # keyed by the row's position in the partition: independent of batching, order and worker
-            seed = (self.augment_seed, self.epoch)
-            waves = [self.augment(w, (*seed, int(i))) for w, i in zip(waves, indices, strict=True)]
+        # keyed by the row's position in the partition: independent of batching, order and worker
+        waves = [self.augmented(load_audio(Path(self.path_fn(self.rows[i].utt_id))), i) for i in indices]
         return torch.from_numpy(np.asarray(self.frontend.extract(waves), dtype=np.float32))
 
     def __getitem__(self, i: int) -> Item:

@@ -21,15 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from data.audio import load_audio
+from data.dataset import Augment, EpochDraws
 from data.protocols import ProtocolRow
 from utils.errors import UserError
 from utils.waves import fix_length
 
-#: ``augment(wave, (run_seed, epoch, index)) -> wave``, e.g. `data.augment.Augmenter.apply`.
-Augment = Callable[[np.ndarray, tuple[int, int, int]], np.ndarray]
 CROPS = ("first", "random")
 # Spawn key of the crop's generator: independent of the augmentation's draws for the same utterance.
 _CROP_STREAM = 0x63726F70
@@ -43,7 +41,7 @@ def crop_start(n_wave: int, n_samples: int, seed: tuple[int, int, int]) -> int:
     return int(rng.integers(0, n_wave - n_samples + 1))
 
 
-class WaveformDataset(Dataset):
+class WaveformDataset(EpochDraws):
     """Protocol rows read as fixed-length waves (see the module docstring).
 
     ``path_fn(utt_id) -> path`` locates the audio; ``crop`` is ``first`` or ``random``; ``augment``
@@ -64,35 +62,24 @@ class WaveformDataset(Dataset):
             raise UserError(f"config: crop {crop!r} is not one of {', '.join(CROPS)}")
         if int(n_samples) < 1:
             raise UserError(f"config: n_samples must be positive, got {n_samples}")
+        super().__init__(augment, seed)
         self.rows = list(rows)
         self.path_fn = path_fn
         self.n_samples = int(n_samples)
         self.crop = crop
-        self.augment = augment
-        self.seed = int(seed)
-        self.epoch = 0
         self.labels = np.array([r.label for r in self.rows], dtype=np.int64)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
         return (self.n_samples,)
 
-    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
-        """Draw this epoch's augmentation and crops (and, if given, those of run seed ``seed``)."""
-        self.epoch = int(epoch)
-        if seed is not None:
-            self.seed = int(seed)
-
     def __len__(self) -> int:
         return len(self.rows)
 
     def wave(self, i: int) -> np.ndarray:
         """Utterance ``i`` of this epoch: (n_samples,) float32, augmented and cropped."""
-        wave = load_audio(Path(self.path_fn(self.rows[i].utt_id)))
-        key = (self.seed, self.epoch, int(i))
-        if self.augment is not None:
-            wave = self.augment(wave, key)
-        start = crop_start(wave.shape[0], self.n_samples, key) if self.crop == "random" else 0
+        wave = self.augmented(load_audio(Path(self.path_fn(self.rows[i].utt_id))), i)
+        start = crop_start(wave.shape[0], self.n_samples, self.key(i)) if self.crop == "random" else 0
         return np.asarray(fix_length(wave[start:], self.n_samples), dtype=np.float32)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str, str]:

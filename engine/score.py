@@ -24,6 +24,7 @@ from models.frontends import build_frontend
 from utils.calibration import Calibration
 from utils.distributed import place_process
 from utils.errors import UserError
+from utils.precision import SPELLED
 
 
 @dataclass
@@ -91,8 +92,7 @@ def _scoring_cfg(scorer: Scorer) -> dict[str, Any]:
     cfg = scorer.input_cfg
     frontend = cfg.get("frontend") or {}
     if frontend.get("name") == "ssl" and frontend.get("dtype") in (None, "auto"):
-        dtype = {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}[scorer.amp]
-        cfg = {**cfg, "frontend": {**frontend, "dtype": dtype}}
+        cfg = {**cfg, "frontend": {**frontend, "dtype": SPELLED[scorer.amp]}}
     return cfg
 
 

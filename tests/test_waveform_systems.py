@@ -198,6 +198,12 @@ def test_waveform_crops_and_augmentation_are_seeded_and_exact_lengths_work(tmp_p
     # the crop depends on (seed, epoch, index) only: another epoch moves it, the same one repeats it
     starts = {crop_start(3000, 2000, (7, epoch, 0)) for epoch in range(20)}
     assert len(starts) > 10 and starts <= set(range(1001))
+    # the run record gets the augmentation's settings, as for features computed on the fly
+    assert data.augment_settings is None  # a plain function has no settings()
+    from data.augment import Augmenter
+
+    la = Augmenter.from_config({"preset": "la"})
+    assert WaveformDataset(rows, path_fn, 2000, augment=la).augment_settings == la.settings()
     assert crop_start(3000, 2000, (7, 3, 0)) == start
     first = WaveformDataset(rows, path_fn, 2000, crop="first")
     np.testing.assert_array_equal(first[0][0].numpy(), ramp[:2000] / 2)
