@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from data.protocols import asv_score_path, protocol_path
-from engine.partitions import recipe_dataset
+from engine.partitions import FEATURES, input_mode, recipe_dataset
 from utils.config import load_config
 from utils.errors import UserError
 
@@ -60,9 +60,9 @@ def stage_range(stage: str, stop_stage: str) -> tuple[str, ...]:
 
 
 def uses_store(cfg: dict[str, Any]) -> bool:
-    """Recipes with a frozen front end read features from a store; the others train from audio."""
-    frontend = cfg.get("frontend") or {}
-    return frontend.get("name") not in (None, "none") and not frontend.get("trainable", False)
+    """Recipes with a frozen feature front end read features from a store; raw-waveform (AASIST) and
+    fine-tuning (XLS-R-AASIST) recipes train from audio (`engine.partitions.input_mode`)."""
+    return input_mode(cfg) == FEATURES
 
 
 @dataclass
@@ -96,6 +96,7 @@ class Recipe:
 
 
 def _source(recipe: Recipe, cfg: dict[str, Any]) -> list[str]:
+    """Where training and scoring read their inputs: the feature store, or the corpus audio."""
     if uses_store(cfg):
         return ["--features", str(recipe.features)]
     return ["--data-root", str(recipe.data_root)]
@@ -117,17 +118,20 @@ def run_stages(recipe: Recipe, stages: Sequence[str], log: StageLog) -> dict[str
             print(f"\n# {recipe.name}: {recipe.run_dir} is trained already (remove it to train again)")
         else:
             # --resume continues a run that was interrupted during training.
-            log.run(["main_train.py", "--config", str(recipe.config), *_source(recipe, cfg),
+            # --data-root also when features come from the store: eval availability and protocols
+            store = ["--features", str(recipe.features)] if uses_store(cfg) else []
+            log.run(["main_train.py", "--config", str(recipe.config), *store,
                      "--data-root", str(recipe.data_root), "--out", str(recipe.run_dir), "--seed",
                      str(recipe.seed), "--resume", "--no-eval", *quiet, *recipe.overrides])
     checkpoint = recipe.run_dir / "best.pt"
     if "score" in stages:
+        if not checkpoint.is_file():
+            raise UserError(f"{checkpoint}: no trained checkpoint to score; run the train stage first")
         fresh = recipe.scores.exists() and recipe.scores.stat().st_mtime >= checkpoint.stat().st_mtime
         if fresh:
             print(f"\n# {recipe.name}: {recipe.scores} is newer than {checkpoint}; not scored again")
         else:
-            src = _source(recipe, cfg)
-            log.run(["generate_score.py", "--checkpoint", str(checkpoint), *src[:2],
+            log.run(["generate_score.py", "--checkpoint", str(checkpoint), *_source(recipe, cfg),
                      "--partition", recipe.partition, "--output", str(recipe.scores), *quiet])
     if "evaluate" not in stages:
         return None

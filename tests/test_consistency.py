@@ -72,3 +72,22 @@ def test_the_whole_chain_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
         assert (tmp_path / "demo" / "eval" / f"{system.name}_eval.png").stat().st_size > 10_000
         scores = (tmp_path / "demo" / "scores" / f"{system.name}_eval.txt").read_text().splitlines()
         assert len(scores) == 24 and len(scores[0].split()) == 4
+
+
+def test_recipe_runner_bad_stages_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    """Unknown or reversed stages, and scoring before training, stop with one line and exit 2."""
+    import run_recipe
+    from utils.errors import run_cli
+
+    base = ["--config", str(REPO / "configs" / "aasist.yaml"), "--data-root", str(tmp_path), "--out",
+            str(tmp_path / "out")]
+    cases = [
+        (["--stage", "tune"], "unknown stage 'tune'"),
+        (["--stage", "score", "--stop-stage", "train"], "comes after stop stage"),
+        (["--stage", "score"], "no trained checkpoint to score"),
+    ]
+    for extra, message in cases:
+        assert run_cli(run_recipe.main, [*base, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, err
+    assert not (tmp_path / "out" / "scores").exists()
