@@ -294,9 +294,9 @@ class Trainer:
             self.frontend.set_grad_checkpointing(True)
         params = [p for p in cm.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(params, self.cfg.get("optim", {}), fused=s.fused_adam)
-        steps_per_epoch = math.ceil(len(self.train_loader) / s.grad_accum)
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / s.grad_accum)
         self.scheduler, self.interval = build_scheduler(
-            self.optimizer, self.cfg.get("sched"), total_steps=steps_per_epoch * s.epochs
+            self.optimizer, self.cfg.get("sched"), total_steps=self.steps_per_epoch * s.epochs
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=(s.amp == "fp16" and device.type == "cuda"))
         if s.amp == "fp16" and device.type != "cuda":
@@ -317,12 +317,11 @@ class Trainer:
     def maybe_compile(self) -> None:
         """torch.compile the training module when asked, or (auto) when the planned run is long enough to
         pay the measured compile time back (`utils.precision.resolve_compile`)."""
-        s = self.s
-        steps = (s.epochs - self.start_epoch) * math.ceil(len(self.train_loader) / s.grad_accum)
+        s, model_cfg = self.s, self.cfg.get("model") or {}
         choice = resolve_compile(
-            s.compile, str((self.cfg.get("model") or {}).get("name", "")), self.device, s.amp,
-            planned_steps=steps,
-            batch=s.micro, input_shape=tuple((self.cfg.get("model") or {}).get("input_shape", ())),
+            s.compile, str(model_cfg.get("name", "")), self.device, s.amp,
+            planned_steps=(s.epochs - self.start_epoch) * self.steps_per_epoch,
+            batch=s.micro, input_shape=tuple(model_cfg.get("input_shape", ())),
             source="config: train.compile",
         )
         s.reasons.append(choice.reason)
