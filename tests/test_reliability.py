@@ -455,6 +455,8 @@ def test_mismatched_checkpoint_and_features_are_one_line_errors(
     truncated.write_bytes(path.read_bytes()[:1000])
     pickled = tmp_path / "pickled.pt"
     torch.save(torch.nn.Linear(2, 2), pickled)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
     feats = str(tiny_corpus / "feats")
     out = str(tmp_path / "x.txt")
     cases = [
@@ -476,6 +478,7 @@ def test_mismatched_checkpoint_and_features_are_one_line_errors(
             "unreadable or truncated checkpoint",
         ),
         (["--checkpoint", str(pickled), "--audio", str(clips["short"])], "not a checkpoint of this toolkit"),
+        (["--checkpoint", str(text), "--audio", str(clips["short"])], "not a checkpoint of this toolkit"),
         (
             ["--checkpoint", str(path), "--audio", str(tmp_path / "missing.wav")],
             "audio file or folder not found",
@@ -529,3 +532,22 @@ def test_refuses_without_trust_pickle(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--trust-pickle" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_resume_falls_back_to_the_previous_checkpoint_when_last_is_damaged(tmp_path: Path, capsys) -> None:
+    """last.pt keeps its predecessor; a damaged last.pt resumes from it, with a warning, not an error."""
+    from engine.trainer import load_resume_state
+    from utils.checkpoint import previous_path, save_checkpoint
+
+    last = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1}, last, keep_previous=True)
+    assert not previous_path(last).exists()  # nothing to keep yet
+    save_checkpoint({"epoch": 2}, last, keep_previous=True)
+    assert load_checkpoint(previous_path(last))["epoch"] == 1 and load_resume_state(last)["epoch"] == 2
+    last.write_bytes(last.read_bytes()[:100])  # a crash or a bad disk damaged it
+    assert load_resume_state(last)["epoch"] == 1
+    err = capsys.readouterr().err
+    assert "unreadable or truncated checkpoint" in err and "resuming from the previous checkpoint" in err
+    previous_path(last).unlink()
+    with pytest.raises(UserError, match="unreadable or truncated checkpoint"):
+        load_resume_state(last)
