@@ -93,7 +93,9 @@ class Setting:
 
 def use_original_ops(model: torch.nn.Module) -> None:
     """Put back the ops the models used before the per-op profile (docs/PERFORMANCE.md): ``torch.maximum``
-    max-feature-maps and plain 1 -> 1 channel SR convolutions; the math is the same."""
+    max-feature-maps, plain 1 -> 1 channel SR convolutions and oneDNN for every convolution; the math is
+    the same."""
+    from models.conv import Conv2d
     from models.lcnn import MaxFeatureMap
     from models.sr_la_res2net import SpatialReconstruction
 
@@ -108,6 +110,8 @@ def use_original_ops(model: torch.nn.Module) -> None:
             module.forward = types.MethodType(mfm, module)
         elif isinstance(module, SpatialReconstruction):
             module.forward = types.MethodType(sr, module)
+        elif isinstance(module, Conv2d):
+            module.uses_matmul = types.MethodType(lambda self, x: False, module)
 
 
 class Trainer:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.conv import Conv2d
 from models.registry import register_model
 from utils.errors import UserError
 
@@ -33,29 +34,8 @@ class SpatialReconstruction(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.drop(_one_channel_conv(self.conv, x.mean(dim=1, keepdim=True)))
+        gate = self.drop(self.conv(x.mean(dim=1, keepdim=True)))
         return x * torch.sigmoid(gate)
-
-
-def _one_channel_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` for a 1 -> 1 channel ``conv`` on x (B, 1, H, W), run as a depthwise conv over the batch.
-
-    oneDNN's weight gradient for a 1 -> 1 channel convolution falls back to a slow gemm path: it took
-    ~35 % of SR-LA-Res2Net's fp32 training step on an AVX2 CPU (docs/PERFORMANCE.md). The batch as B
-    groups of one channel, sharing one weight, is the same sum, computed by depthwise kernels.
-    Only in float32: under bf16 autocast with channels_last, oneDNN's depthwise weight gradient came out
-    non-finite (tests/test_models.py), and the plain convolution is not the bottleneck there.
-    """
-    autocast = x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
-    if autocast or x.dtype != torch.float32:
-        return conv(x)
-    batch = x.shape[0]
-    weight = conv.weight.expand(batch, *conv.weight.shape[1:])
-    bias = None if conv.bias is None else conv.bias.expand(batch)
-    y = F.conv2d(
-        x.transpose(0, 1), weight, bias, conv.stride, conv.padding, conv.dilation, groups=batch
-    )
-    return y.transpose(0, 1)
 
 
 class LocalAttention(nn.Module):
@@ -73,7 +53,7 @@ class LocalAttention(nn.Module):
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> list[nn.Module]:
     return [
-        nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False),
+        Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     ]
@@ -103,7 +83,7 @@ class SRLABlock(nn.Module):
         self.width = width
         self.first = first
 
-        self.conv1 = nn.Conv2d(in_planes, width * scale, 1, bias=False)
+        self.conv1 = Conv2d(in_planes, width * scale, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width * scale)
         self.convs = nn.ModuleList(
             nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False) for _ in range(scale - 1)
@@ -113,14 +93,14 @@ class SRLABlock(nn.Module):
             self.pool = nn.AvgPool2d(3, stride=stride, padding=1)
         else:
             self.sr = SpatialReconstruction()
-        self.conv3 = nn.Conv2d(width * scale, out_planes, 1, bias=False)
+        self.conv3 = Conv2d(width * scale, out_planes, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_planes)
         self.la = LocalAttention()
         self.shortcut: nn.Module | None = None
         if stride != 1 or in_planes != out_planes:
             self.shortcut = nn.Sequential(
                 nn.AvgPool2d(stride, stride=stride, ceil_mode=True, count_include_pad=False),
-                nn.Conv2d(in_planes, out_planes, 1, bias=False),
+                Conv2d(in_planes, out_planes, 1, bias=False),
                 nn.BatchNorm2d(out_planes),
             )
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from models.conv import Conv2d
 from models.lcnn import MaxFeatureMap
-from models.sr_la_res2net import SpatialReconstruction
 
 
 def test_max_feature_map_matches_torch_maximum_and_routes_ties_to_the_first_half() -> None:
@@ -24,19 +25,44 @@ def test_max_feature_map_matches_torch_maximum_and_routes_ties_to_the_first_half
     assert x.grad.tolist() == [[5.0, 0.0, 0.0, 7.0]]
 
 
-def test_spatial_reconstruction_equals_the_plain_one_channel_conv() -> None:
+@pytest.mark.parametrize(
+    ("in_ch", "out_ch", "kernel", "stride", "padding", "dilation", "bias", "shape"),
+    [
+        (1, 8, 5, 1, 2, 1, True, (2, 1, 17, 13)),  # LCNN's first conv, small
+        (1, 6, 3, 2, 1, 1, False, (3, 1, 9, 12)),  # strided
+        (1, 4, 7, 1, 6, 2, True, (2, 1, 15, 20)),  # dilated
+        (5, 7, 1, 1, 0, 1, False, (3, 5, 6, 9)),  # 1x1 (Res2Net)
+        (6, 10, 1, 1, 0, 1, True, (2, 6, 4, 5)),
+    ],
+)
+def test_matmul_convolution_equals_nn_conv2d(
+    in_ch: int, out_ch: int, kernel: int, stride: int, padding: int, dilation: int, bias: bool,
+    shape: tuple[int, ...],
+) -> None:
     torch.manual_seed(0)
-    sr = SpatialReconstruction().eval()
-    plain = torch.randn(3, 5, 9, 11)
-    for x0 in (plain, plain.contiguous(memory_format=torch.channels_last)):
+    ref = torch.nn.Conv2d(in_ch, out_ch, kernel, stride, padding, dilation, bias=bias)
+    fast = Conv2d(in_ch, out_ch, kernel, stride, padding, dilation, bias=bias)
+    fast.load_state_dict(ref.state_dict())
+    x0 = torch.randn(*shape)
+    assert fast.uses_matmul(x0)
+    results = []
+    for conv in (ref, fast):
         x = x0.clone().requires_grad_()
-        out = sr(x)
-        out.square().sum().backward()
-        fast = (out.detach(), x.grad, sr.conv.weight.grad.clone(), sr.conv.bias.grad.clone())
-        sr.zero_grad()
-        x = x0.clone().requires_grad_()
-        ref = x * torch.sigmoid(sr.conv(x.mean(dim=1, keepdim=True)))
-        ref.square().sum().backward()
-        for a, b in zip(fast, (ref.detach(), x.grad, sr.conv.weight.grad, sr.conv.bias.grad), strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-        sr.zero_grad()
+        y = conv(x)
+        (y * torch.arange(y.numel()).view_as(y).sin()).sum().backward()
+        results.append([y.detach(), x.grad, *(p.grad for p in conv.parameters())])
+    assert results[1][0].shape == results[0][0].shape
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_convolution_only_where_measured_faster() -> None:
+    x = torch.randn(2, 1, 8, 8)
+    assert not Conv2d(1, 1, 3).uses_matmul(x)  # 1 -> 1 (SR gate): oneDNN was faster
+    assert not Conv2d(4, 4, 3).uses_matmul(torch.randn(2, 4, 8, 8))  # 3x3 over several channels
+    assert not Conv2d(4, 4, 1, stride=2).uses_matmul(torch.randn(2, 4, 8, 8))
+    assert not Conv2d(1, 8, 3).uses_matmul(x.transpose(2, 3))  # not NCHW-contiguous
+    assert not Conv2d(1, 8, 3).uses_matmul(x.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not Conv2d(1, 8, 3).uses_matmul(x)
+    assert Conv2d(1, 8, 3).uses_matmul(x)

@@ -154,8 +154,9 @@ def test_res2net_init_follows_spec(res2net: SRLARes2Net) -> None:
 
 @pytest.mark.parametrize("amp", [False, True])
 def test_res2net_gradients_are_finite_in_bf16_with_channels_last(amp: bool) -> None:
-    """The float32-only depthwise SR convolution must not reach oneDNN's bf16 channels_last path, whose
-    weight gradient came out non-finite (the demo diverged at its second batch)."""
+    """bf16 autocast with channels_last (auto on CPUs with native bf16) keeps every gradient finite: a
+    depthwise SR convolution once took oneDNN's bf16 channels_last path, whose weight gradient came out
+    non-finite (the demo diverged at its second batch)."""
     torch.manual_seed(0)
     net = SRLARes2Net(input_shape=(1, 45, 200)).train().to(memory_format=torch.channels_last)
     x = torch.randn(4, 1, 45, 200).contiguous(memory_format=torch.channels_last)

@@ -244,7 +244,9 @@ def resolve_amp(requested: str | None, device: torch.device | str, source: str =
 # default can never be a pessimisation). cpu-bf16 entries: README speed table (AMD EPYC with AVX512-BF16,
 # bf16 + channels_last 1.59x LCNN, 1.28x SR-LA-Res2Net vs fp32 eager).
 CHANNELS_LAST_FASTER: dict[tuple[str, str, str], bool] = {
-    ("lcnn", "cpu", "none"): False,  # AVX2-emulated, fp32: 0.72x of contiguous (docs/PERFORMANCE.md)
+    # AVX2-emulated, fp32, idle machine (docs/PERFORMANCE.md): 0.88-0.91x and 0.81-1.00x of contiguous
+    ("lcnn", "cpu", "none"): False,
+    ("sr_la_res2net", "cpu", "none"): False,
     ("lcnn", "cpu-bf16", "bf16"): True,
     ("sr_la_res2net", "cpu-bf16", "bf16"): True,
 }
@@ -328,10 +330,18 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 # fused (single-kernel) Adam/AdamW faster than the default for-loop implementation, measured in training
 # with bench/bench_train.py; keys (model, device class, amp).
-FUSED_ADAM_FASTER: dict[tuple[str, str, str], bool] = {}
+# AVX2-emulated, fp32, idle machine: LCNN 1.03-1.07x (Adam over 4.1 M parameters); SR-LA-Res2Net
+# (amsgrad) 0.99-1.05x, within noise, so left off.
+FUSED_ADAM_FASTER: dict[tuple[str, str, str], bool] = {("lcnn", "cpu", "none"): True}
 
 # Measured with bench/bench_train.py --compile (docs/PERFORMANCE.md); keys (model, device class, amp).
-COMPILE_COSTS: dict[tuple[str, str, str], CompileCost] = {}
+# AVX2-emulated, fp32, idle 2-core Intel Xeon: the compiled step was slower than eager for both models
+# (inductor's convolutions and reductions lose to oneDNN plus the matrix-product convolutions of
+# models/conv.py), so compiling never pays back there.
+COMPILE_COSTS: dict[tuple[str, str, str], CompileCost] = {
+    ("lcnn", "cpu", "none"): CompileCost(34, 2.479, 3.713, 8, (1, 1024, 201)),
+    ("sr_la_res2net", "cpu", "none"): CompileCost(283, 2.589, 2.822, 8, (1, 45, 600)),
+}
 # auto compiles only when the run is this many times longer than the break-even point: compile-time
 # noise (other processes, cold caches) must not turn the choice into a pessimisation.
 PAYBACK_MARGIN = 2.0
