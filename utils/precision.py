@@ -332,7 +332,10 @@ def _numel(shape: tuple[int, ...]) -> int:
 # with bench/bench_train.py; keys (model, device class, amp).
 # AVX2-emulated, fp32, idle machine: LCNN 1.03-1.07x (Adam over 4.1 M parameters); SR-LA-Res2Net
 # (amsgrad) 0.99-1.05x, within noise, so left off.
-FUSED_ADAM_FASTER: dict[tuple[str, str, str], bool] = {("lcnn", "cpu", "none"): True}
+FUSED_ADAM_FASTER: dict[tuple[str, str, str], bool] = {
+    ("lcnn", "cpu", "none"): True,
+    ("sr_la_res2net", "cpu", "none"): False,
+}
 
 # Measured with bench/bench_train.py --compile (docs/PERFORMANCE.md); keys (model, device class, amp).
 # AVX2-emulated, fp32, idle 2-core Intel Xeon: the compiled step was slower than eager for both models
