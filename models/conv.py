@@ -3,15 +3,16 @@
 Per-op profiles of fp32 training on an AVX2 CPU (docs/PERFORMANCE.md) found two kinds of
 convolution where oneDNN spends far more time than their arithmetic needs:
 
-- one input channel (LCNN's first 5x5 conv over 1024x201 SSL features, SR-LA-Res2Net's stem and
-  its 1 -> 1 channel spatial-reconstruction gate): oneDNN's weight gradient for ``ic=1`` runs at a
-  few GFLOP/s and its output is reordered from a blocked layout to NCHW and back;
+- one input channel (LCNN's first 5x5 conv over 1024x201 SSL features, SR-LA-Res2Net's stem):
+  oneDNN's weight gradient for ``ic=1`` runs at a few GFLOP/s and its output is reordered from a
+  blocked layout to NCHW and back (a 1 -> 1 channel conv, such as SR-LA-Res2Net's spatial-reconstruction
+  gate, measured faster in oneDNN and stays there);
 - 1x1 convolutions over NCHW maps whose channel counts are not multiples of 8 (SR-LA-Res2Net's
   Res2Net blocks): most of the time goes to those layout reorders.
 
 Both are one batched matrix product over the NCHW memory as it is: ``weight (O, I*k*k) @ patches``
 with ``patches = unfold(x)`` (one channel: ``k*k`` rows per sample) or ``x.view(B, I, H*W)`` (1x1).
-Autograd differentiates ``unfold`` and ``matmul``, so every gradient is the same sum as the
+Autograd differentiates ``unfold`` and ``bmm``, so every gradient is the same sum as the
 convolution's, in another order (float32 rounding differs in the last bits).
 
 The matrix-product path is taken only on CPU, in float32 outside autocast, for NCHW-contiguous
@@ -44,9 +45,13 @@ class Conv2d(nn.Conv2d):
             return False
         if x.dim() != 4 or not x.is_contiguous():
             return False
-        pointwise = self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
         # 1 -> 1 channel (the SR gate): the matrix product measured slower than oneDNN (a gemv)
-        return (self.in_channels == 1 and self.out_channels > 1) or pointwise
+        return (self.in_channels == 1 and self.out_channels > 1) or _pointwise(self)
+
+
+def _pointwise(conv: nn.Conv2d) -> bool:
+    """A 1x1, stride-1, unpadded convolution: its patches are the input map itself."""
+    return conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
 
 
 def conv_as_matmul(
@@ -54,8 +59,7 @@ def conv_as_matmul(
 ) -> torch.Tensor:
     """``conv``'s convolution of x (B, C, H, W) as ``weight (O, C*kh*kw) @ patches (B, C*kh*kw, L)``."""
     batch, _, height, width = x.shape
-    kh, kw = conv.kernel_size
-    if (kh, kw) == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0):
+    if _pointwise(conv):
         out_h, out_w = height, width
         patches = x.reshape(batch, conv.in_channels, height * width)
     else:

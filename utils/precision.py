@@ -241,15 +241,17 @@ def resolve_amp(requested: str | None, device: torch.device | str, source: str =
 
 # channels_last faster than contiguous for this (model, device class, amp) in training, measured with
 # bench/bench_train.py (docs/PERFORMANCE.md). Missing entries: not measured, stay contiguous (the plain
-# default can never be a pessimisation). cpu-bf16 entries: README speed table (AMD EPYC with AVX512-BF16,
-# bf16 + channels_last 1.59x LCNN, 1.28x SR-LA-Res2Net vs fp32 eager).
+# default can never be a pessimisation). The LCNN cpu-bf16 entry: README speed tables (AMD EPYC with
+# AVX512-BF16, bf16 + channels_last 1.59x vs fp32 eager; Intel Xeon, this version: 5.58 samples/s vs
+# 4.13 for bf16 alone).
 CHANNELS_LAST_FASTER: dict[tuple[str, str, str], bool] = {
     # AVX2-emulated, fp32, idle machine (docs/PERFORMANCE.md): 0.88-0.91x and 0.81-1.00x of contiguous
     ("lcnn", "cpu", "none"): False,
     ("sr_la_res2net", "cpu", "none"): False,
     ("lcnn", "cpu-bf16", "bf16"): True,
     # Intel Xeon (Sapphire Rapids class), this version: bf16 eager 4.50 samples/s, + channels_last 3.35
-    # (the AMD EPYC figure above was an earlier version of the model)
+    # (the earlier True rested on an AMD EPYC figure for an earlier version, bf16 + channels_last 1.28x vs
+    # fp32 eager, with no bf16-only run beside it)
     ("sr_la_res2net", "cpu-bf16", "bf16"): False,
 }
 
@@ -340,9 +342,8 @@ FUSED_ADAM_FASTER: dict[tuple[str, str, str], bool] = {
 }
 
 # Measured with bench/bench_train.py --compile (docs/PERFORMANCE.md); keys (model, device class, amp).
-# AVX2-emulated, fp32, idle 2-core Intel Xeon: the compiled step was slower than eager for both models
-# (inductor's convolutions and reductions lose to oneDNN plus the matrix-product convolutions of
-# models/conv.py), so compiling never pays back there.
+# AVX2-emulated, fp32, idle 2-core Intel Xeon: the compiled step was slower than eager for both models,
+# so compiling never pays back there.
 COMPILE_COSTS: dict[tuple[str, str, str], CompileCost] = {
     ("lcnn", "cpu", "none"): CompileCost(34, 2.479, 3.713, 8, (1, 1024, 201)),
     ("sr_la_res2net", "cpu", "none"): CompileCost(283, 2.589, 2.822, 8, (1, 45, 600)),
