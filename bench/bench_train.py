@@ -44,8 +44,9 @@ from engine.scoring import (  # noqa: E402
     default_batch_size,
     score_loader,
 )
-from engine.trainer import TrainStep, build_optimizer, build_scheduler  # noqa: E402
+from engine.trainer import build_optimizer, build_scheduler  # noqa: E402
 from models import build_model  # noqa: E402
+from models.countermeasure import Countermeasure  # noqa: E402
 from models.losses import build_loss  # noqa: E402
 from utils.allocator import keep_freed_memory  # noqa: E402
 from utils.compile import compile_for_training  # noqa: E402
@@ -127,7 +128,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         loss = build_loss(cfg["loss"])
         self.loss_init = copy.deepcopy(loss.state_dict())
-        self.step_module = TrainStep(self.model, loss).train()
+        self.step_module = Countermeasure(self.model, loss).train()
         if setting.compile:
             self.step_module = compile_for_training(self.step_module)
         self.amp, self.channels_last = setting.amp, setting.channels_last

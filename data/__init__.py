@@ -1,4 +1,5 @@
-"""Data layer: protocols, audio I/O, front ends, the feature store and datasets.
+"""Data layer: corpora and protocols, audio I/O, the feature store, datasets and augmentation (front ends
+are models: models/frontends/).
 
 Kept import-free on purpose: importing `data.protocols` must not pull in torch.
 """

@@ -58,8 +58,6 @@ from utils.swa import WeightAverage, bn_update
 
 # Sections that define the model and its inputs: a resumed run must not change them.
 FROZEN_SECTIONS = ("frontend", "model", "loss")
-#: Kept for scripts written against the earlier name; the training module is the countermeasure itself.
-TrainStep = Countermeasure
 
 
 @dataclass
@@ -717,7 +715,6 @@ __all__ = [
     "RunResult",
     "Scores",
     "TrainSettings",
-    "TrainStep",
     "Trainer",
     "build_optimizer",
     "build_scheduler",

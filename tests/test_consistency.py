@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from official_asvspoof2019 import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = [
@@ -68,10 +69,15 @@ def test_the_whole_chain_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
     for system in SYSTEMS:
         report = results[system.name]
         assert report["n_bonafide"] + report["n_spoof"] == 24
-        assert 0.0 <= report["eer"] <= 1.0 and 0.0 <= report["min_tdcf"] <= 1.0
         assert (tmp_path / "demo" / "eval" / f"{system.name}_eval.png").stat().st_size > 10_000
-        scores = (tmp_path / "demo" / "scores" / f"{system.name}_eval.txt").read_text().splitlines()
+        score_file = tmp_path / "demo" / "scores" / f"{system.name}_eval.txt"
+        scores = score_file.read_text().splitlines()
         assert len(scores) == 24 and len(scores[0].split()) == 4
+        # the reported numbers are the official script's on the written score and ASV files
+        asv = next((tmp_path / "demo").rglob("ASVspoof2019.LA.asv.eval.gi.trl.scores.txt"))
+        official = evaluate(str(score_file), str(asv))
+        assert report["eer"] == pytest.approx(official["eer"], rel=1e-9)
+        assert report["min_tdcf"] == pytest.approx(official["min_tdcf"], rel=1e-9)
 
 
 def test_recipe_runner_bad_stages_are_one_line_errors(tmp_path: Path, capsys) -> None:

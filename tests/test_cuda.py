@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import CONFIGS, REPO, free_port
+from harness import device_trainer, random_batches, train_on_batches
 
-from bench.gpu_check import device_trainer, random_batches, train_on_batches
 from models.registry import MODELS, discover
 from utils.config import load_config
 
@@ -118,10 +118,11 @@ DDP_SCRIPT = """
 import sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
+sys.path.insert(0, {repo!r} + "/tests")
 import torch
 import torch.distributed as dist
 from torch import nn
-from bench.gpu_check import device_trainer, random_batches, train_on_batches
+from harness import device_trainer, random_batches, train_on_batches
 from utils import distributed as du
 from utils.config import load_config
 

@@ -43,11 +43,11 @@ def _our_imports(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-def layer_violations(files: list[Path]) -> list[str]:
-    """'file:line imports X' for every import against the layer rule."""
+def layer_violations(files: list[Path], root: Path = REPO) -> list[str]:
+    """'file:line imports X' for every import against the layer rule (paths relative to ``root``)."""
     bad = []
     for path in files:
-        rel = path.relative_to(REPO)
+        rel = path.relative_to(root)
         layer = rel.parts[0] if len(rel.parts) > 1 else None
         if layer not in ALLOWED:
             continue  # top-level scripts and bench may import every package
@@ -68,12 +68,23 @@ def test_scripts_do_not_import_each_other() -> None:
 
 def test_the_check_finds_a_hidden_upward_import(tmp_path: Path) -> None:
     """The checker itself: a function-level import of engine from utils is reported with its line."""
-    fake = REPO / "utils" / "_layer_probe.py"
+    fake = tmp_path / "utils" / "_layer_probe.py"
+    fake.parent.mkdir()
     fake.write_text("def f():\n    import numpy\n\n    from engine.trainer import fit\n    return fit\n")
-    try:
-        assert layer_violations([fake]) == ["utils/_layer_probe.py:4 imports engine"]
-    finally:
-        fake.unlink()
+    assert layer_violations([fake], root=tmp_path) == ["utils/_layer_probe.py:4 imports engine"]
+
+
+def test_tests_do_not_import_bench() -> None:
+    """Harnesses shared by tests and benchmarks live in tests/ (bench/ imports them, not the reverse); only
+    the test of bench/gpu_check.py imports the script it tests."""
+    importers = []
+    for path in sorted((REPO / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            if any(n.split(".")[0] == "bench" for n in names):
+                importers.append(path.name)
+    assert sorted(set(importers)) == ["test_gpu_check.py"]
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(REPO)))

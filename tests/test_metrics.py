@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-# The bench's baseline transcribes the official ASVspoof 2019 script; it is the oracle here too.
-from bench.bench_evaluate import compute_det_curve as official_det_curve
+# The official ASVspoof 2019 script's computation (also bench/bench_evaluate.py's baseline) is the oracle.
+from official_asvspoof2019 import compute_det_curve as official_det_curve
+
 from utils.metrics import (
     AsvRates,
     CostModel,

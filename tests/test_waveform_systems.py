@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import CONFIGS, N_EVAL, recipe, train_until_first_checkpoint_then_kill
+from official_asvspoof2019 import score_file_eer
 
 import evaluate_tDCF_asvspoof19
 import generate_score
@@ -61,7 +62,8 @@ def score_and_evaluate(checkpoint: Path, corpus: Path, out: Path) -> dict[str, f
         "--asv-scores", str(asv_score_path(corpus / "LA", "eval")), "--json", str(report),
     ]) == 0
     summary = json.loads(report.read_text())
-    assert summary["n_bonafide"] + summary["n_spoof"] == N_EVAL and 0.0 <= summary["eer"] <= 1.0
+    assert summary["n_bonafide"] + summary["n_spoof"] == N_EVAL
+    assert summary["eer"] == pytest.approx(score_file_eer(scores), rel=1e-9)
     return by_utt
 
 

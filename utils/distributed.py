@@ -103,15 +103,6 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank (``obj`` itself when single-process)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     """Element-wise sum of ``values`` over ranks (``values`` when single-process)."""
     if not (dist.is_available() and dist.is_initialized()):

@@ -70,14 +70,3 @@ def module_flops(
             out.float().sum().backward()
         total = counter.get_total_flops()
     return FlopCount(forward=int(forward) // batch, train=int(total) // batch if train else 0, by_op=by_op)
-
-
-def transformer_linear_flops(
-    frames: int, hidden: int, intermediate: int, layers: int, projection_in: int = 0
-) -> int:
-    """Analytic FLOPs of a transformer encoder's linear layers for one sequence of ``frames``:
-    per layer and frame Q, K, V, O (4·h²) and the feed-forward pair (2·h·i) multiply-accumulates,
-    plus an input projection ``projection_in`` -> ``hidden``; 2 FLOPs per multiply-accumulate.
-    (Attention scores, convolutions and element-wise ops are not included.)"""
-    per_frame = layers * (4 * hidden * hidden + 2 * hidden * intermediate) + projection_in * hidden
-    return 2 * frames * per_frame
