@@ -1,12 +1,12 @@
 """Evaluate a CM score file: EER and min t-DCF (ASVspoof 2019, 2021 LA/DF, In-the-Wild), ASVspoof 5 measures.
 
 - 2019 LA: pooled and per attack, EER and legacy 2019 / revised 2021 min t-DCF, bit-identical to the
-  official evaluation code (SPEC §6). Keys and attacks come from the score file or --protocol.
+  official evaluation code (docs/evaluation.md). Keys and attacks come from the score file or --protocol.
 - 2021 LA/DF (--protocol trial_metadata.txt): the chosen phase (--subset), pooled and the official
-  attack × codec tables (SPEC §9); LA min t-DCF with the 2021 ASV scores (--asv-scores score.txt
+  attack × codec tables (docs/evaluation.md); LA min t-DCF with the 2021 ASV scores (--asv-scores score.txt
   --asv-metadata keys/LA/ASV/trial_metadata.txt).
 - In-the-Wild (--protocol meta.csv): pooled EER and a score histogram.
-- --metrics asvspoof5 adds minDCF, actDCF, Cllr, minCllr (SPEC §12); --calibrate fits an affine
+- --metrics asvspoof5 adds minDCF, actDCF, Cllr, minCllr (docs/evaluation.md); --calibrate fits an affine
   score-to-LLR map on development scores and applies it to the scores first.
 Scores: higher = more bona fide. The work is in utils/ and data/; this file parses flags and prints.
 

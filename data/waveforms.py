@@ -5,7 +5,7 @@
 whole utterance (RawBoost, as published: before cropping) → crop to ``n_samples``:
 
 - ``first``: the first ``n_samples`` samples, tiled when shorter (XLS-R-AASIST training; scoring);
-- ``random``: a random ``n_samples`` window, tiled from the start when shorter (AASIST training; SPEC §11).
+- ``random``: a random ``n_samples`` window, tiled from the start when shorter (AASIST; docs/features.md).
   The reference draws ``randint(len - n)`` and crashes when an utterance is exactly ``n_samples`` long;
   here the start is drawn from ``0 … len - n`` inclusive.
 

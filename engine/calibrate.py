@@ -1,4 +1,4 @@
-"""Calibration stored in a checkpoint: fit the affine score-to-LLR map (SPEC §12) on the development scores
+"""Calibration stored in a checkpoint: fit the affine score-to-LLR map (docs/evaluation.md) on the dev scores
 of a trained model and write it into the checkpoint, so that scoring can output calibrated LLRs and decide
 at the Bayes threshold −ln β.
 
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m engine.calibrate",
         description="Fit an affine score-to-LLR calibration on development scores (prior-weighted logistic "
-        "regression at the ASVspoof 5 effective prior 0.655, SPEC §12) and store it in the checkpoint, so "
+        "regression at the ASVspoof 5 prior 0.655, docs/evaluation.md) and store it in the checkpoint, so "
         "that generate_score.py --llr writes calibrated LLRs and decides at the Bayes threshold -ln 1.9.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  python -m engine.calibrate --checkpoint runs/f0/best.pt\n"

@@ -179,7 +179,7 @@ def two_classes(is_bona: np.ndarray, what: str) -> None:
 def fit_file_calibration(
     dev_scores: str | Path, protocol: str | Path | None = None, protocol_name: str = "a CM protocol"
 ) -> tuple[Calibration, list[str]]:
-    """Fit the affine score-to-LLR calibration (SPEC §12) on a development score file.
+    """Fit the affine score-to-LLR calibration (docs/evaluation.md#calibration) on a development score file.
 
     Keys come from the file or from ``protocol``. Returns the calibration and warnings for the user
     (separable classes). A file without both classes or with constant scores raises `UserError`.
@@ -377,7 +377,7 @@ def evaluate_2021(
         "negated": negated,
         "eer": tables["eer"],
         "eer_threshold": tables["eer_threshold"],
-        # 2021 LA reports the revised t-DCF only (SPEC §9); both keys hold it.
+        # 2021 LA reports the revised t-DCF only (docs/evaluation.md); both keys hold it.
         "min_tdcf": tables["min_tdcf"],
         "min_tdcf_2021": tables["min_tdcf"],
         "n_bonafide": int(bonafide.size),

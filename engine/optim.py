@@ -59,7 +59,7 @@ class _Noam:
 
 
 def cosine_factor(step: int, total_steps: int, min_ratio: float = 0.05) -> float:
-    """Per-step cosine annealing multiplier after ``step`` completed optimizer steps (SPEC §11):
+    """Per-step cosine annealing multiplier after ``step`` completed optimizer steps (docs/training.md):
     min_ratio + (1 − min_ratio)·½(1 + cos(π·step/total_steps)); 1 at step 0, ``min_ratio`` at the end.
     AASIST: lr 1e-4 down to 5e-6 (min_ratio 0.05)."""
     progress = min(max(step, 0), total_steps) / max(total_steps, 1)

@@ -9,7 +9,7 @@
     out/tb/             TensorBoard logs (if tensorboard is installed)
     out/swa.pt, out/scores_dev_swa.txt   with train.swa: the averaged model and its dev scores
 
-``train.swa`` (AASIST, SPEC §11): whenever the dev metric is at least as good as the best so far, the
+``train.swa`` (AASIST, docs/training.md): whenever the dev metric is at least as good as the best so far, the
 weights are added to a running average (`utils.swa.WeightAverage`, kept in last.pt); after the last
 epoch the average is loaded, BatchNorm statistics are recomputed over the training set
 (`utils.swa.bn_update`), and the result is scored on dev, saved as swa.pt and used for the eval scores.

@@ -1,4 +1,4 @@
-"""AASIST and AASIST-L on raw waveforms (SPEC §11; clovaai/aasist).
+"""AASIST and AASIST-L on raw waveforms (docs/systems/aasist.md; clovaai/aasist).
 
 Fixed sinc filterbank (70 band-pass filters, 129 taps) → |·| → MaxPool 3×3 → BN → SELU →
 6 ResBlocks, each followed by MaxPool(1,3) → spectral nodes S = max_t|e| (+ pos_S) and temporal

@@ -1,4 +1,4 @@
-"""The AASIST graph back end shared by AASIST / AASIST-L and XLS-R-AASIST (SPEC §10, §11).
+"""The AASIST graph back end shared by AASIST / AASIST-L and XLS-R-AASIST (docs/systems/aasist.md).
 
 Building blocks: `ResBlock` (with the published bug, see there), `GraphAttention` (GAT),
 `HeteroGraphAttention` (HS-GAL), `GraphPool`, and `GraphBackEnd`, a base class holding the graph
@@ -25,7 +25,7 @@ class ResBlock(nn.Module):
     (B, C_in, H, W) → (B, C_out, H, W) (W // 3 with ``pool``). The skip path is a 1×3 conv when
     the channel count changes, else the identity.
 
-    Reproduces the published bug (SPEC §10, present in both clovaai/aasist and SSL_Anti-spoofing):
+    Reproduces the published bug (docs/systems/aasist.md), present in clovaai/aasist and SSL_Anti-spoofing:
     in every block but the first, ``bn1`` + SELU of the input is computed and then discarded,
     because conv1 reads the raw input. ``bn1`` is kept so the released checkpoints load (and, in
     training mode, it still updates its running statistics as the reference does), but it never

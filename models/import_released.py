@@ -3,12 +3,12 @@
 Three kinds of release are recognised from their tensor names:
 
 - the XLS-R-LCNN whole-model pickle (below);
-- SSL_Anti-spoofing's XLS-R-AASIST ``LA_model.pth`` / ``DF_model.pth`` (SPEC §10): plain state
-  dicts with fairseq wav2vec 2.0 names under ``ssl_model.model.`` (``module.`` prefixed in DF).
+- SSL_Anti-spoofing's XLS-R-AASIST ``LA_model.pth`` / ``DF_model.pth`` (docs/systems/xlsr_aasist.md): plain
+  state dicts with fairseq wav2vec 2.0 names under ``ssl_model.model.`` (``module.`` prefixed in DF).
   The SSL tensors are renamed to Hugging Face ``Wav2Vec2Model`` names (`fairseq_wav2vec2_to_hf`)
   and stored under ``ssl.``, the back end (`models.xlsr_aasist`) under ``backend.``; fairseq's
   pre-training-only tensors (quantiser, ``project_q``, ``final_proj``, ``mask_emb``) are dropped;
-- clovaai's AASIST / AASIST-L state dicts (``AASIST.pth``, ``AASIST-L.pth``; SPEC §11).
+- clovaai's AASIST / AASIST-L state dicts (``AASIST.pth``, ``AASIST-L.pth``; docs/systems/aasist.md).
 
 Both AASIST releases use class 1 = bona fide; their output layer's two rows (weight and bias)
 are swapped so that logit 0 is bona fide, as everywhere in this toolkit.
@@ -16,7 +16,7 @@ are swapped so that logit 0 is bona fide, as everywhere in this toolkit.
 The XLS-R-LCNN release (``models_0.63/try/anti-spoofing_feat_model.pt``) is a whole-model pickle
 (``torch.save(model)``) of a class ``LCNN`` from a module named ``model``. Unpickling it the usual
 way would import and run code. Here it is read with torch's weights-only unpickler, with an
-allowlist that maps each module class named in SPEC §4 (``model.LCNN``, ``model.MaxFeatureMap2D``,
+allowlist mapping each module class of docs/systems/xlsr_lcnn.md (``model.LCNN``, ``model.MaxFeatureMap2D``,
 ``torch.nn.modules.*``, ``DataParallel``) to an inert stand-in that only stores the pickled
 attributes; tensors, storages, ``OrderedDict`` and ``set`` come from torch's own weights-only
 allowlist. A pickle naming any other global is refused before anything is rebuilt. Even so, the
@@ -56,7 +56,7 @@ from utils.io import atomic_path
 FORMAT = "asvspoof-toolkit-weights/1"
 METADATA_KEY = "meta"
 
-#: The recipe of the released model: its front end (SPEC §2), back end and loss (for scoring).
+#: The recipe of the released model: its front end (docs/features.md), back end and loss (for scoring).
 RELEASED_CONFIG: dict[str, Any] = {
     "name": "xlsr_lcnn_released",
     "frontend": {"name": "ssl", "model": "facebook/wav2vec2-xls-r-300m", "layer": -1, "n_samples": 64600},
@@ -254,7 +254,7 @@ def load_model_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor]
     return state, meta
 
 
-#: The recipe of the released XLS-R-AASIST models (SPEC §10): no waveform normalisation, the last
+#: Recipe of the released XLS-R-AASIST (docs/systems/xlsr_aasist.md): no waveform normalisation, the last
 #: layer's hidden states, published score = raw bona fide logit.
 RELEASED_XLSR_AASIST_CONFIG: dict[str, Any] = {
     "frontend": {
@@ -268,7 +268,7 @@ RELEASED_XLSR_AASIST_CONFIG: dict[str, Any] = {
     "loss": {"name": "weighted_ce", "weights": [0.9, 0.1], "score": "raw_logit"},
 }
 
-#: Wav2Vec2Config settings of fairseq's ``xlsr2_300m.pt`` (SPEC §10), for the shape check and for
+#: Wav2Vec2Config settings of fairseq's ``xlsr2_300m.pt`` (docs/features.md), for the shape check and for
 #: rebuilding the fine-tuned SSL model without the hub (stored in the weights file's metadata).
 XLSR_300M_ARCHITECTURE: dict[str, Any] = {
     "hidden_size": 1024,
@@ -328,7 +328,7 @@ FAIRSEQ_TO_HF: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"encoder\.layer_norm\.(weight|bias)", r"encoder.layer_norm.\1"),
     )
 )
-#: Pre-training-only tensors, unused by ``features_only=True, mask=False`` (SPEC §10).
+#: Pre-training-only tensors, unused by ``features_only=True, mask=False`` (docs/features.md).
 FAIRSEQ_UNUSED = re.compile(r"mask_emb|(quantizer|project_q|final_proj)\..+")
 
 
@@ -411,7 +411,7 @@ def release_kind(state: Mapping[str, torch.Tensor]) -> str:
 
 
 def _released_aasist(kind: str) -> dict[str, Any]:
-    """Recipe part of a clovaai AASIST / AASIST-L release (SPEC §11: first 64,600 samples, raw logit)."""
+    """Recipe of a clovaai AASIST(-L) release (docs/systems/aasist.md): first 64,600 samples, raw logit."""
     return {
         "name": f"{kind}_released",
         "frontend": {"name": "waveform", "n_samples": 64600},

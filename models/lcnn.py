@@ -1,4 +1,4 @@
-"""XLS-R-LCNN back end: a light CNN over cached SSL hidden states (SPEC §4).
+"""XLS-R-LCNN back end: a light CNN over cached SSL hidden states (docs/systems/xlsr_lcnn.md).
 
 The attribute names (``conv1`` ... ``conv9``, ``out``, ``fc_mu``) and the positions of the
 layers inside each ``nn.Sequential`` reproduce the released model, so its state dict (see

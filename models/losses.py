@@ -1,4 +1,4 @@
-"""Training losses and the matching scores (SPEC §5).
+"""Training losses and the matching scores (docs/training.md).
 
 Every loss is an ``nn.Module`` with ``forward(embedding, logits, labels) -> scalar`` and
 ``score(embedding, logits) -> (B,)`` (higher = more bona fide). Labels: 0 = bona fide, 1 = spoof.
@@ -56,8 +56,8 @@ CE_SCORES = ("logit_diff", "raw_logit")
 class WeightedCrossEntropy(CMLoss):
     """Cross entropy with class weights (default bona fide 10, spoof 1: the 2019 LA imbalance).
 
-    ``score``: ``logit_diff`` (default, SPEC §5: bona fide − spoof logit) or ``raw_logit`` (the
-    bona fide logit alone, as AASIST and XLS-R-AASIST published their scores, SPEC §10–§11). The
+    ``score``: ``logit_diff`` (default: bona fide − spoof logit) or ``raw_logit`` (the
+    bona fide logit alone, as AASIST and XLS-R-AASIST published their scores; docs/training.md). The
     two rank trials differently.
     """
 
@@ -109,7 +109,7 @@ class ASoftmaxLoss(CMLoss):
     forward passes: in ``train()`` mode the counter is incremented before λ is computed (as in
     the SphereFace code, so the n-th training pass uses it = n); in ``eval()`` mode it is left
     alone. ``it`` is a persistent buffer so it survives epochs and checkpoints (the released code
-    rebuilt the loss and so reset it; SPEC §5). Score: logit difference = ‖x‖(cos θ_bona − cos θ_spoof).
+    rebuilt the loss and so reset it). Score: logit difference = ‖x‖(cos θ_bona − cos θ_spoof).
     """
 
     def __init__(self, margin: int = 4, lambda_min: float = 5.0, lambda_max: float = 1500.0) -> None:

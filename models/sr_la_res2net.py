@@ -1,6 +1,6 @@
-"""SR-LA-Res2Net: Res2Net with spatial reconstruction (SR) and local attention (LA) (SPEC §4).
+"""SR-LA-Res2Net: Res2Net with spatial reconstruction (SR) and local attention (LA).
 
-Differences from the code released with the paper, all as SPEC §4 asks:
+Differences from the code released with the paper (docs/systems/sr_la_res2net.md):
 - the first ("stage") block of each stage builds no SR module (the release built one and never
   used it: 4 x 50 parameters), and the unused softmax head is not built;
 - LA uses a kernel-3 Conv1d with padding 1 (the release computed the padding from ``planes``);

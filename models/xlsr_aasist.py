@@ -1,4 +1,4 @@
-"""The AASIST back end of XLS-R-AASIST (SPEC §10; SSL_Anti-spoofing ``model.py``), 447,242 parameters.
+"""AASIST back end of XLS-R-AASIST (SSL_Anti-spoofing model.py; docs/systems/xlsr_aasist.md), 447,242 params.
 
 Input: SSL hidden states (B, frames, hidden) as returned by a Hugging Face wav2vec2-family model
 (``last_hidden_state``: the last layer after the final encoder LayerNorm); the cached-feature

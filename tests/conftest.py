@@ -278,7 +278,7 @@ def _released_block(cin: int, cout: int, k: int, *after: str) -> nn.Sequential:
 
 
 class LCNN(nn.Module):
-    """Layout of the released class (SPEC §4), written independently of models.lcnn."""
+    """Layout of the released class (docs/systems/xlsr_lcnn.md), written independently of models.lcnn."""
 
     __module__ = "model"
 

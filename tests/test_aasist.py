@@ -1,4 +1,4 @@
-"""AASIST, AASIST-L and the XLS-R-AASIST back end (SPEC §10, §11): parameter counts, the layer shape
+"""AASIST, AASIST-L and the XLS-R-AASIST back end (docs/systems/): parameter counts, the layer shape
 tables (hooks on the meta device: shapes without the compute), sinc bank values, the ResBlock bug,
 graph attention against a loop-by-loop reference, graph pooling, any input length."""
 
@@ -52,7 +52,7 @@ def output_shapes(model: nn.Module, x: torch.Tensor) -> dict[str, tuple]:
     return shapes
 
 
-# SPEC §11 at 64,600 samples; AASIST-L values in brackets there.
+# docs/systems/aasist.md at 64,600 samples; AASIST-L values in brackets there.
 @pytest.mark.parametrize(
     ("model_cls", "c", "gat", "s_nodes", "t_nodes", "hs", "ht"),
     [(AASIST, 64, 64, 11, 20, 5, 10), (AASISTL, 24, 24, 9, 14, 6, 9)],
@@ -75,7 +75,7 @@ def test_raw_waveform_shape_table(model_cls, c: int, gat: int, s_nodes, t_nodes,
 
 
 def test_xlsr_back_end_shape_table() -> None:
-    """SPEC §10 at 201 frames of 1024-dim hidden states."""
+    """docs/systems/xlsr_aasist.md at 201 frames of 1024-dim hidden states."""
     shapes = output_shapes(XLSRAASISTBackEnd(), torch.empty(1, 201, 1024))
     assert shapes["LL"] == (1, 201, 128)
     assert shapes["first_bn"] == (1, 1, 42, 67)
@@ -113,7 +113,7 @@ def test_sinc_bank_matches_the_formula() -> None:
 
 
 def test_resblock_bug_bn1_never_changes_the_output() -> None:
-    """Blocks 2–6 compute bn1 but conv1 reads the raw input (SPEC §10): bn1's parameters and statistics
+    """Blocks 2–6 compute bn1 but conv1 reads the raw input (docs/systems/): bn1's parameters and statistics
     do not affect the output, bn2's do; in training bn1 still updates its running statistics."""
     torch.manual_seed(0)
     model = XLSRAASISTBackEnd(input_shape=(12, 16)).eval()
@@ -190,7 +190,7 @@ def test_graph_pool_keeps_the_top_nodes_in_score_order() -> None:
 
 
 def reference_hs_gal(layer: HeteroGraphAttention, t: torch.Tensor, s: torch.Tensor, m: torch.Tensor):
-    """HS-GAL in eval mode written node by node in float64 (SPEC §10), independent of the vectorised code."""
+    """HS-GAL (docs/systems/aasist.md) in eval mode, node by node in float64, without the vectorised code."""
     p = {k: v.double() for k, v in layer.state_dict().items()}
 
     def linear(name: str, x: torch.Tensor) -> torch.Tensor:

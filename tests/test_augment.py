@@ -1,4 +1,4 @@
-"""data.augment: RawBoost against the published reference vectors and SPEC §8's properties, codec round
+"""data.augment: RawBoost against published vectors and the properties of docs/augmentation.md, codec round
 trips through FFmpeg (every supported codec), the seeded pipeline, its config errors and the CLI."""
 
 from __future__ import annotations

@@ -164,7 +164,7 @@ def test_every_attack_renders_finite_audio_of_the_requested_length(attack: str) 
 
 
 def _f0_band_contrast(x: np.ndarray) -> float:
-    """Std over bins of the 0-407 Hz log-magnitudes (SPEC §3 grid), averaged over the louder frames.
+    """Std over bins of the 0-407 Hz log-magnitudes (docs/features.md grid), averaged over the louder frames.
 
     Jitter, shimmer and F0 drift blur the low harmonics within a 108 ms frame; a regular F0 keeps them sharp.
     """
@@ -214,7 +214,7 @@ def _mean_log_spectrum(root: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _eer(bona: np.ndarray, spoof: np.ndarray) -> float:
-    """EER with the ASVspoof DET convention (SPEC §6), higher score = bona fide."""
+    """EER with the ASVspoof DET convention (docs/evaluation.md), higher score = bona fide."""
     labels = np.r_[np.ones(len(bona)), np.zeros(len(spoof))][np.argsort(np.r_[bona, spoof], kind="stable")]
     frr = np.r_[0, np.cumsum(labels) / len(bona)]
     far = np.r_[1, 1 - np.cumsum(1 - labels) / len(spoof)]

@@ -272,7 +272,7 @@ def test_xlsr_300m_config_has_published_size():
 
     with torch.device("meta"):  # no memory, no init: only the architecture
         model = Wav2Vec2Model(random_model_config("xlsr-300m"))
-    assert sum(p.numel() for p in model.parameters()) == 315_438_720  # SPEC §2: 315.4 M
+    assert sum(p.numel() for p in model.parameters()) == 315_438_720  # docs/features.md: 315.4 M
     assert int(model._get_feat_extract_output_lengths(64600)) == 201
 
 

@@ -1,4 +1,4 @@
-"""Importer of the released XLS-R-LCNN whole-model pickle (SPEC §4).
+"""Importer of the released XLS-R-LCNN whole-model pickle (docs/systems/xlsr_lcnn.md).
 
 The test writes its own "release": stand-in classes ``LCNN`` and ``MaxFeatureMap2D`` registered
 under a fake module ``model`` (as the released code names them; conftest.py), pickled with
@@ -284,8 +284,8 @@ def test_clovaai_aasist_l_release_gives_the_original_logits_with_columns_swapped
         torch.testing.assert_close(ours(wave)[1], original(wave)[1][:, [1, 0]], rtol=1e-6, atol=1e-6)
 
 
-def test_xlsr_300m_architecture_has_the_spec_parameter_count() -> None:
-    """SPEC §10: Hugging Face Wav2Vec2Model of XLS-R 300M with masking off: 315,437,696 parameters."""
+def test_xlsr_300m_architecture_has_the_documented_parameter_count() -> None:
+    """docs/features.md: Hugging Face Wav2Vec2Model of XLS-R 300M with masking off: 315,437,696 parameters."""
     from models.import_released import XLSR_300M_ARCHITECTURE, _hf_wav2vec2_on_meta
 
     model = _hf_wav2vec2_on_meta(XLSR_300M_ARCHITECTURE)

@@ -1,4 +1,4 @@
-"""Losses and scores (SPEC §5): weighted CE, A-Softmax (hand-computed), λ schedule and counter, OC-softmax."""
+"""docs/training.md: weighted CE, A-Softmax (hand-computed), λ schedule and counter, OC-softmax, scores."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_weighted_ce_score_setting_raw_logit_or_logit_difference() -> None:
     assert scores.tolist() == [2.0, 0.5, -4.0]
     logits[0, 0] = 7.0  # the scores are a copy, not a view of the logits
     assert scores[0].item() == 2.0
-    # The two definitions rank these trials differently (SPEC §10): trial 3 is last by raw logit only.
+    # The two definitions rank these trials differently (docs/training.md): trial 3 is last by raw logit only.
     assert default.argsort().tolist() == [1, 2, 0] and scores.argsort().tolist() == [2, 1, 0]
     with pytest.raises(UserError, match="score must be one of logit_diff, raw_logit, got 'prob'"):
         build_loss({"name": "weighted_ce", "score": "prob"})

@@ -1,4 +1,4 @@
-"""utils/metrics.py against the SPEC §6 test vectors, the published score files and the official code."""
+"""utils/metrics.py: the docs/evaluation.md test vectors, published score files and the official code."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from utils.metrics import (
 from utils.scorefiles import read_asv_scores, read_scores
 
 REL = 1e-9
-# SPEC §6: ASV rates of the 2019 LA eval ASV scores.
+# docs/evaluation.md: ASV rates of the 2019 LA eval ASV scores.
 EVAL_ASV = AsvRates(
     eer=0.02457783738686887,
     threshold=-5.680051,
@@ -134,7 +134,7 @@ def test_xlsr_lcnn_published_eval_scores(shared_dir) -> None:
     assert result["eer_threshold"] == pytest.approx(0.3306903541088104, rel=REL)
     assert result["min_tdcf"] == pytest.approx(0.01903686213690652, rel=REL)
     assert result["min_tdcf_2021"] == pytest.approx(0.08057550418704394, rel=REL)
-    spec7 = {
+    published = {
         "A07": 0.122,
         "A08": 0.635,
         "A09": 0.041,
@@ -149,7 +149,7 @@ def test_xlsr_lcnn_published_eval_scores(shared_dir) -> None:
         "A18": 0.676,
         "A19": 1.165,
     }
-    assert {a: round(100 * r["eer"], 3) for a, r in result["per_attack"].items()} == spec7
+    assert {a: round(100 * r["eer"], 3) for a, r in result["per_attack"].items()} == published
     assert {r["n"] for r in result["per_attack"].values()} == {4914}
     # The per-attack t-DCF equals a fresh computation with that attack's ASV spoof scores.
     a17 = cm.attacks[~is_bona] == "A17"

@@ -1,4 +1,4 @@
-"""The two back ends: parameter counts, shapes, released key layout, stage map sizes, init (SPEC §4)."""
+"""The two back ends: parameter counts, shapes, released key layout, stage map sizes, init (docs/systems/)."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def test_res2net_stage_map_sizes_and_outputs(res2net: SRLARes2Net) -> None:
     torch.testing.assert_close(rescaled, original)
 
 
-def test_res2net_init_follows_spec(res2net: SRLARes2Net) -> None:
+def test_res2net_init_as_released(res2net: SRLARes2Net) -> None:
     fresh = SRLARes2Net()
     bns = [m for m in fresh.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in bns)

@@ -1,4 +1,4 @@
-"""preprocess.py end to end on a tiny generated corpus in the 2019 LA layout (SPEC §1).
+"""preprocess.py end to end on a tiny generated corpus in the 2019 LA layout (docs/data.md).
 
 Shards vs one run, torchrun ranks, SSL stores, datasets. Resume after a real SIGKILL, settings mismatches
 and bad audio are in test_reliability.py; the corpus (`corpus`, `write_corpus`, GOOD) is in conftest.py.
@@ -105,7 +105,7 @@ def test_ssl_random_tiny_store(corpus, tmp_path) -> None:
     # no --dtype: the machine's policy (bf16 where the CPU has native bf16, fp32 elsewhere)
     auto = resolve_amp("auto", "cpu").spelled
     assert store.settings["model"] == "random:tiny" and store.settings["dtype"] == auto
-    # 1024 x 201 float16 = 411,648 bytes per utterance, as SPEC §2 says
+    # 1024 x 201 float16 = 411,648 bytes per utterance, as docs/features.md says
     assert store[0].nbytes == 411_648
     # the same batches as the store (batch 2): bf16 kernels may round differently for other shapes
     settings = {"name": "ssl", "model": "random:tiny", "dtype": auto, "batch_size": 2}

@@ -1,4 +1,4 @@
-"""data/protocols.py: real 2019 LA protocols (SPEC §1 counts), 2021 and ITW formats, layouts, errors."""
+"""data/protocols.py: real 2019 LA protocols (docs/data.md counts), 2021 and ITW formats, layouts, errors."""
 
 from __future__ import annotations
 

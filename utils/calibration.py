@@ -1,4 +1,4 @@
-"""Score calibration: an affine map from raw CM scores to bona fide-vs-spoof LLRs (SPEC §12).
+"""Score calibration: an affine map from raw CM scores to bona fide-vs-spoof LLRs (docs/evaluation.md).
 
 `fit_calibration` fits s' = scale·s + offset on development scores by minimising the prior-weighted
 logistic loss at the costs' effective bona fide prior P_eff = Cmiss(1−Pspoof)/(Cmiss(1−Pspoof)+Cfa·Pspoof)

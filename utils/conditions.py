@@ -1,4 +1,4 @@
-"""ASVspoof 2021 per-condition tables: EER (and min t-DCF for LA) per attack (group) × codec (SPEC §9).
+"""ASVspoof 2021 per-condition tables: EER (and LA min t-DCF) per attack (group) × codec (docs/evaluation.md).
 
 The layouts follow the official 2021 evaluation package (`eval-package/config.py`, `main.py`):
 

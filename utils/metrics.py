@@ -1,4 +1,4 @@
-"""ASVspoof 2019 metrics: EER, ASV error rates, legacy 2019 and revised 2021 min t-DCF (SPEC §6).
+"""ASVspoof 2019 metrics: EER, ASV error rates, legacy 2019 and revised 2021 min t-DCF (docs/evaluation.md).
 
 Plain numpy, no torch. The numbers are bit-identical to the official ASVspoof 2019 / 2021
 evaluation code: the same DET points (one per trial, stable sort with bona fide / target scores
@@ -270,7 +270,7 @@ def min_tdcf(
     return min_tdcf_from_det(trials.det(), asv, cost, revised)
 
 
-# ASVspoof 5 measures (SPEC §6 "for later"); the scores are bona fide-vs-spoof LLRs for actDCF and Cllr.
+# ASVspoof 5 measures (docs/evaluation.md); the scores are bona fide-vs-spoof LLRs for actDCF and Cllr.
 
 
 @dataclass(frozen=True)
@@ -406,7 +406,7 @@ def evaluate_cm(
 
 
 def min_cllr(bonafide_scores: np.ndarray, spoof_scores: np.ndarray) -> float:
-    """minCllr in bits: Cllr after the optimal monotonic (PAV) calibration of the scores (SPEC §12).
+    """minCllr in bits: Cllr after the optimal monotonic (PAV) calibration of the scores (docs/evaluation.md).
 
     Tied scores form one block before pooling, so the result does not depend on the order of tied
     trials. PAV gives each block the posterior P = n_bonafide/n of the block; its LLR is
@@ -446,7 +446,7 @@ def min_cllr(bonafide_scores: np.ndarray, spoof_scores: np.ndarray) -> float:
 def asvspoof5_measures(
     bonafide_scores: np.ndarray, spoof_scores: np.ndarray, costs: DcfCosts = ASVSPOOF5_COSTS
 ) -> dict:
-    """The ASVspoof 5 measures of bona fide vs spoof scores (SPEC §12), as the evaluator's JSON keys:
+    """The ASVspoof 5 measures of bona fide vs spoof scores (docs/evaluation.md) as the evaluator's JSON keys:
 
     ``min_dcf``, ``min_dcf_threshold``, ``act_dcf``, ``act_threshold`` (= −ln β), ``cllr``, ``min_cllr``
     (bits). actDCF and Cllr are meaningful only for calibrated LLRs (natural log).

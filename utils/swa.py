@@ -1,6 +1,6 @@
 """Stochastic weight averaging (SWA) of model snapshots, and the BatchNorm update that follows it.
 
-The published AASIST recipe (SPEC §11, torchcontrib's SWA in clovaai/aasist) adds a snapshot
+The published AASIST recipe (docs/training.md; torchcontrib's SWA in clovaai/aasist) adds a snapshot
 whenever the dev EER is at least as good as the best so far; at the end it loads the equal-weight
 average of the snapshots and recomputes the BatchNorm statistics with one pass over the training
 set. `WeightAverage` keeps that average (its own ``state_dict`` goes into checkpoints, so resuming

@@ -1,4 +1,4 @@
-"""On-the-fly waveform augmentation: RawBoost (SPEC §8) and codec / channel simulation (PyAV).
+"""On-the-fly waveform augmentation: RawBoost (docs/augmentation.md) and codec / channel simulation (PyAV).
 
 No torch here: numpy, scipy, soxr and PyAV only, so DataLoader workers stay light.
 

@@ -7,7 +7,7 @@ first and the codec last, as ASVspoof 2021 transmits the finished utterance.
 
 Every random choice comes from one ``np.random.RandomState`` seeded by `utterance_seed` (run seed, epoch,
 utterance index), so an utterance's augmentation is the same in every run, worker and resume, and fresh
-every epoch. Draw order: u(p), u(rawboost.p), u(codec entry), then RawBoost's own draws (SPEC §8 order),
+every epoch. Draw order: u(p), u(rawboost.p), u(codec entry), then RawBoost's draws (docs/augmentation.md),
 then one randint per chain stage with several bit rates.
 """
 

@@ -1,5 +1,5 @@
-"""RawBoost (SPEC §8): linear and non-linear convolutive noise (LnL), impulsive signal-dependent noise
-(ISD) and stationary signal-independent coloured noise (SSI), combined as ``algo`` 0-8.
+"""RawBoost (docs/augmentation.md): linear and non-linear convolutive noise (LnL), impulsive signal-dependent
+noise (ISD) and stationary signal-independent coloured noise (SSI), combined as ``algo`` 0-8.
 
 Reproduces the published code's outputs (``../shared/testvectors/rawboost/``) to floating-point rounding
 when given ``np.random.RandomState(seed)``: every random draw is made in the published order with the
@@ -12,7 +12,7 @@ Faster than the published code, same numbers:
 - the FIR filtering is an overlap-add FFT convolution instead of ``lfilter``; LnL's N_f filters are
   centred on a common length so that all N_f branches sum in the frequency domain (one inverse FFT).
 
-Everything is float64 (SPEC §8 Numerics); inputs of other dtypes are converted.
+Everything is float64 (docs/augmentation.md); inputs of other dtypes are converted.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ FREQZ_POINTS = 512
 
 @dataclass(frozen=True)
 class RawBoostParams:
-    """The published parameters and defaults (SPEC §8), names as in the published code."""
+    """The published parameters and defaults (docs/augmentation.md), names as in the published code."""
 
     N_f: int = 5
     nBands: int = 5
@@ -161,7 +161,7 @@ def _fir_bank(signals: np.ndarray, bank: np.ndarray) -> np.ndarray:
 
 
 def fir_filter(x: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Published ``filterFIR``: y[k] = Σ_m b[m]·x[k+s−m], s = ⌊(len(b)+1)/2⌋, k < len(x) (SPEC §8 FIR:
+    """Published ``filterFIR``: y[k] = Σ_m b[m]·x[k+s−m], s = ⌊(len(b)+1)/2⌋, k < L (docs/augmentation.md:
     length kept, one sample ahead of zero phase). Shapes (L,), (M,) with M odd -> (L,)."""
     return _fir_bank(x[None, :], b[None, :])
 
@@ -237,7 +237,7 @@ _SERIES = {
 def apply_rawboost(
     x: np.ndarray, algo: int, rng: np.random.RandomState, params: RawBoostParams = DEFAULTS
 ) -> np.ndarray:
-    """Apply RawBoost ``algo`` (0-8, SPEC §8 "Algos") to a waveform (L,) at ``params.fs`` Hz.
+    """Apply RawBoost ``algo`` (0-8, docs/augmentation.md) to a waveform (L,) at ``params.fs`` Hz.
 
     Returns float64 (L,). Draws from ``rng`` in the published order, so
     ``apply_rawboost(x, a, np.random.RandomState(s))`` equals the published code after ``np.random.seed(s)``.

@@ -1,4 +1,4 @@
-"""Generated demo corpus in the ASVspoof 2019 LA layout (SPEC §1). THE AUDIO IS SYNTHETIC.
+"""Generated demo corpus in the ASVspoof 2019 LA layout (docs/data.md). THE AUDIO IS SYNTHETIC.
 
 ``python -m data.demo --out DIR`` writes, deterministically for a seed, a small corpus that every
 script of the toolkit can run on without the real data set:

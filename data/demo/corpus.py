@@ -1,4 +1,4 @@
-"""Planning and writing the demo corpus in the ASVspoof 2019 LA layout (SPEC §1). THE AUDIO IS SYNTHETIC.
+"""Planning and writing the demo corpus in the ASVspoof 2019 LA layout (docs/data.md). THE AUDIO IS SYNTHETIC.
 
 The layout, file names and protocol rows are those of `data.protocols` (`protocol_path`, `audio_path`,
 `asv_score_path`, `ProtocolRow`), plus ``DIR/demo_manifest.json`` (seed, counts, attacks). Speakers are
@@ -125,7 +125,7 @@ def _speakers(partition: str, seed: int) -> dict[str, Speaker]:
 
 
 def asv_score_lines(rows: Sequence[ProtocolRow], rng: np.random.Generator) -> list[str]:
-    """ASV score rows ``cm_key asv_key score`` for a partition (SPEC §1).
+    """ASV score rows ``cm_key asv_key score`` for a partition (docs/data.md).
 
     One target trial per bona fide utterance, four nontarget trials per bona fide utterance and one spoof
     trial per spoof utterance. Distributions follow the real 2019 LA files: target ~ N(25, 14),

@@ -1,4 +1,4 @@
-"""F0 subband front end (SPEC §3): low-frequency log-magnitude STFT, (1, 45, 600) per utterance."""
+"""F0 subband front end (docs/features.md): low-frequency log-magnitude STFT, (1, 45, 600) per utterance."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def tile_frames(spec: np.ndarray, n_frames: int, tiling: str = "mirror") -> np.n
 
 @register_frontend("f0")
 class F0SubbandFrontEnd(FrontEnd):
-    """Low-frequency log-magnitude STFT (SPEC §3): (1, 45, 600) float32 per utterance.
+    """Low-frequency log-magnitude STFT (docs/features.md): (1, 45, 600) float32 per utterance.
 
     Keep the first 80,000 samples, pre-emphasis 0.97, symmetric Blackman window, n_fft = win = 1728,
     hop 130, centred frames with n_fft/2 zeros at both ends, ln(|X| + e^-80), bins 0-44, frames 0-599;
@@ -54,7 +54,7 @@ class F0SubbandFrontEnd(FrontEnd):
       per batch instead of one (frames, 1728) @ (1728, 90): about half the flops and no
       (frames, 1728) framing copy. Only local 13-block sums are taken (no running prefix sums), so
       digital silence still gives exactly ln(e^-80) = -80.
-    - "dft": the 45 bins as one (90, 1728) windowed-DFT matrix product over all frames, as SPEC §3
+    - "dft": the 45 bins as one (90, 1728) windowed-DFT matrix product over all frames, as docs/features.md
       suggests; the plainest statement of the feature.
     - "fft": a real FFT per clip, first 45 bins kept before the log.
 

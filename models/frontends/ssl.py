@@ -1,4 +1,4 @@
-"""SSL front end (SPEC §2): hidden states of a wav2vec2-family model (XLS-R, WavLM, HuBERT, ...)."""
+"""SSL front end (docs/features.md): hidden states of a wav2vec2-family model (XLS-R, WavLM, HuBERT, ...)."""
 
 from __future__ import annotations
 
@@ -190,7 +190,7 @@ _NOT_ARCHITECTURE = {"architectures", "transformers_version", "torch_dtype", "dt
 
 
 def _prepare_for_finetuning(model: torch.nn.Module, freeze_feature_encoder: bool) -> None:
-    """Fine-tuning settings of SPEC §10: no SpecAugment masking (``mask_time_prob`` 0) and no layerdrop
+    """Fine-tuning settings (docs/features.md): no SpecAugment masking (``mask_time_prob`` 0) and no layerdrop
     (Hugging Face's default 0.1 skips layers at random, breaking DDP's gradient reduction and exact
     resume); dropouts stay as the model's config says. ``freeze_feature_encoder``: the CNN feature
     encoder gets no gradients (`Wav2Vec2Model.freeze_feature_encoder`)."""
@@ -230,7 +230,7 @@ class SSLFrontEnd(FrontEnd):
     Outputs are rounded to ``store_dtype`` (float16) and returned as float32, so features read from the
     store and computed on the fly are identical.
 
-    Fine-tuning (XLS-R-AASIST, SPEC §10): ``trainable`` makes ``forward`` differentiable and turns off
+    Fine-tuning (XLS-R-AASIST, docs/features.md): ``trainable`` makes ``forward`` differentiable and turns off
     SpecAugment masking and layerdrop; ``freeze_feature_encoder`` keeps the CNN feature encoder fixed;
     `set_grad_checkpointing` trades compute for activation memory. ``do_normalize`` overrides the model's
     preprocessor config (None: as it says; XLS-R-AASIST as published: False). ``architecture`` (the

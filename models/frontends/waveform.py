@@ -1,4 +1,4 @@
-"""The ``waveform`` front end: raw 16 kHz waves cut or tiled to ``n_samples`` (AASIST, AASIST-L; SPEC §11).
+"""The ``waveform`` front end: raw 16 kHz waves cut or tiled to ``n_samples`` (AASIST(-L); docs/features.md).
 
 It computes nothing: recipes of models that read raw waveforms name it (``frontend: {name: waveform,
 n_samples: 64600}``), so that length fixing, scoring by windows (`engine.audio_scoring`) and the checks of
