@@ -114,7 +114,7 @@ def _check_augment(values: Any, key: str) -> None:
 
 #: Every top-level key of a recipe.
 RECIPE: Schema = {
-    "name": Field("name", str, None, "the recipe's name (run names come from the file name)"),
+    "name": Field("name", str | None, None, "the recipe's name (run names come from the file name)"),
     "frontend": FRONTEND_SECTION,
     "model": MODEL_SECTION,
     "loss": LOSS_SECTION,
