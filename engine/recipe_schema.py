@@ -11,7 +11,7 @@ Sections:
   constructor parameters (models/frontends, models/registry.py, models/losses.py), so a new back end or
   loss brings its own keys. ``python -m engine.recipe_schema`` lists them for every registered class.
 - ``optim``, ``sched``, ``train``, ``data``: the dataclasses below (read by engine/optim.py,
-  engine/trainer.py, engine/partitions.py, main_train.py, generate_score.py).
+  engine/trainer.py, engine/partitions.py, engine/score.py, main_train.py).
 - ``augment`` (optional, off when absent): checked by data/augment (`Augmenter.from_config`).
 
 The resolved recipe stays a plain dict: defaults are not written into it, so a run's config.yaml shows
