@@ -1,4 +1,4 @@
-"""Recipes carry the published settings (SPEC §5); overrides are typed; mistakes are one-line errors."""
+"""Recipes carry the published settings; overrides are typed; mistakes are one-line errors."""
 
 from __future__ import annotations
 
