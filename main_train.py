@@ -23,7 +23,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from utils.config import load_config
 from utils.errors import UserError, run_cli
 from utils.io import atomic_write_text
 
@@ -125,12 +124,14 @@ def _report_seeds(out: Path, seeds: list[int], results: list) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     # intermixed: key=value overrides may come before, between or after the flags
     args = build_parser().parse_intermixed_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    from engine.recipe_schema import load_recipe  # the recipe's model keys need the model registry (torch)
+
+    cfg = load_recipe(args.config, args.overrides)
     for section in ("frontend", "model", "loss", "train"):
         if not isinstance(cfg.get(section), dict):
             raise UserError(f"{args.config}: recipe has no '{section}' section")
 
-    # Heavy imports after argument checks, so that --help and config errors are instant.
+    # Heavy imports (data, training) after the recipe is checked; --help stays instant.
     from engine.partitions import open_partition, training_frontend
     from engine.trainer import fit
     from models import build_model

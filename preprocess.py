@@ -105,9 +105,9 @@ def frontend_settings(args: argparse.Namespace) -> dict:
 
 def _chosen_settings(args: argparse.Namespace) -> dict:
     if args.config is not None:
-        from utils.config import load_config
+        from engine.recipe_schema import load_recipe
 
-        settings = {k: v for k, v in load_config(args.config)["frontend"].items() if v is not None}
+        settings = {k: v for k, v in load_recipe(args.config)["frontend"].items() if v is not None}
         explicit = {"model": args.ssl_model, "layer": args.layer, "dtype": args.dtype}
         if settings.get("name") == "ssl":
             settings.update({k: v for k, v in explicit.items() if v is not None})

@@ -256,17 +256,17 @@ def bench_recipe(n_utts: int, batch: int, workers: int, rounds: int) -> None:
 
     from data.demo.__main__ import main as generate_demo
     from engine.partitions import open_partition
+    from engine.recipe_schema import load_recipe
     from engine.scoring import autocast_context
     from engine.trainer import TrainSettings, build_optimizer, make_loader
     from models import build_model
     from models.countermeasure import Countermeasure
     from models.losses import build_loss
     from utils import distributed as du
-    from utils.config import load_config
 
     recipe = Path(__file__).resolve().parents[1] / "configs" / "sr_la_res2net_f0.yaml"
     settings = {"none": [], "rawboost algo 5": ["augment.preset=la"]}
-    cfgs = {k: load_config(recipe, [f"train.num_workers={workers}", *v]) for k, v in settings.items()}
+    cfgs = {k: load_recipe(recipe, [f"train.num_workers={workers}", *v]) for k, v in settings.items()}
     train_settings = TrainSettings.from_config(cfgs["none"], 1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "LA"

@@ -24,7 +24,7 @@ from typing import Any
 
 from data.protocols import asv_score_path, protocol_path
 from engine.partitions import FEATURES, input_mode, recipe_dataset
-from utils.config import load_config
+from engine.recipe_schema import load_recipe
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ def _source(recipe: Recipe, cfg: dict[str, Any]) -> list[str]:
 
 def run_stages(recipe: Recipe, stages: Sequence[str], log: StageLog) -> dict[str, Any] | None:
     """Run ``stages`` of ``recipe``; return the evaluator's JSON when the evaluate stage ran."""
-    cfg = load_config(recipe.config, recipe.overrides)
+    cfg = load_recipe(recipe.config, recipe.overrides)
     dataset = recipe_dataset(cfg)
     quiet = list(recipe.quiet)
     if "preprocess" in stages:

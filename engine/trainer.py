@@ -191,7 +191,7 @@ class TrainSettings:
             channels_last=bool(layout.value),
             workers=int(tcfg.get("num_workers", 0)),
             micro=micro,
-            eval_micro=max(1, int(tcfg.get("eval_batch_size", micro))),
+            eval_micro=max(1, int(get(cfg, "train.eval_batch_size", micro))),
             compile=tcfg.get("compile", "auto"),
             sync_batchnorm=bool(tcfg.get("sync_batchnorm", False)),
             fused_adam=bool(fused.value),

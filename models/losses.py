@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.registry import build_from, make_register
+from models.registry import build_from, make_register, registry_section
 from utils.errors import UserError
 
 LOSSES: dict[str, type[nn.Module]] = {}
@@ -29,6 +29,10 @@ register_loss.__doc__ = "Class decorator: make a loss available to `build_loss` 
 def build_loss(cfg: Mapping[str, Any]) -> CMLoss:
     """Build a loss from ``{"name": "weighted_ce" | "asoftmax" | "ocsoftmax", **kwargs}``."""
     return build_from(LOSSES, "loss", cfg)  # type: ignore[return-value]
+
+
+#: A recipe's ``loss`` section: ``name`` and the keyword parameters of that loss's constructor.
+LOSS_SECTION = registry_section(LOSSES, "loss")
 
 
 def logit_difference(logits: torch.Tensor) -> torch.Tensor:

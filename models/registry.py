@@ -1,7 +1,8 @@
 """Name -> constructor registries for models (and, through the same helpers, losses).
 
 A recipe names its model as ``{"name": "lcnn", "input_shape": [1, 1024, 201], ...}``; everything
-except ``name`` is passed to the registered constructor as keyword arguments.
+except ``name`` is passed to the registered constructor as keyword arguments, so the keys a recipe's
+section may have are that constructor's parameters (`registry_section`, checked when a recipe is loaded).
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from torch import nn
 
 from utils.errors import UserError
+from utils.schema import Field, Section, signature_fields
 
 T = TypeVar("T", bound=Callable[..., nn.Module])
 
@@ -76,6 +78,23 @@ def build_from(
     return factory(**kwargs)
 
 
+def registry_section(
+    registry: Mapping[str, Callable[..., nn.Module]], kind: str, skip: Sequence[str] = ()
+) -> Section:
+    """The recipe section that chooses a constructor of ``registry`` by ``name``: its keys are ``name`` and
+    the constructor's keyword parameters (annotated types, defaults) except ``skip``."""
+
+    def fields(values: Mapping[str, Any]) -> dict[str, Field]:
+        discover()
+        names = tuple(sorted(registry))
+        name = Field("name", str, None, f"one of {', '.join(names)}", choices=names, required=True)
+        chosen = values.get("name")
+        factory = registry.get(chosen) if isinstance(chosen, str) else None
+        return {"name": name, **(signature_fields(factory, skip) if factory is not None else {})}
+
+    return Section(fields=fields, kind=kind, doc=f"the {kind}: name and constructor arguments")
+
+
 register_model = make_register(MODELS, "model")
 register_model.__doc__ = (
     "Class decorator: make a model constructor available to `build_model` under ``name``."
@@ -85,3 +104,7 @@ register_model.__doc__ = (
 def build_model(cfg: Mapping[str, Any]) -> nn.Module:
     """Build a model from ``{"name": ..., **kwargs}``; unknown name -> `UserError` listing the known ones."""
     return build_from(MODELS, "model", cfg)
+
+
+#: A recipe's ``model`` section: ``name`` and the keyword parameters of that model's constructor.
+MODEL_SECTION = registry_section(MODELS, "model")

@@ -294,7 +294,7 @@ def test_training_input_errors_are_one_line(tiny_corpus: Path, tmp_path: Path, c
     cases = [
         (["model.input_shape=[1, 32, 201]"], "features have shape [1, 64, 201]"),
         (["frontend.model=random:tiny"], "feature store not found"),
-        (["train.epochz=1"], "unknown config key 'train.epochz'"),
+        (["train.epochz=1"], "unknown key 'train.epochz' in 'train.epochz=1' (did you mean 'train.epochs'?)"),
         (["train.batch_size=5", "train.grad_accum=2"], "not divisible"),
         (["augment.preset=la"], "augment: augmentation changes the audio"),
         (["augment.rawboost.algo=9"], "augment.rawboost.algo: unknown RawBoost algo 9"),

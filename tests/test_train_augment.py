@@ -18,8 +18,8 @@ from data.audio import load_audio
 from data.augment import Augmenter
 from data.dataset import AudioDataset, StoreDataset, collate_batch
 from engine.partitions import open_partition
+from engine.recipe_schema import load_recipe
 from utils.checkpoint import load_checkpoint
-from utils.config import load_config
 
 F0 = CONFIGS / "demo_sr_la_res2net_f0.yaml"
 
@@ -29,7 +29,7 @@ def features(dataset: AudioDataset, indices: list[int]) -> torch.Tensor:
 
 
 def test_train_partition_is_augmented_per_seed_and_epoch_dev_never(tiny_corpus: Path) -> None:
-    cfg = load_config(F0, ["augment.preset=la"])
+    cfg = load_recipe(F0, ["augment.preset=la"])
     where = {"data_root": tiny_corpus / "LA", "on_the_fly": True}
     train = open_partition(cfg, "train", **where, augment_seed=3)
     dev = open_partition(cfg, "dev", **where)
@@ -61,7 +61,7 @@ def test_train_partition_is_augmented_per_seed_and_epoch_dev_never(tiny_corpus: 
 
 
 def test_inactive_augmentation_changes_nothing_and_a_store_refuses_an_active_one(tiny_corpus: Path) -> None:
-    cfg = load_config(F0, ["augment.preset=la", "augment.p=0"])
+    cfg = load_recipe(F0, ["augment.preset=la", "augment.p=0"])
     train = open_partition(cfg, "train", features=tiny_corpus / "feats", augment_seed=0)
     assert isinstance(train, StoreDataset)  # p=0 can never change a wave: the store is fine
     train = open_partition(cfg, "train", data_root=tiny_corpus / "LA", on_the_fly=True, augment_seed=0)
@@ -84,7 +84,7 @@ def test_f0_recipe_trains_from_audio_with_la_augmentation(tiny_corpus: Path, tmp
 
 
 def test_a_recipe_without_augment_records_none(tiny_corpus: Path, tmp_path: Path) -> None:
-    cfg = load_config(F0)
+    cfg = load_recipe(F0)
     assert "augment" not in cfg
     train = open_partition(cfg, "train", data_root=tiny_corpus / "LA", on_the_fly=True, augment_seed=0)
     assert train.augment is None and train.augment_settings is None
@@ -100,6 +100,6 @@ def test_a_recipe_without_augment_records_none(tiny_corpus: Path, tmp_path: Path
 )
 def test_overrides_switch_augmentation_on_in_any_recipe(overrides: list[str], expected: dict) -> None:
     for name in ("demo_sr_la_res2net_f0", "sr_la_res2net_f0", "xlsr_lcnn"):
-        cfg = load_config(CONFIGS / f"{name}.yaml", overrides)
+        cfg = load_recipe(CONFIGS / f"{name}.yaml", overrides)
         aug = Augmenter.from_config(cfg["augment"])
         assert (aug.algo, aug.rawboost_p) == (expected["algo"], expected["p"])

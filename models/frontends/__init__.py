@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from models.frontends.base import FRONTENDS, FrontEnd, check_waves, register_frontend
+from models.registry import registry_section
 from utils.errors import UserError
 
 for _module in pkgutil.iter_modules(__path__):
@@ -38,4 +39,8 @@ def build_frontend(settings: dict[str, Any], device: str | torch.device | None =
     return cls(**kwargs)
 
 
-__all__ = ["FRONTENDS", "FrontEnd", "build_frontend", "check_waves", "register_frontend"]
+#: A recipe's ``frontend`` section: ``name`` and the settings that front end's constructor takes (its
+#: ``device`` is chosen at run time, not in the recipe).
+FRONTEND_SECTION = registry_section(FRONTENDS, "front end", skip=("device",))
+
+__all__ = ["FRONTENDS", "FRONTEND_SECTION", "FrontEnd", "build_frontend", "check_waves", "register_frontend"]

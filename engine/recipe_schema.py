@@ -1,0 +1,150 @@
+"""What keys a recipe (configs/*.yaml) can have: every section, key, type, default and meaning.
+
+`load_recipe` loads a recipe with ``section.key=value`` overrides and checks it against `RECIPE`: a key that
+is not listed here, or a value of the wrong type, is a one-line error naming the file and line (or the
+override) and the nearest valid key. Any key listed here can be set by override on any recipe, also when
+the YAML lacks it; a key the YAML lacks takes the default below, which is what its reader uses.
+
+Sections:
+
+- ``frontend``, ``model``, ``loss``: ``name`` chooses a registered class; the other keys are that class's
+  constructor parameters (models/frontends, models/registry.py, models/losses.py), so a new back end or
+  loss brings its own keys. ``python -m engine.recipe_schema`` lists them for every registered class.
+- ``optim``, ``sched``, ``train``, ``data``: the dataclasses below (read by engine/optim.py,
+  engine/trainer.py, engine/partitions.py, engine/score.py, main_train.py).
+- ``augment`` (optional, off when absent): checked by data/augment (`Augmenter.from_config`).
+
+The resolved recipe stays a plain dict: defaults are not written into it, so a run's config.yaml shows
+what the recipe and the command line said. Configs saved inside checkpoints are not checked again when
+they are scored: the builders check the ``frontend``/``model``/``loss`` sections they use, and older runs
+keep loading even if a ``train`` key is renamed later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from models.frontends import FRONTEND_SECTION
+from models.losses import LOSS_SECTION
+from models.registry import MODEL_SECTION
+from utils.config import load_config
+from utils.errors import run_cli
+from utils.schema import Field, Schema, Section, describe, section_of, setting
+
+#: ``optim.name`` and ``sched.name`` values (engine/optim.py; compared lower-cased, as it does).
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("step", "noam", "cosine", "none", "constant")
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    """The optimizer (engine/optim.py `build_optimizer`)."""
+
+    name: str = setting("adam", "adam, adamw or sgd", choices=OPTIMIZERS, ignore_case=True)
+    lr: float = setting(1e-3, "learning rate; with sched.name=noam a multiplier of the Noam factor")
+    betas: Sequence[float] = setting((0.9, 0.999), "Adam/AdamW (beta1, beta2)")
+    eps: float = setting(1e-8, "Adam/AdamW epsilon")
+    weight_decay: float = setting(0.0, "L2 penalty (Adam) or decoupled decay (AdamW)")
+    amsgrad: bool = setting(False, "Adam/AdamW AMSGrad variant")
+    momentum: float = setting(0.9, "SGD momentum")
+
+
+@dataclass(frozen=True)
+class SchedSection:
+    """The learning-rate schedule (engine/optim.py `build_scheduler`)."""
+
+    name: str = setting("none", "step (per epoch), noam or cosine (per optimizer step), none/constant",
+                        choices=SCHEDULES, ignore_case=True)
+    step_epochs: int = setting(10, "step: multiply the lr by gamma every this many epochs")
+    gamma: float = setting(0.5, "step: the factor")
+    d_model: int = setting(64, "noam: d in d^-0.5 * min(step^-0.5, step * warmup^-1.5)")
+    warmup_steps: int = setting(1000, "noam: optimizer steps of warm-up")
+    min_ratio: float = setting(0.05, "cosine: final lr as a fraction of optim.lr")
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """The training loop (engine/trainer.py `TrainSettings.from_config`)."""
+
+    epochs: int = setting(1, "epochs to train")
+    batch_size: int = setting(64, "global batch per optimizer step (split over processes and grad_accum)")
+    grad_accum: int = setting(1, "micro-batches per optimizer step")
+    eval_batch_size: int | None = setting(None, "per-process dev/eval batch (null: the micro-batch)")
+    select_by: str = setting("dev_eer", "best.pt: the lowest of these", choices=("dev_eer", "dev_loss"))
+    patience: int | None = setting(None, "stop after this many epochs without improvement (null: never)")
+    amp: str | None = setting("auto", "autocast: auto, none (fp32), bf16 or fp16 (utils/precision.py)")
+    channels_last: bool | str | None = setting("auto", "auto (where measured faster), true or false")
+    fused_adam: bool | str | None = setting("auto", "fused Adam kernel: auto, true or false")
+    compile: bool | str | None = setting("auto", "torch.compile: auto (when it repays), true or false")
+    sync_batchnorm: bool = setting(False, "synchronise BatchNorm statistics over processes (CUDA DDP)")
+    num_workers: int = setting(0, "DataLoader worker processes")
+    calibrate: bool = setting(False, "fit a score-to-LLR calibration on dev into best.pt")
+    swa: bool = setting(False, "average the weights of every epoch as good as the best (swa.pt)")
+    grad_checkpoint: bool = setting(False, "recompute a fine-tuned SSL front end's activations in backward")
+    find_unused_parameters: bool | None = setting(None, "DDP's find_unused_parameters (null: per model)")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Which corpus and partitions (engine/partitions.py, main_train.py); a new key is one more field."""
+
+    dataset: str = setting("la2019", "corpus layout of the partitions (data/protocols.py DATASETS)")
+    train: str = setting("train", "training partition")
+    dev: str = setting("dev", "dev partition: checkpoint selection, threshold, calibration")
+    eval: str | None = setting(None, "partition scored after training (null: none)")
+    train_crop: str = setting("first", "raw-wave recipes: first or random window per epoch",
+                              choices=("first", "random"))
+
+
+def _check_augment(values: Any, key: str) -> None:
+    """The ``augment`` section, by the augmentation's own reader (its messages name the key)."""
+    if values is None:
+        return
+    from data.augment import Augmenter  # PyAV and scipy: only for recipes that augment
+
+    Augmenter.from_config(values, key=key)
+
+
+#: Every top-level key of a recipe.
+RECIPE: Schema = {
+    "name": Field("name", str | None, None, "the recipe's name (run names come from the file name)"),
+    "frontend": FRONTEND_SECTION,
+    "model": MODEL_SECTION,
+    "loss": LOSS_SECTION,
+    "optim": section_of(OptimSection),
+    "sched": section_of(SchedSection),
+    "train": section_of(TrainSection),
+    "data": section_of(DataSection),
+    "augment": Section(check=_check_augment, doc="waveform augmentation (data/augment; off when absent)"),
+}
+
+
+def load_recipe(path: str | os.PathLike, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Load the recipe at ``path`` with ``section.key=value`` overrides, checked against `RECIPE`."""
+    return load_config(path, overrides, schema=RECIPE)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m engine.recipe_schema``: every key a recipe can have; with a recipe (and overrides):
+    the checked, resolved recipe as YAML."""
+    parser = argparse.ArgumentParser(prog="python -m engine.recipe_schema", description=main.__doc__)
+    parser.add_argument("config", nargs="?", help="recipe YAML to check and print, e.g. configs/aasist.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides, e.g. train.epochs=3")
+    args = parser.parse_args(argv)
+    if args.config is None:
+        print("\n".join(describe(RECIPE)))
+        return 0
+    cfg = load_recipe(args.config, args.overrides)
+    print(yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
