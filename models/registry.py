@@ -57,9 +57,17 @@ def make_register(
 
 
 def build_from(
-    registry: Mapping[str, Callable[..., nn.Module]], kind: str, cfg: Mapping[str, Any]
+    registry: Mapping[str, Callable[..., nn.Module]],
+    kind: str,
+    cfg: Mapping[str, Any],
+    **runtime: Any,
 ) -> nn.Module:
-    """Build ``registry[cfg["name"]](**other keys)``; bad names or options raise `UserError`."""
+    """Build ``registry[cfg["name"]](**other keys)`` for every registry (models, losses, front ends).
+
+    Keys the constructor lists in its ``derived_settings`` (recorded, not chosen) are dropped; ``runtime``
+    keyword arguments (e.g. ``device``) are passed to constructors that take them. An unknown name or
+    setting raises `UserError` naming the known ones.
+    """
     discover()
     if not isinstance(cfg, Mapping) or "name" not in cfg:
         raise UserError(f"{kind} config must be a mapping with a 'name' key, got {cfg!r}")
@@ -68,9 +76,17 @@ def build_from(
         known = ", ".join(sorted(registry))
         raise UserError(f"unknown {kind} {name!r}; known {kind}s: {known}")
     factory = registry[name]
-    kwargs = {key: value for key, value in cfg.items() if key != "name"}
-    # Check the options against the signature so a typo in a recipe is a user error, while a
-    # TypeError raised inside the constructor still surfaces as the bug it is.
+    params = inspect.signature(factory).parameters
+    derived = getattr(factory, "derived_settings", frozenset())
+    kwargs = {key: value for key, value in cfg.items() if key != "name" and key not in derived}
+    chosen = sorted(set(params) - set(runtime))
+    unknown = sorted(set(kwargs) - set(chosen))
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if unknown and not takes_any:
+        raise UserError(f"{kind} {name!r}: unknown setting(s) {unknown} (known: {chosen})")
+    kwargs.update({key: value for key, value in runtime.items() if key in params})
+    # A missing required argument is the recipe's mistake; a TypeError raised inside the constructor
+    # still surfaces as the bug it is.
     try:
         inspect.signature(factory).bind(**kwargs)
     except TypeError as exc:

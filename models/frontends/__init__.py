@@ -1,21 +1,15 @@
-"""Front ends registered by name. Every module of this package is imported here, so a new front end is
-one new file with ``@register_frontend("name")`` on a `FrontEnd` subclass (see docs/ARCHITECTURE.md)."""
+"""Front ends registered by name: a new front end is one new file in this package with
+``@register_frontend("name")`` on a `FrontEnd` subclass (see docs/ARCHITECTURE.md). Like models and losses,
+the modules are imported on first use (`models.registry.discover`), and built by the same `build_from`."""
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import pkgutil
 from typing import Any
 
 import torch
 
 from models.frontends.base import FRONTENDS, FrontEnd, check_waves, register_frontend
-from models.registry import registry_section
-from utils.errors import UserError
-
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+from models.registry import build_from, registry_section
 
 
 def build_frontend(settings: dict[str, Any], device: str | torch.device | None = None) -> FrontEnd:
@@ -24,19 +18,7 @@ def build_frontend(settings: dict[str, Any], device: str | torch.device | None =
     Accepts the output of ``settings()``; derived keys in it are ignored, unknown keys are a `UserError`.
     ``device`` goes to front ends that take one (SSL); None = CUDA if available.
     """
-    settings = dict(settings)
-    name = settings.pop("name", None)
-    if name not in FRONTENDS:
-        raise UserError(f"front end name must be one of {sorted(FRONTENDS)}, got {name!r}")
-    cls = FRONTENDS[name]
-    chosen = set(inspect.signature(cls).parameters) - {"device"}
-    unknown = set(settings) - chosen - cls.derived_settings
-    if unknown:
-        raise UserError(f"unknown {name} front-end setting(s) {sorted(unknown)} (known: {sorted(chosen)})")
-    kwargs = {k: v for k, v in settings.items() if k in chosen}
-    if "device" in inspect.signature(cls).parameters:
-        kwargs["device"] = device
-    return cls(**kwargs)
+    return build_from(FRONTENDS, "front end", settings, device=device)  # type: ignore[return-value]
 
 
 #: A recipe's ``frontend`` section: ``name`` and the settings that front end's constructor takes (its
