@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _eval_available(args: argparse.Namespace, cfg: dict, partition: str | None) -> bool:
-    from engine.partitions import FEATURES, input_mode, recipe_corpus, store_dir_for
+    from data.corpora import recipe_corpus
+    from engine.partitions import FEATURES, input_mode, store_dir_for
 
     if partition is None or args.no_eval:
         return False

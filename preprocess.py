@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from data.corpora import corpus_names, default_corpus, get_corpus
+from data.corpora import Corpus, corpus_names, default_corpus, get_corpus, recipe_corpus
 from utils.errors import UserError, run_cli
 
 DEFAULT_SSL_MODEL = "facebook/wav2vec2-xls-r-300m"
@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     default = default_corpus()
     add("--data-root", required=True, type=Path, help="corpus root (e.g. the LA folder of 2019 LA)")
-    add("--dataset", choices=corpus_names(), default=default.name,
-        help=f"corpus (data/corpora/; default: {default.name})")
+    add("--dataset", choices=corpus_names(), default=None,
+        help=f"corpus (data/corpora/; default: the --config recipe's data.dataset, else {default.name})")
     add("--partitions", nargs="+", default=None, metavar="PARTITION",
         help=f"partitions to process (default: every partition of the corpus, e.g. "
              f"{' '.join(default.partitions)} for {default.name})")
@@ -126,6 +126,17 @@ def _chosen_settings(args: argparse.Namespace) -> dict:
     return settings
 
 
+def chosen_corpus(args: argparse.Namespace) -> Corpus:
+    """--dataset, else the --config recipe's ``data.dataset``, else the default corpus."""
+    if args.dataset is not None:
+        return get_corpus(args.dataset)
+    if args.config is not None:
+        from utils.config import load_config
+
+        return recipe_corpus(load_config(args.config))
+    return default_corpus()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
@@ -133,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
     shard, n_shards = parse_shard(args.shard)
-    corpus = get_corpus(args.dataset)
+    corpus = chosen_corpus(args)
     partitions = args.partitions or list(corpus.partitions)
     for partition in partitions:
         corpus.check_partition(partition)

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data import store
-from data.corpora import Corpus, default_corpus, get_corpus
+from data.corpora import Corpus, default_corpus, get_corpus, recipe_corpus
 from data.dataset import AudioDataset, StoreDataset
 from data.waveforms import WaveformDataset
 from models.frontends import FrontEnd, build_frontend
@@ -52,13 +52,6 @@ def check_feature_shape(expected: Sequence[int], found: Sequence[int], source: s
             f"{source}: features have shape {list(found)} but the model expects input_shape "
             f"{list(expected)}; use features made with the checkpoint's front end"
         )
-
-
-def recipe_corpus(cfg: dict[str, Any]) -> Corpus:
-    """The corpus a recipe reads (``data.dataset``, a `data.corpora` name; the default corpus when absent);
-    an unknown name raises `UserError` listing the known ones."""
-    name = (cfg.get("data") or {}).get("dataset")
-    return default_corpus() if name is None else get_corpus(str(name))
 
 
 def store_dir_for(

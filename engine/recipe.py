@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.partitions import FEATURES, input_mode, recipe_corpus
+from data.corpora import recipe_corpus
+from engine.partitions import FEATURES, input_mode
 from utils.config import load_config
 from utils.errors import UserError
 

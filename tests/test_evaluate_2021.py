@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data.corpora.df2021 import LAYOUT as DF2021_LAYOUT
+from data.corpora.la2021 import LAYOUT as LA2021_LAYOUT
 from evaluate_tDCF_asvspoof19 import main
-from utils.conditions import DF2021_LAYOUT, LA2021_LAYOUT
 from utils.errors import run_cli
 from utils.metrics import asv_rates_at, compute_eer, min_tdcf
 

@@ -13,6 +13,7 @@ from data.corpora.base import (
     discover,
     get_corpus,
     read_protocol,
+    recipe_corpus,
     register_corpus,
     unregister_corpus,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "discover",
     "get_corpus",
     "read_protocol",
+    "recipe_corpus",
     "register_corpus",
     "unregister_corpus",
 ]

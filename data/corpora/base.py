@@ -16,9 +16,10 @@ import importlib
 import io
 import os
 import pkgutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from data.protocols import ProtocolRow
 from utils.errors import UserError
@@ -217,6 +218,13 @@ def default_corpus() -> Corpus:
     if len(found) != 1:
         raise RuntimeError(f"expected one default corpus, found {len(found)}")
     return found[0]
+
+
+def recipe_corpus(cfg: Mapping[str, Any]) -> Corpus:
+    """The corpus a recipe reads: its ``data.dataset`` (the key names a corpus), else the default corpus; an
+    unknown name raises `UserError` listing the known ones."""
+    name = (cfg.get("data") or {}).get("dataset")
+    return default_corpus() if name is None else get_corpus(str(name))
 
 
 # --------------------------------------------------------------------------------- protocol files
