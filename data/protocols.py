@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,13 +21,48 @@ from utils.io import atomic_write_text
 from utils.scorefiles import BONAFIDE
 
 
+class Fields(Mapping[str, str]):
+    """A read-only mapping of a row's extra fields (picklable for DataLoader workers; shared between rows)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        self._data = dict(data)
+
+    def __getitem__(self, key: str) -> str:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"Fields({self._data!r})"
+
+
+_NO_EXTRA = Fields()
+
+
+def extra_fields(values: Mapping[str, str], cache: dict) -> Fields:
+    """`Fields` of ``values`` for `ProtocolRow.extra`, shared with every earlier row of the same values in
+    ``cache`` (a protocol's rows share few distinct combinations, e.g. codec and phase)."""
+    key = tuple(values.items())
+    found = cache.get(key)
+    if found is None:
+        found = cache[key] = Fields(values)
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class ProtocolRow:
     """One protocol trial; `attack` is ``-`` for bona fide, `key` is ``bonafide`` or ``spoof``.
 
     `path`: the trial's audio file (a string: protocols hold up to a million rows), None when the
     protocol was read without its corpus root; `extra`: the other fields the corpus carries, by name
-    (e.g. ``{"codec": "alaw", "subset": "eval"}``; see `data.corpora.Corpus.fields`). Not to be mutated.
+    (e.g. ``{"codec": "alaw", "subset": "eval"}``; see `data.corpora.Corpus.fields`): read-only `Fields`,
+    shared between rows (`extra_fields`), or any mapping.
     """
 
     speaker: str
@@ -35,7 +70,7 @@ class ProtocolRow:
     attack: str
     key: str
     path: str | None = None
-    extra: Mapping[str, str] = field(default_factory=dict, hash=False)
+    extra: Mapping[str, str] = field(default_factory=lambda: _NO_EXTRA, hash=False)
 
     @property
     def label(self) -> int:

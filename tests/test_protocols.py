@@ -4,6 +4,7 @@ counts), 2021 and ITW formats, layouts, errors."""
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,12 @@ def test_trial_metadata_2021(tmp_path: Path) -> None:
         ),
         ProtocolRow("LA_0012", "LA_E_1111111", "A10", "spoof", extra={"codec": "ulaw", "subset": "eval"}),
     ]
+    # rows of the same codec and phase share one read-only mapping, which pickles (DataLoader workers)
+    twice = read_protocol(write(tmp_path, "twice.txt", LA2021 + LA2021.replace("_E_", "_X_")))
+    assert twice[3].extra is twice[0].extra == la[0].extra and twice[3].extra is not twice[1].extra
+    assert pickle.loads(pickle.dumps(la)) == la
+    with pytest.raises(TypeError):
+        la[0].extra["codec"] = "opus"  # type: ignore[index]
     df = read_protocol(write(tmp_path, "df.txt", DF2021), fmt="df2021")
     assert [(r.utt_id, r.attack, r.label) for r in df] == [
         ("DF_E_2000011", "A14", 1),

@@ -21,7 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from data.corpora.base import AsvFiles, Corpus, first_line
-from data.protocols import ProtocolRow, first_ids, rows_from_columns
+from data.protocols import ProtocolRow, extra_fields, first_ids, rows_from_columns
 from utils.errors import UserError, where
 from utils.scorefiles import (
     ASV_KEYS,
@@ -110,7 +110,11 @@ class TrialMetadataCorpus(Corpus):
         if root is not None and partition is not None:
             folder = str(self.audio_path(root, partition, "x").parent)
             paths = [os.path.join(folder, f"{utt}.flac") for utt in ids]
-        extra = [{"codec": c, "subset": s} for c, s in zip(table.columns[2], table.columns[7], strict=True)]
+        shared: dict = {}
+        extra = [
+            extra_fields({"codec": c, "subset": s}, shared)
+            for c, s in zip(table.columns[2], table.columns[7], strict=True)
+        ]
         return rows_from_columns(table.columns[0], ids, table.columns[4], table.columns[5], paths, extra)
 
     def read_metadata(self, path: str | os.PathLike, asv: bool = False) -> TrialMetadata:
