@@ -1,4 +1,4 @@
-"""Data layer: protocols, audio I/O, front ends, the feature store and datasets.
+"""Data layer: corpora (`data.corpora`) and protocol rows, audio I/O, the feature store and datasets.
 
-Kept import-free on purpose: importing `data.protocols` must not pull in torch.
+Kept import-free on purpose: importing `data.protocols` or `data.corpora` must not pull in torch.
 """

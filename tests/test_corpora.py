@@ -239,3 +239,10 @@ def test_a_toy_corpus_runs_the_whole_recipe(tmp_path: Path, toy, monkeypatch, ca
     assert result["protocol"] == str(root / "lists" / "eval.tsv")
     assert "note: Toy has no ASV scores, so EER only" in capfd.readouterr().out
     assert np.isfinite(scores.scores).all()
+
+
+def test_the_registry_and_the_protocols_do_not_import_torch() -> None:
+    code = ("import sys, data.corpora, data.protocols; data.corpora.discover(); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -68,10 +68,12 @@ def _canonical(value: Any) -> str:
 
 class FrontEnd(nn.Module):
     """Base class. Subclasses set ``name``, ``store_dtype``, ``feature_shape`` (model input without the
-    batch axis), ``n_samples`` (input samples one utterance is cut or tiled to) and implement
-    ``settings()`` (JSON-serialisable; `build_frontend` of it rebuilds an identical front end) and
-    ``extract(waves)`` (numpy, any lengths). ``derived_settings`` lists keys of ``settings()`` that are
-    recorded but not chosen (ignored when rebuilding)."""
+    batch axis; a ``None`` axis when its length varies per utterance: `extract` then returns a list of
+    arrays and preprocessing writes a variable-length store), ``n_samples`` (input samples one utterance is
+    cut or tiled to) and implement ``settings()`` (JSON-serialisable; `build_frontend` of it rebuilds an
+    identical front end) and ``extract(waves)`` (numpy, any lengths). ``derived_settings`` lists keys of
+    ``settings()`` that are recorded but not chosen (ignored when rebuilding); `store_tag` names the
+    front end's feature stores."""
 
     name: ClassVar[str] = ""
     store_dtype: ClassVar[type] = np.float32
@@ -112,7 +114,8 @@ class FrontEnd(nn.Module):
         return self.settings()
 
     def extract(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        """Waves (float32, 16 kHz, any lengths) -> (B, *feature_shape) float32, without gradients."""
+        """Waves (float32, 16 kHz, any lengths) -> (B, *feature_shape) float32, without gradients (a list of
+        B arrays when ``feature_shape`` has a ``None`` axis)."""
         raise NotImplementedError
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
