@@ -86,7 +86,9 @@ def test_detection_failures_are_one_line_errors(tmp_path: Path, toy) -> None:
     with pytest.raises(UserError, match=r"x.txt: cannot tell the protocol format from 4 columns; expected .*"
                        + layout):
         detect_corpus(path, "a b c d\n")
-    # an 8-column file whose codec is neither an LA nor a DF one is claimed by no corpus
+    # a CSV without In-the-Wild's header, and an 8-column file whose codec is neither LA nor DF: no corpus
+    with pytest.raises(UserError, match=r"x.txt: cannot tell the protocol format from 2 columns"):
+        detect_corpus(path, "path,label\n/a.wav,spoof\n")
     with pytest.raises(UserError, match="cannot tell the protocol format from 8 columns"):
         detect_corpus(path, "LA_1 LA_E_1 mp4 ita_tx A07 spoof notrim eval\n")
 

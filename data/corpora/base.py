@@ -253,9 +253,9 @@ def detect_corpus(path: Path, text: str) -> Corpus:
             "give its format explicitly"
         )
     expected = dict.fromkeys(f"'{c.layout}' ({c.protocol_name})" for c in all_corpora())
+    n_columns = len(line.split(",")) if "," in line else len(line.split())
     raise UserError(
-        f"{path}: cannot tell the protocol format from {len(line.split())} columns; expected "
-        + ", ".join(expected)
+        f"{path}: cannot tell the protocol format from {n_columns} columns; expected " + ", ".join(expected)
     )
 
 
