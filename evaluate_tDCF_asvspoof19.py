@@ -182,7 +182,7 @@ def format_2021_report(result: dict, layout_track: str) -> str:
     phase = "" if result["subset"] is None else f", subset {result['subset']}"
     lines = [
         f"CM scores:  {result['cm_scores']} ({result['n_bonafide']:,} bona fide, "
-        f"{result['n_spoof']:,} spoof; {corpus.display}{phase})"
+        f"{result['n_spoof']:,} spoof; {layout.label or corpus.display}{phase})"
     ]
     asv = result["asv"]
     if asv is not None:

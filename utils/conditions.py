@@ -36,13 +36,15 @@ POOLED = "pooled"
 
 @dataclass(frozen=True)
 class ConditionLayout:
-    """One track's table: rows (metadata value, label) over spoof trials, columns (codec value, id)."""
+    """One track's table: rows (metadata value, label) over spoof trials, columns (codec value, id);
+    ``label`` names the track in reports (e.g. ``LA 2021``)."""
 
     track: str
     row_title: str
     rows: tuple[tuple[str, str], ...]
     columns: tuple[tuple[str, str], ...]
     tdcf: bool
+    label: str = ""
 
     def codec_ids(self) -> dict[str, str]:
         """Metadata codec value -> condition id (``C1``...)."""

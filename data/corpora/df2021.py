@@ -27,6 +27,7 @@ LAYOUT = ConditionLayout(
     ),
     columns=tuple((codec, f"C{i}") for i, codec in enumerate(CODECS, 1)),
     tdcf=False,
+    label="DF 2021",
 )
 
 

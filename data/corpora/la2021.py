@@ -23,6 +23,7 @@ LAYOUT = ConditionLayout(
     rows=tuple((f"A{i:02d}", f"A{i:02d}") for i in range(7, 20)),
     columns=tuple((codec, f"C{i}") for i, codec in enumerate(CODECS, 1)),
     tdcf=True,
+    label="LA 2021",
 )
 
 

@@ -126,7 +126,7 @@ class TrialMetadataCorpus(Corpus):
         _check_first_line(path, text)
         ncols = len(self.metadata_layout.split())
         table = split_table(path, text, ncols, self.metadata_layout, min_cols=ncols)
-        check_values(table, 2, tuple(self.conditions.codec_ids()), f"codec ({self.track} 2021)")
+        check_values(table, 2, tuple(self.conditions.codec_ids()), f"codec ({self.conditions.label})")
         keys = check_values(table, 5, ASV_KEYS if asv else CM_KEYS, "ASV key" if asv else "key")
         speakers, trials = np.array(table.columns[0]), np.array(table.columns[1])
         if asv:
