@@ -16,7 +16,7 @@ import importlib
 import io
 import os
 import pkgutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -44,8 +44,9 @@ class AsvFiles:
 class Corpus:
     """Base class of a corpus; one instance per registered subclass (`get_corpus`).
 
-    Subclasses set the class attributes and implement `protocol_path`, `parse` and `detect`; corpora whose
-    audio file follows from the utt_id also implement `audio_path` (the default `read` then fills in paths).
+    Subclasses set the class attributes and implement `protocol_path`, `parse` and `detect`. `parse` gives
+    each row its audio path when `read` passes the root: from a path column of the protocol, or for layouts
+    that name each file ``<utt_id><audio_suffix>`` in one folder per partition, from `audio_dir`.
     """
 
     #: registry name: the ``--dataset`` value and the recipe key ``data.dataset``
@@ -71,6 +72,8 @@ class Corpus:
     asv_metadata_hint: ClassVar[str | None] = None
     #: the corpus recipes read when they name none (exactly one registered corpus sets it)
     default: ClassVar[bool] = False
+    #: suffix of the audio files of layouts that name them by utt_id (`audio_dir`)
+    audio_suffix: ClassVar[str] = ".flac"
 
     def __repr__(self) -> str:
         return f"<corpus {self.name}>"
@@ -92,9 +95,18 @@ class Corpus:
         """Where a partition's protocol lives under the corpus root (as distributed)."""
         raise NotImplementedError
 
-    def audio_path(self, root: str | os.PathLike, partition: str, utt_id: str) -> Path:
-        """Where one utterance's audio lives under the corpus root, for layouts that name files by utt_id."""
+    def audio_dir(self, root: str | os.PathLike, partition: str) -> Path:
+        """The folder of a partition's audio, for layouts that name each file ``<utt_id><audio_suffix>``."""
         raise NotImplementedError(f"{self.name}: audio paths come from the protocol rows")
+
+    def audio_path(self, root: str | os.PathLike, partition: str, utt_id: str) -> Path:
+        """Where one utterance's audio lives under the corpus root (layouts with an `audio_dir`)."""
+        return self.audio_dir(root, partition) / f"{utt_id}{self.audio_suffix}"
+
+    def audio_paths(self, root: str | os.PathLike, partition: str, ids: Sequence[str]) -> list[str]:
+        """`audio_path` of many utt_ids, as strings (quick for a million rows)."""
+        folder = str(self.audio_dir(root, partition))
+        return [os.path.join(folder, f"{utt}{self.audio_suffix}") for utt in ids]
 
     def parse(
         self, path: Path, text: str, root: Path | None = None, partition: str | None = None

@@ -46,9 +46,9 @@ class LA2019(Corpus):
         self.check_partition(partition)
         return Path(root) / "ASVspoof2019_LA_cm_protocols" / f"ASVspoof2019.LA.cm.{_FILES[partition]}.txt"
 
-    def audio_path(self, root: str | os.PathLike, partition: str, utt_id: str) -> Path:
+    def audio_dir(self, root: str | os.PathLike, partition: str) -> Path:
         self.check_partition(partition)
-        return Path(root) / f"ASVspoof2019_LA_{partition}" / "flac" / f"{utt_id}.flac"
+        return Path(root) / f"ASVspoof2019_LA_{partition}" / "flac"
 
     def parse(
         self, path: Path, text: str, root: Path | None = None, partition: str | None = None
@@ -57,10 +57,7 @@ class LA2019(Corpus):
         check_values(table, 4, CM_KEYS, "key")
         check_unique(path, table.columns[1], table.line_numbers)
         ids = table.columns[1]
-        paths = None
-        if root is not None and partition is not None:
-            folder = str(self.audio_path(root, partition, "x").parent)
-            paths = [os.path.join(folder, f"{utt}.flac") for utt in ids]
+        paths = None if root is None or partition is None else self.audio_paths(root, partition, ids)
         return rows_from_columns(table.columns[0], ids, table.columns[3], table.columns[4], paths)
 
     def detect(self, path: Path, first_line: str) -> bool:

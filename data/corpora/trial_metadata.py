@@ -91,9 +91,9 @@ class TrialMetadataCorpus(Corpus):
         self.check_partition(partition)
         return Path(root) / "keys" / self.track / "CM" / "trial_metadata.txt"
 
-    def audio_path(self, root: str | os.PathLike, partition: str, utt_id: str) -> Path:
+    def audio_dir(self, root: str | os.PathLike, partition: str) -> Path:
         self.check_partition(partition)
-        return Path(root) / f"ASVspoof2021_{self.track}_eval" / "flac" / f"{utt_id}.flac"
+        return Path(root) / f"ASVspoof2021_{self.track}_eval" / "flac"
 
     def detect(self, path: Path, first_line: str) -> bool:
         tokens = first_line.split()
@@ -106,10 +106,7 @@ class TrialMetadataCorpus(Corpus):
         check_values(table, 5, CM_KEYS, "key")
         check_unique(path, table.columns[1], table.line_numbers)
         ids = table.columns[1]
-        paths = None
-        if root is not None and partition is not None:
-            folder = str(self.audio_path(root, partition, "x").parent)
-            paths = [os.path.join(folder, f"{utt}.flac") for utt in ids]
+        paths = None if root is None or partition is None else self.audio_paths(root, partition, ids)
         shared: dict = {}
         extra = [
             extra_fields({"codec": c, "subset": s}, shared)
