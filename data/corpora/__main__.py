@@ -58,7 +58,7 @@ def _audio_state(path: str | None) -> str:
     return "ok" if info.st_size > 0 else "empty"
 
 
-def check_partition(corpus: Corpus, root: str | os.PathLike, partition: str) -> PartitionCheck:
+def inspect_partition(corpus: Corpus, root: str | os.PathLike, partition: str) -> PartitionCheck:
     """Read one partition's protocol (`UserError` if missing or malformed) and check every audio file."""
     rows: list[ProtocolRow] = corpus.read(root, partition)
     keys = Counter(r.key for r in rows)
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     partitions = args.partitions or list(corpus.partitions)
     for partition in partitions:
         corpus.check_partition(partition)
-    reports = [check_partition(corpus, args.root, p) for p in partitions]  # all protocols before printing
+    reports = [inspect_partition(corpus, args.root, p) for p in partitions]  # all protocols before printing
     print(f"{corpus.name} ({corpus.display}) under {args.root}")
     for report in reports:
         print(format_check(corpus, report, max(args.show, 0)))
