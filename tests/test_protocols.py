@@ -1,5 +1,4 @@
-"""Protocol readers of the corpora (data/corpora/) and data/protocols.py: real 2019 LA protocols (SPEC §1
-counts), 2021 and ITW formats, layouts, errors."""
+"""data/protocols.py: real 2019 LA protocols (SPEC §1 counts), 2021 and ITW formats, layouts, errors."""
 
 from __future__ import annotations
 
