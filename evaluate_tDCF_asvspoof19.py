@@ -25,9 +25,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from data.protocols import PROTOCOL_FORMATS, SUBSET_CHOICES
-from engine.evaluation import EvalRequest, evaluate_scores, fit_file_calibration, protocol_format
-from utils.conditions import LAYOUTS, format_condition_tables
+from data.corpora import corpus_names, get_corpus
+from data.corpora.trial_metadata import SUBSET_CHOICES
+from engine.evaluation import EvalRequest, evaluate_scores, fit_file_calibration, protocol_corpus
+from utils.conditions import format_condition_tables
 from utils.errors import UserError, run_cli
 from utils.io import atomic_write_text
 from utils.metrics import CostModel, MetricError, SortedTrials
@@ -78,13 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol",
         type=Path,
         help="CM protocol to take keys and attacks from, joined by utt_id (2019 LA protocol, "
-        "2021 trial_metadata.txt or In-the-Wild meta.csv); every trial must have exactly one score",
+        "2021 trial_metadata.txt, In-the-Wild meta.csv: any corpus of data/corpora/); every trial must "
+        "have exactly one score",
     )
     parser.add_argument(
         "--protocol-format",
         default="auto",
-        choices=PROTOCOL_FORMATS,
-        help="protocol format (default: auto-detect)",
+        choices=("auto", *corpus_names()),
+        help="the protocol's corpus (default: auto-detect)",
     )
     parser.add_argument(
         "--subset",
@@ -173,12 +175,14 @@ def format_asvspoof5(result: dict) -> str:
 
 
 def format_2021_report(result: dict, layout_track: str) -> str:
-    """The 2021 LA/DF result dict as plain text: pooled numbers, per condition, the attack × codec tables."""
-    layout = LAYOUTS[layout_track]
+    """A per-condition result dict (2021 LA/DF; ``layout_track``: its corpus name) as plain text: pooled
+    numbers, per condition, the attack × codec tables."""
+    corpus = get_corpus(layout_track)
+    layout = corpus.conditions
+    phase = "" if result["subset"] is None else f", subset {result['subset']}"
     lines = [
         f"CM scores:  {result['cm_scores']} ({result['n_bonafide']:,} bona fide, "
-        f"{result['n_spoof']:,} spoof; "
-        f"{layout_track[:2].upper()} 2021, subset {result['subset']})"
+        f"{result['n_spoof']:,} spoof; {layout.label or corpus.display}{phase})"
     ]
     asv = result["asv"]
     if asv is not None:
@@ -230,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         costs=costs,
         names=FLAG_NAMES,
     )
-    fmt = protocol_format(req)
+    corpus = protocol_corpus(req)
     if args.calibrate is None and args.calibrate_protocol is not None:
         raise UserError("--calibrate-protocol needs --calibrate DEV_SCORES")
     if args.calibrate is not None:
@@ -240,12 +244,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for message in warned:
             print(f"warning: {message}", file=sys.stderr)
         req = replace(req, calibration=calibration, calibration_source=str(args.calibrate))
-    ev = evaluate_scores(req, fmt)
+    ev = evaluate_scores(req, corpus)
     result = ev.result
-    report = format_2021_report(result, result["track"]) if fmt in LAYOUTS else format_report(result)
+    per_condition = corpus is not None and corpus.conditions is not None
+    report = format_2021_report(result, result["track"]) if per_condition else format_report(result)
     if args.metrics == "asvspoof5":
         report += "\n" + format_asvspoof5(result)
-    if fmt == "itw":
+    if "histogram" in result:
         report += "\n\nscore histogram\n" + format_histogram(result["histogram"])
     print(report)
     for note in ev.notes:

@@ -29,6 +29,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from data.corpora import corpus_names
 from utils.errors import UserError, run_cli
 from utils.io import atomic_write_text
 
@@ -106,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dataset",
         default=None,
-        help="dataset layout for --data-root: la2019, la2021, df2021, itw (default: the recipe's)",
+        choices=corpus_names(),
+        help="corpus of --data-root (data/corpora/; default: the recipe's)",
     )
     parser.add_argument(
         "--output",

@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--data-root",
-        help="ASVspoof 2019 LA root (protocols and audio); needed with --on-the-fly and for raw-waveform "
-        "and fine-tuning recipes",
+        help="corpus root (protocols and audio; the recipe's data.dataset, ASVspoof 2019 LA by default); "
+        "needed with --on-the-fly and for raw-waveform and fine-tuning recipes",
     )
     parser.add_argument(
         "--on-the-fly",
@@ -83,15 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _eval_available(args: argparse.Namespace, cfg: dict, partition: str | None) -> bool:
-    from data.protocols import protocol_path
-    from engine.partitions import FEATURES, input_mode, recipe_dataset, store_dir_for
+    from data.corpora import recipe_corpus
+    from engine.partitions import FEATURES, input_mode, store_dir_for
 
     if partition is None or args.no_eval:
         return False
-    dataset = recipe_dataset(cfg)
+    corpus = recipe_corpus(cfg)
     if args.on_the_fly or input_mode(cfg) != FEATURES:
-        return protocol_path(args.data_root, partition, dataset).is_file()
-    return store_dir_for(args.features, cfg["frontend"], partition, dataset).is_dir()
+        return corpus.protocol_path(args.data_root, partition).is_file()
+    return store_dir_for(args.features, cfg["frontend"], partition, corpus).is_dir()
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

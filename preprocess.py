@@ -1,10 +1,10 @@
 """Compute front-end features for whole partitions into resumable, memory-mapped feature stores.
 
-Each store is <out>/<front end tag>/<partition> (<dataset>-<partition> for datasets other than
-la2019), e.g. features/f0/train or features/ssl-wav2vec2-xls-r-300m/dev; see data/store.py for
-the files. Rerunning the same command after an interruption (even kill -9) computes only what is
-missing. Several processes can fill one store at once: --shard i/n per process, or torchrun, where
-each rank takes its own shard (no process group is needed).
+Each store is <out>/<front end tag>/<store name>: the partition for the default corpus (ASVspoof 2019
+LA), <corpus>-<partition> for the others, e.g. features/f0/train or features/ssl-wav2vec2-xls-r-300m/dev;
+see data/store.py for the files. Rerunning the same command after an interruption (even kill -9)
+computes only what is missing. Several processes can fill one store at once: --shard i/n per process,
+or torchrun, where each rank takes its own shard (no process group is needed).
 
 Examples:
   python preprocess.py --data-root LA --frontend f0 --out features
@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from data.protocols import DATASETS
+from data.corpora import Corpus, corpus_names, default_corpus, get_corpus, recipe_corpus
 from utils.errors import UserError, run_cli
 
 DEFAULT_SSL_MODEL = "facebook/wav2vec2-xls-r-300m"
@@ -36,10 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
+    default = default_corpus()
     add("--data-root", required=True, type=Path, help="corpus root (e.g. the LA folder of 2019 LA)")
-    add("--dataset", choices=DATASETS, default="la2019", help="corpus layout (default: la2019)")
-    add("--partitions", nargs="+", choices=("train", "dev", "eval"), default=None,
-        help="partitions to process (default: train dev eval for la2019, eval otherwise)")
+    add("--dataset", choices=corpus_names(), default=None,
+        help=f"corpus (data/corpora/; default: the --config recipe's data.dataset, else {default.name})")
+    add("--partitions", nargs="+", default=None, metavar="PARTITION",
+        help=f"partitions to process (default: every partition of the corpus, e.g. "
+             f"{' '.join(default.partitions)} for {default.name})")
     add("--frontend", choices=("ssl", "f0"), default=None,
         help="ssl: wav2vec2-family hidden states (XLS-R-LCNN); f0: F0 subband (SR-LA-Res2Net)")
     add("--config", type=Path, default=None,
@@ -123,6 +126,17 @@ def _chosen_settings(args: argparse.Namespace) -> dict:
     return settings
 
 
+def chosen_corpus(args: argparse.Namespace) -> Corpus:
+    """--dataset, else the --config recipe's ``data.dataset``, else the default corpus."""
+    if args.dataset is not None:
+        return get_corpus(args.dataset)
+    if args.config is not None:
+        from engine.recipe_schema import load_recipe
+
+        return recipe_corpus(load_recipe(args.config))
+    return default_corpus()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
@@ -130,7 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
     shard, n_shards = parse_shard(args.shard)
-    partitions = args.partitions or (["train", "dev", "eval"] if args.dataset == "la2019" else ["eval"])
+    corpus = chosen_corpus(args)
+    partitions = args.partitions or list(corpus.partitions)
+    for partition in partitions:
+        corpus.check_partition(partition)
 
     from engine.extract import extract_partition
     from models.frontends import build_frontend
@@ -144,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     for partition in partitions:
         extract_partition(
-            frontend, args.data_root, partition, args.dataset, args.out, shard=shard, n_shards=n_shards,
+            frontend, args.data_root, partition, corpus, args.out, shard=shard, n_shards=n_shards,
             limit=args.limit, retry_bad=args.retry_bad, skip_bad=args.skip_bad, batch_size=args.batch_size,
             num_workers=args.num_workers, progress=not args.no_progress, pause=args.throttle,
         )

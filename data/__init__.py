@@ -1,5 +1,4 @@
-"""Data layer: corpora and protocols, audio I/O, the feature store, datasets and augmentation (front ends
-are models: models/frontends/).
+"""Data layer: corpora (`data.corpora`) and protocol rows, audio I/O, the feature store and datasets.
 
-Kept import-free on purpose: importing `data.protocols` must not pull in torch.
+Kept import-free on purpose: importing `data.protocols` or `data.corpora` must not pull in torch.
 """

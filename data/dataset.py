@@ -27,6 +27,15 @@ from utils.errors import UserError
 Item = tuple[torch.Tensor, int, str, str]
 
 
+def audio_file(row: ProtocolRow, path_fn: Callable[[str], str | os.PathLike] | None) -> Path:
+    """Where ``row``'s audio is: ``path_fn(utt_id)``, or the row's own path when ``path_fn`` is None."""
+    if path_fn is not None:
+        return Path(path_fn(row.utt_id))
+    if row.path is None:
+        raise ValueError(f"protocol row {row.utt_id} carries no audio path and no path_fn was given")
+    return Path(row.path)
+
+
 class StoreDataset(Dataset):
     """Rows of a feature store joined with protocol rows; rows marked bad in the store are left out.
 
@@ -75,7 +84,12 @@ class StoreDataset(Dataset):
         return feature, row.label, row.utt_id, row.attack
 
     def __getitems__(self, indices: Sequence[int]) -> list[Item]:
-        feats = torch.from_numpy(self.store.get_batch(self.store_rows[np.asarray(indices)]))
+        batch = self.store.get_batch(self.store_rows[np.asarray(indices)])
+        # a variable-length store gives one array per row (a batch of them cannot be stacked here)
+        if isinstance(batch, np.ndarray):
+            feats = torch.from_numpy(batch)
+        else:
+            feats = [torch.from_numpy(row) for row in batch]
         return [(feats[j], self.rows[i].label, self.rows[i].utt_id, self.rows[i].attack)
                 for j, i in enumerate(indices)]
 
@@ -117,8 +131,8 @@ class EpochDraws(Dataset):
 class AudioDataset(EpochDraws):
     """Protocol rows whose features are computed from audio when read (no store needed).
 
-    ``path_fn(utt_id) -> path`` locates the audio (e.g. ``functools.partial(audio_path, root, "eval")``
-    wrapped to take the id); ``frontend`` is a front end from `models.frontends.build_frontend`.
+    ``path_fn(utt_id) -> path`` locates the audio; None: the rows' own ``path`` (`data.corpora.Corpus.read`
+    fills it in); ``frontend`` is a front end from `models.frontends.build_frontend`.
     Unreadable audio raises `UserError` naming the file. For SSL front ends keep DataLoader workers at 0
     (the model is big); F0 is cheap enough to compute in workers.
 
@@ -132,7 +146,7 @@ class AudioDataset(EpochDraws):
     def __init__(
         self,
         rows: Sequence[ProtocolRow],
-        path_fn: Callable[[str], str | os.PathLike],
+        path_fn: Callable[[str], str | os.PathLike] | None,
         frontend: Any,
         augment: Augment | None = None,
         augment_seed: int = 0,
@@ -152,7 +166,7 @@ class AudioDataset(EpochDraws):
 
     def _features(self, indices: Sequence[int]) -> torch.Tensor:
         # keyed by the row's position in the partition: independent of batching, order and worker
-        waves = [self.augmented(load_audio(Path(self.path_fn(self.rows[i].utt_id))), i) for i in indices]
+        waves = [self.augmented(load_audio(audio_file(self.rows[i], self.path_fn)), i) for i in indices]
         return torch.from_numpy(np.asarray(self.frontend.extract(waves), dtype=np.float32))
 
     def __getitem__(self, i: int) -> Item:

@@ -1,11 +1,13 @@
 """Resumable, sharded, memory-mapped feature store (numpy only, no torch).
 
-One store holds one front end's features for one partition, one fixed-shape row per utterance.
+One store holds one front end's features for one partition, one row per utterance: of one fixed shape,
+or (a ``None`` axis in the front end's feature shape, e.g. decoded waveforms) of its own length.
 Several writers (``--shard i/n`` or torchrun ranks) fill the same store at once without sharing a
 file: shard ``i`` of ``n`` owns the contiguous protocol rows ``[i*N//n, (i+1)*N//n)``. The reader
 presents all shards as one array.
 
-Layout of a store directory (``<out>/<front end tag>/<partition>/``), ``S = shard-IIII-of-NNNN``:
+Layout of a store directory (``<out>/<front end tag>/<corpus's store name>/``, `store_dir`),
+``S = shard-IIII-of-NNNN``:
 
 ``index.tsv``
     One line per row, in row order: ``utt_id`` then optional tab-separated columns given by the
@@ -16,20 +18,27 @@ Layout of a store directory (``<out>/<front end tag>/<partition>/``), ``S = shar
     its row range and SHA-256 digests of the utt ids and of the index. Written atomically and LAST
     when a shard is created, so it is the shard's commit marker: a shard without it is recreated.
     Each writer writes only its own; the reader checks that all of them agree.
-``S.data.npy``
+``S.data.npy`` (fixed shape)
     ``(rows in shard, *feature_shape)`` array in ``dtype`` (float16 for SSL hidden states, float32
     for F0), a standard ``.npy`` file, preallocated (sparse) at creation.
+``S.data.bin`` and ``S.extents.npy`` (variable length)
+    The rows' values in ``dtype``, each row C-contiguous, appended one batch after another to one flat
+    file; ``(rows in shard, 2)`` int64 extents: the row's first item in the flat file and its length
+    on the variable axis.
 ``S.status.npy``
     ``(rows in shard,)`` uint8 completion record: 0 pending, 1 done, 2 bad (unreadable input).
 ``S.bad.tsv``
     Append-only report of bad rows: ``utt_id<TAB>path<TAB>reason``.
 
 Crash safety: a batch's rows are written to the data file and ``fdatasync``'ed BEFORE their status
-bytes are set and synced; bad rows are logged (and synced) before they are marked. A writer killed at
+bytes are set and synced (variable length: data appended and synced, then extents, then status); bad rows
+are logged (and synced) before they are marked. A writer killed at
 any moment and rerun therefore recomputes only rows whose status is still pending, and never trusts a
 row that is not fully on disk. Pending rows are processed in blocks aligned to ``batch_size`` from the
 start of the shard, so an interrupted and an uninterrupted run put the same rows in each batch and
-(in fp32 on CPU, with the same batch size and thread count) produce byte-identical files.
+(in fp32 on CPU, with the same batch size and thread count) produce byte-identical fixed-shape files.
+A variable-length shard resumed after a kill reads back the same rows, but its flat file may also hold
+the unrecorded bytes of the killed batch (appended behind, never pointed to).
 
 Reopening a store with other front-end settings, feature shape, dtype, utterance list or shard count
 raises `UserError` naming the store and the differing keys; nothing is mixed. `FeatureStore` reads a
@@ -74,33 +83,19 @@ def shard_range(n_rows: int, shard: int, n_shards: int) -> tuple[int, int]:
     return shard * n_rows // n_shards, (shard + 1) * n_rows // n_shards
 
 
-def frontend_tag(settings: Mapping[str, Any]) -> str:
-    """Directory name of a front end's stores, from the user's front-end settings.
-
-    ``f0`` (mirror tiling, 600 frames), ``f0-repeat``, ``f0-200frames``; ``ssl-<model name>`` plus
-    ``-layer<L>`` when not the last layer. Settings not in the tag (e.g. compute dtype) are still
-    recorded and checked on reopen.
-    """
-    name = str(settings.get("name", "")).lower()
-    if name == "f0":
-        tiling = settings.get("tiling", "mirror")
-        frames = int(settings.get("n_frames", 600))
-        suffix = ("" if tiling == "mirror" else f"-{tiling}") + ("" if frames == 600 else f"-{frames}frames")
-        return "f0" + suffix
-    if name == "ssl":
-        model = str(settings.get("model", "ssl")).rstrip("/\\")
-        model = re.sub(r"[^A-Za-z0-9._-]+", "_", model.replace(":", "-").split("/")[-1]) or "model"
-        layer = settings.get("layer", -1)
-        return f"ssl-{model}" if layer in (-1, None) else f"ssl-{model}-layer{layer}"
-    raise ValueError(f"unknown front end name {name!r}")
+def store_dir(out: str | os.PathLike, frontend_tag: str, name: str) -> Path:
+    """Where preprocess.py puts a store: ``<out>/<front end tag>/<name>``. The tag comes from the front end
+    (`models.frontends.store_tag`), the name from the corpus (`data.corpora.Corpus.store_name`)."""
+    return Path(out) / frontend_tag / name
 
 
-def store_dir_for(out: str | os.PathLike, settings: Mapping[str, Any], partition: str,
-                  dataset: str = "la2019") -> Path:
-    """Where preprocess.py puts a partition's store: ``<out>/<front end tag>/<partition>``
-    (``<dataset>-<partition>`` for datasets other than la2019, whose partition names would collide)."""
-    name = partition if dataset == "la2019" else f"{dataset}-{partition}"
-    return Path(out) / frontend_tag(settings) / name
+def variable_axis(feature_shape: Sequence[int | None]) -> int | None:
+    """The axis of ``feature_shape`` whose length varies per row (``None`` in the shape), or None when every
+    row has the same shape. More than one variable axis is a `ValueError`."""
+    axes = [k for k, d in enumerate(feature_shape) if d is None]
+    if len(axes) > 1:
+        raise ValueError(f"feature shape {tuple(feature_shape)}: at most one variable (None) axis")
+    return axes[0] if axes else None
 
 
 def _sha256_lines(lines: Iterable[str]) -> str:
@@ -173,12 +168,27 @@ def _read_index(store_dir: Path) -> list[list[str]]:
     return [line.split("\t") for line in text.splitlines()]
 
 
+def _npy_file(tmp: Path, array: np.ndarray) -> None:
+    with open(tmp, "wb") as f:  # np.save on a path would append ".npy" to the temp name
+        np.save(f, array)
+
+
+def _pwrite_synced(path: Path, chunks: Iterable[tuple[int, bytes]]) -> None:
+    """Write (offset, bytes) chunks into an existing file and sync its data."""
+    with open(path, "r+b") as f:
+        for offset, blob in chunks:
+            os.pwrite(f.fileno(), blob, offset)
+        os.fdatasync(f.fileno())
+
+
 class ShardWriter:
     """Writes one shard of a store; creates it, or reopens it to resume.
 
     ``index`` holds one entry per row of the WHOLE store (all shards): an utt id, or a tuple whose
     first item is the utt id and whose other items are extra index columns (e.g. speaker, attack, key).
-    Reopening with different settings, shape, dtype, index or shard count raises `UserError`.
+    ``feature_shape`` with a ``None`` axis makes a variable-length store (one flat data file and each row's
+    extent; see the module docstring). Reopening with different settings, shape, dtype, index or shard
+    count raises `UserError`.
     """
 
     def __init__(
@@ -186,7 +196,7 @@ class ShardWriter:
         store_dir: str | os.PathLike,
         index: Sequence[str | Sequence[str]],
         frontend_settings: Mapping[str, Any],
-        feature_shape: Sequence[int],
+        feature_shape: Sequence[int | None],
         dtype: Any,
         shard: int = 0,
         n_shards: int = 1,
@@ -197,12 +207,14 @@ class ShardWriter:
         if len(set(self.utt_ids)) != len(self.utt_ids):
             raise UserError(f"{self.store_dir}: duplicate utterance ids in the store index")
         self.dtype = np.dtype(dtype)
-        self.feature_shape = tuple(int(d) for d in feature_shape)
+        self.feature_shape = tuple(None if d is None else int(d) for d in feature_shape)
+        self.variable_axis = variable_axis(self.feature_shape)
         self.shard, self.n_shards = int(shard), int(n_shards)
         self.start, self.stop = shard_range(len(lines), self.shard, self.n_shards)
         self.stem = stem = shard_name(self.shard, self.n_shards)
         self.meta_path = self.store_dir / f"{stem}.meta.json"
-        self.data_path = self.store_dir / f"{stem}.data.npy"
+        self.data_path = self.store_dir / f"{stem}.{'data.npy' if self.variable_axis is None else 'data.bin'}"
+        self.extents_path = self.store_dir / f"{stem}.extents.npy"
         self.status_path = self.store_dir / f"{stem}.status.npy"
         self.bad_path = self.store_dir / f"{stem}.bad.tsv"
         self.meta = {
@@ -243,34 +255,43 @@ class ShardWriter:
 
     def _create(self) -> None:
         self._remove_stale_temps()
-        shape = (self.stop - self.start, *self.feature_shape)
+        n = self.stop - self.start
+        if self.variable_axis is None:
 
-        def make_data(tmp: Path) -> None:
-            # open_memmap only writes the header and the last byte: the file is sparse until filled.
-            data = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype, shape=shape)
-            del data
+            def make_data(tmp: Path) -> None:
+                # open_memmap only writes the header and the last byte: the file is sparse until filled.
+                shape = (n, *self.feature_shape)
+                data = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype, shape=shape)
+                del data
 
-        _write_durable(self.data_path, make_data)
-
-        def make_status(tmp: Path) -> None:
-            with open(tmp, "wb") as f:  # np.save on a path would append ".npy" to the temp name
-                np.save(f, np.zeros(shape[0], np.uint8))
-
-        _write_durable(self.status_path, make_status)
+            _write_durable(self.data_path, make_data)
+        else:
+            _write_durable(self.data_path, lambda tmp: tmp.write_bytes(b""))
+            _write_durable(self.extents_path, lambda tmp: _npy_file(tmp, np.zeros((n, 2), np.int64)))
+        _write_durable(self.status_path, lambda tmp: _npy_file(tmp, np.zeros(n, np.uint8)))
         self.bad_path.unlink(missing_ok=True)  # left over from a run killed before its metadata existed
         _write_durable(self.meta_path, lambda tmp: tmp.write_text(json.dumps(self.meta, indent=1) + "\n"))
 
     def _open(self) -> None:
         n = self.stop - self.start
         try:
-            data = np.load(self.data_path, mmap_mode="r")
             status = np.load(self.status_path, mmap_mode="r")
+            if self.variable_axis is None:
+                data = np.load(self.data_path, mmap_mode="r")
+                shape_ok = data.shape == (n, *self.feature_shape) and data.dtype == self.dtype
+                self._data_offset, what = data.offset, f"shape {data.shape} {data.dtype}"
+            else:
+                data = np.load(self.extents_path, mmap_mode="r")
+                shape_ok = data.shape == (n, 2) and data.dtype == np.int64 and self.data_path.is_file()
+                self._extents_offset, what = data.offset, f"extents {data.shape}"
+                self.extents = np.array(data)  # private copy, like the status
         except (OSError, ValueError) as exc:
             raise UserError(f"{self.data_path}: damaged shard file ({exc})") from exc
-        if data.shape != (n, *self.feature_shape) or data.dtype != self.dtype or status.shape != (n,):
-            raise UserError(f"{self.data_path}: shape {data.shape} {data.dtype} does not match its metadata")
-        self._data_offset, self._status_offset = data.offset, status.offset
-        self._row_bytes = int(np.prod(self.feature_shape)) * self.dtype.itemsize
+        if not shape_ok or status.shape != (n,):
+            raise UserError(f"{self.data_path}: {what} does not match its metadata")
+        fixed = [d for d in self.feature_shape if d is not None]
+        self._row_bytes = int(np.prod(fixed)) * self.dtype.itemsize  # per step of the variable axis, if any
+        self._status_offset = status.offset
         self.status = np.array(status)  # private copy; the file is updated with pwrite
         del data, status
 
@@ -296,9 +317,7 @@ class ShardWriter:
 
     def _write_status(self, lo: int, hi: int) -> None:
         """Write local status bytes [lo, hi) to the file and sync them."""
-        with open(self.status_path, "r+b") as f:
-            os.pwrite(f.fileno(), self.status[lo:hi].tobytes(), self._status_offset + lo)
-            os.fdatasync(f.fileno())
+        _pwrite_synced(self.status_path, [(self._status_offset + lo, self.status[lo:hi].tobytes())])
 
     def pending_blocks(self, batch_size: int) -> list[np.ndarray]:
         """Global row indices still to compute, in blocks aligned to ``batch_size`` from the shard start.
@@ -312,28 +331,62 @@ class ShardWriter:
                 out.append(local + self.start)
         return out
 
+    def _check_rows(self, rows: Sequence[int], features: Any) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Local row indices and the features as C-contiguous arrays of the store dtype, checked."""
+        local = np.asarray(rows, dtype=np.int64) - self.start
+        if len(local) and (local.min() < 0 or local.max() >= self.stop - self.start):
+            raise ValueError("rows outside this shard")
+        if self.variable_axis is None:
+            features = np.asarray(features)
+            if features.shape != (len(local), *self.feature_shape):
+                raise ValueError(f"features shape {features.shape} != {(len(local), *self.feature_shape)}")
+            return local, [np.ascontiguousarray(features, dtype=self.dtype)]
+        feats = [np.ascontiguousarray(f, dtype=self.dtype) for f in features]
+        fixed = tuple(d for d in self.feature_shape if d is not None)
+        wrong = [f.shape for f in feats if f.ndim != len(self.feature_shape)
+                 or tuple(np.delete(f.shape, self.variable_axis)) != fixed]
+        if len(feats) != len(local) or wrong:
+            raise ValueError(
+                f"features {wrong[:1] or len(feats)} do not fit {self.feature_shape} x {len(local)}"
+            )
+        return local, feats
+
+    def _write_variable(self, local: np.ndarray, feats: list[np.ndarray]) -> None:
+        """Append the rows to the flat data file, sync, then record their extents and sync those."""
+        lengths = np.array([f.shape[self.variable_axis] for f in feats], dtype=np.int64)
+        item = self.dtype.itemsize
+        with open(self.data_path, "r+b") as f:
+            fd = f.fileno()
+            # after a killed run the file may end in unrecorded bytes: append behind them, item-aligned
+            start = -(-os.fstat(fd).st_size // item)
+            os.pwrite(fd, b"".join(x.tobytes() for x in feats), start * item)
+            os.fdatasync(fd)
+        per_step = self._row_bytes // item
+        offsets = start + np.concatenate([[0], np.cumsum(lengths * per_step)[:-1]]).astype(np.int64)
+        self.extents[local] = np.stack([offsets, lengths], axis=1)
+        lo, hi = int(local.min()), int(local.max()) + 1
+        _pwrite_synced(self.extents_path, [(self._extents_offset + 16 * lo, self.extents[lo:hi].tobytes())])
+
     def commit(
-        self, rows: Sequence[int], features: np.ndarray, bad: Mapping[int, tuple[str, str]] | None = None
+        self, rows: Sequence[int], features: Any, bad: Mapping[int, tuple[str, str]] | None = None
     ) -> None:
-        """Store ``features`` (len(rows), *feature_shape) for global ``rows`` and mark them done.
+        """Store ``features`` for global ``rows`` and mark them done: an array (len(rows), *feature_shape),
+        or for a variable-length store a sequence of len(rows) arrays of ``feature_shape`` with any length
+        on its ``None`` axis.
 
         ``bad`` maps global rows that could not be computed to ``(path, reason)``; they are logged to
         the shard's ``bad.tsv`` and marked bad. Data reaches the disk before the completion record.
         """
-        rows = np.asarray(rows, dtype=np.int64)
         bad = dict(bad or {})
-        features = np.asarray(features)
-        if features.shape != (len(rows), *self.feature_shape):
-            raise ValueError(f"features shape {features.shape} != {(len(rows), *self.feature_shape)}")
-        local = rows - self.start
-        if len(rows) and (local.min() < 0 or local.max() >= self.stop - self.start):
-            raise ValueError("rows outside this shard")
-        blob = np.ascontiguousarray(features, dtype=self.dtype)
-        with open(self.data_path, "r+b") as f:
-            fd = f.fileno()
-            for j, row in enumerate(local):
-                os.pwrite(fd, blob[j].tobytes(), self._data_offset + int(row) * self._row_bytes)
-            os.fdatasync(fd)
+        local, feats = self._check_rows(rows, features)
+        if self.variable_axis is not None:
+            if len(local):
+                self._write_variable(local, feats)
+        else:
+            blob = feats[0]
+            chunks = ((self._data_offset + int(row) * self._row_bytes, blob[j].tobytes())
+                      for j, row in enumerate(local))
+            _pwrite_synced(self.data_path, chunks)
         if bad:
             with open(self.bad_path, "a", encoding="utf-8") as f:
                 for row, (path, reason) in sorted(bad.items()):
@@ -350,12 +403,35 @@ class ShardWriter:
             self._write_status(int(touched.min()), int(touched.max()) + 1)
 
 
+class _VariableRows:
+    """One shard of a variable-length store: the flat data file (mapped read-only) and the row extents."""
+
+    def __init__(self, data_path: str, extents: np.ndarray, dtype: np.dtype, shape: tuple, axis: int) -> None:
+        self.filename, self.extents, self.dtype = data_path, extents, dtype
+        self.shape, self.axis = shape, axis
+        n_items = os.path.getsize(data_path) // dtype.itemsize
+        # np.memmap cannot map an empty file (a shard whose rows are all bad or pending)
+        self.flat = np.memmap(data_path, dtype, mode="r", shape=(n_items,)) if n_items else np.empty(0, dtype)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "flat"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["filename"], state["extents"], state["dtype"], state["shape"], state["axis"])
+
+    def __getitem__(self, j: int) -> np.ndarray:
+        start, length = (int(v) for v in self.extents[j])
+        shape = tuple(length if d is None else d for d in self.shape)
+        return self.flat[start:start + int(np.prod(shape))].reshape(shape)
+
+
 class FeatureStore:
     """Zero-copy reader of a store directory, all shards presented as one array of rows.
 
     ``utt_ids`` (list), ``status`` (uint8, 0 pending / 1 done / 2 bad), ``valid`` (bool: done),
-    ``feature_shape``, ``dtype``, ``settings`` (front end). ``store[i]`` is a read-only memmap view of
-    row ``i``; ``get_batch(indices)`` gathers rows into a new array. An incomplete store (rows still
+    ``feature_shape`` (``None`` on the variable axis of a variable-length store), ``dtype``, ``settings``
+    (front end). ``store[i]`` is a read-only memmap view of row ``i``; ``get_batch(indices)`` gathers rows
+    into a new array (a list of arrays for a variable-length store). An incomplete store (rows still
     pending, or shards missing) raises `UserError` unless ``allow_partial``.
     """
 
@@ -373,6 +449,7 @@ class FeatureStore:
         self.meta = first
         self.settings: dict[str, Any] = first["frontend"]
         self.feature_shape = tuple(first["feature_shape"])
+        self.variable_axis = variable_axis(self.feature_shape)
         self.dtype = np.dtype(first["dtype"])
         self.n_shards = int(first["n_shards"])
         n_rows = int(first["n_rows"])
@@ -385,19 +462,8 @@ class FeatureStore:
         # bounds[k] is the first row of shard k; bounds[n_shards] == n_rows
         self.bounds = np.array([k * n_rows // self.n_shards for k in range(self.n_shards + 1)])
         self.status = np.zeros(n_rows, np.uint8)
-        self._data: list[np.ndarray | None] = []
-        missing = []
-        for k in range(self.n_shards):
-            stem = self.store_dir / shard_name(k, self.n_shards)
-            if not Path(f"{stem}.meta.json").exists():
-                missing.append(k)
-                self._data.append(None)
-                continue
-            try:
-                self._data.append(np.load(f"{stem}.data.npy", mmap_mode="r"))
-                self.status[self.bounds[k]:self.bounds[k + 1]] = np.load(f"{stem}.status.npy")
-            except (OSError, ValueError) as exc:
-                raise UserError(f"{stem}.data.npy: damaged shard ({exc})") from exc
+        self._data: list[Any] = []
+        missing = [k for k in range(self.n_shards) if not self._open_shard(k)]
         self.valid = self.status == DONE
         self.complete = not missing and not (self.status == PENDING).any()
         if not self.complete and not allow_partial:
@@ -406,20 +472,38 @@ class FeatureStore:
             raise UserError(f"{self.store_dir}: incomplete store ({what}{n_pending} of {n_rows} rows "
                             "pending); rerun preprocess.py to finish it")
 
+    def _open_shard(self, k: int) -> bool:
+        """Map shard ``k`` and read its status into ``self.status``; False when it has not been created."""
+        stem = self.store_dir / shard_name(k, self.n_shards)
+        if not Path(f"{stem}.meta.json").exists():
+            self._data.append(None)
+            return False
+        data_file = f"{stem}.data.npy" if self.variable_axis is None else f"{stem}.data.bin"
+        try:
+            if self.variable_axis is None:
+                self._data.append(np.load(data_file, mmap_mode="r"))
+            else:
+                self._data.append(_VariableRows(data_file, np.load(f"{stem}.extents.npy"), self.dtype,
+                                                self.feature_shape, self.variable_axis))
+            self.status[self.bounds[k]:self.bounds[k + 1]] = np.load(f"{stem}.status.npy")
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{data_file}: damaged shard ({exc})") from exc
+        return True
+
     def __len__(self) -> int:
         return len(self.utt_ids)
 
     def __getstate__(self) -> dict[str, Any]:
         # DataLoader workers started with "spawn" pickle the dataset: send file names, not the mapped data.
         state = self.__dict__.copy()
-        state["_data"] = [None if d is None else d.filename for d in self._data]
+        state["_data"] = [d.filename if isinstance(d, np.memmap) else d for d in self._data]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._data = [None if f is None else np.load(f, mmap_mode="r") for f in self._data]
+        self._data = [np.load(d, mmap_mode="r") if isinstance(d, str) else d for d in self._data]
 
-    def _locate(self, i: int) -> tuple[np.ndarray, int]:
+    def _locate(self, i: int) -> tuple[Any, int]:
         if not -len(self) <= i < len(self):
             raise IndexError(f"row {i} out of range for a store of {len(self)} rows")
         i %= len(self)
@@ -430,12 +514,17 @@ class FeatureStore:
         return data, i - int(self.bounds[k])
 
     def __getitem__(self, i: int) -> np.ndarray:
-        """Row ``i`` as a read-only view, shape ``feature_shape``, store dtype."""
+        """Row ``i`` as a read-only view, shape ``feature_shape`` (its own length on a variable axis)."""
         data, j = self._locate(int(i))
         return data[j]
 
-    def get_batch(self, indices: Sequence[int] | np.ndarray, dtype: Any = None) -> np.ndarray:
-        """Rows ``indices`` gathered into a new array (len, *feature_shape), optionally cast to ``dtype``."""
+    def get_batch(
+        self, indices: Sequence[int] | np.ndarray, dtype: Any = None
+    ) -> np.ndarray | list[np.ndarray]:
+        """Rows ``indices`` gathered into a new array (len, *feature_shape), optionally cast to ``dtype``;
+        a list of new arrays for a variable-length store."""
+        if self.variable_axis is not None:
+            return [np.array(self[int(i)], dtype=dtype or self.dtype) for i in indices]
         indices = np.asarray(indices, dtype=np.int64) % max(len(self), 1)
         out = np.empty((len(indices), *self.feature_shape), dtype=dtype or self.dtype)
         shard_of = np.searchsorted(self.bounds, indices, side="right") - 1

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from data.audio import load_audio
-from data.dataset import Augment, EpochDraws
+from data.dataset import Augment, EpochDraws, audio_file
 from data.protocols import ProtocolRow
 from utils.errors import UserError
 from utils.waves import fix_length
@@ -44,15 +43,15 @@ def crop_start(n_wave: int, n_samples: int, seed: tuple[int, int, int]) -> int:
 class WaveformDataset(EpochDraws):
     """Protocol rows read as fixed-length waves (see the module docstring).
 
-    ``path_fn(utt_id) -> path`` locates the audio; ``crop`` is ``first`` or ``random``; ``augment``
-    (optional) is applied to the whole utterance before cropping; ``seed`` is the run seed (also settable
-    with `set_epoch`). Unreadable audio raises `UserError` naming the file.
+    ``path_fn(utt_id) -> path`` locates the audio (None: the rows' own ``path``); ``crop`` is ``first`` or
+    ``random``; ``augment`` (optional) is applied to the whole utterance before cropping; ``seed`` is the
+    run seed (also settable with `set_epoch`). Unreadable audio raises `UserError` naming the file.
     """
 
     def __init__(
         self,
         rows: Sequence[ProtocolRow],
-        path_fn: Callable[[str], str | os.PathLike],
+        path_fn: Callable[[str], str | os.PathLike] | None,
         n_samples: int,
         crop: str = "first",
         augment: Augment | None = None,
@@ -78,7 +77,7 @@ class WaveformDataset(EpochDraws):
 
     def wave(self, i: int) -> np.ndarray:
         """Utterance ``i`` of this epoch: (n_samples,) float32, augmented and cropped."""
-        wave = self.augmented(load_audio(Path(self.path_fn(self.rows[i].utt_id))), i)
+        wave = self.augmented(load_audio(audio_file(self.rows[i], self.path_fn)), i)
         start = crop_start(wave.shape[0], self.n_samples, self.key(i)) if self.crop == "random" else 0
         return np.asarray(fix_length(wave[start:], self.n_samples), dtype=np.float32)
 

@@ -1,5 +1,5 @@
-"""Cross-corpus evaluation: score one checkpoint on every corpus given (ASVspoof 2019 LA eval, 2021 LA eval,
-2021 DF eval, In-the-Wild) and write the table papers print.
+"""Cross-corpus evaluation: score one checkpoint on every corpus given (any of `data.corpora`: ASVspoof 2019
+LA eval, 2021 LA eval, 2021 DF eval, In-the-Wild) and write the table papers print.
 
     python -m engine.cross_corpus --checkpoint runs/f0/best.pt --corpus la2019=LA \\
         --corpus la2021=ASVspoof2021_LA --corpus df2021=ASVspoof2021_DF --corpus itw=release_in_the_wild \\
@@ -8,8 +8,9 @@
 For each corpus the eval partition is scored (from raw audio under the corpus root, or from a feature store
 made by ``preprocess.py --dataset`` when ``features`` holds one) and evaluated by `engine.evaluation`, the
 code behind evaluate_tDCF_asvspoof19.py, with the ASVspoof 5 measures: EER, min t-DCF where the organisers'
-ASV scores are present (2019 LA: the legacy 2019 t-DCF; 2021 LA: the revised 2021 one with the keys' ASV
-scores), minDCF, actDCF, Cllr, and the number of trials (2021: the chosen phase). When the checkpoint carries
+ASV scores are under the root (`data.corpora.Corpus.asv_files`; 2019 LA: the legacy 2019 t-DCF; 2021 LA: the
+revised 2021 one with the keys' ASV scores), minDCF, actDCF, Cllr, and the number of trials (corpora with
+evaluation phases, 2021: the chosen phase). When the checkpoint carries
 a calibration (`engine.calibrate`) the scores are mapped to LLRs first, so actDCF and Cllr judge calibrated
 LLRs; otherwise they are computed on the raw scores and the table says so.
 
@@ -29,7 +30,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from data.protocols import DATASETS, asv_score_path, audio_path, load_partition, protocol_path, subset_name
+from data.corpora import Corpus as CorpusSpec
+from data.corpora import corpus_names, get_corpus
+from data.corpora.trial_metadata import subset_name
 from engine.evaluation import EvalRequest, describe_calibration, evaluate_scores
 from engine.partitions import store_dir_for
 from engine.scoring import write_partition_scores
@@ -37,33 +40,31 @@ from utils.errors import UserError, run_cli
 from utils.io import atomic_write_text
 from utils.report import results_markdown, results_row, write_results_table
 
-#: Corpus name (the ``data.protocols`` dataset layout) -> row label in the table.
-CORPORA = {
-    "la2019": "2019 LA eval",
-    "la2021": "2021 LA eval",
-    "df2021": "2021 DF eval",
-    "itw": "In-the-Wild",
-}
-assert tuple(CORPORA) == DATASETS
 PARTITION = "eval"
 
 
 @dataclass(frozen=True)
 class Corpus:
-    """One corpus to score: its layout name (a key of `CORPORA`) and its root folder."""
+    """One corpus to score: its `data.corpora` name and its root folder."""
 
     name: str
     root: Path
+
+    @property
+    def spec(self) -> CorpusSpec:
+        """The registered corpus (layout, title, ASV files)."""
+        return get_corpus(self.name)
 
     @classmethod
     def parse(cls, text: str) -> Corpus:
         """``NAME=ROOT`` (e.g. ``itw=release_in_the_wild``); an unknown name raises `UserError`."""
         name, sep, root = text.partition("=")
         name = name.strip().lower()
+        names = ", ".join(corpus_names())
         if not sep or not root:
-            raise UserError(f"corpus '{text}': expected NAME=ROOT with NAME one of {', '.join(CORPORA)}")
-        if name not in CORPORA:
-            raise UserError(f"corpus '{text}': unknown corpus '{name}'; expected one of {', '.join(CORPORA)}")
+            raise UserError(f"corpus '{text}': expected NAME=ROOT with NAME one of {names}")
+        if name not in corpus_names():
+            raise UserError(f"corpus '{text}': unknown corpus '{name}'; expected one of {names}")
         return cls(name, Path(root))
 
 
@@ -92,24 +93,18 @@ class CrossCorpusResult:
     json: dict[str, Path]
 
 
-def _asv_files(corpus: Corpus) -> tuple[Path | None, Path | None]:
-    """The organisers' ASV scores (and 2021 ASV keys) under the corpus root, None where absent."""
-    if corpus.name == "la2019":
-        path = asv_score_path(corpus.root, PARTITION)
-        return (path, None) if path.is_file() else (None, None)
-    if corpus.name == "la2021":
-        asv = corpus.root / "keys" / "LA" / "ASV"
-        scores, metadata = asv / "ASVTorch_Kaldi" / "score.txt", asv / "trial_metadata.txt"
-        return (scores, metadata) if scores.is_file() and metadata.is_file() else (None, None)
-    return None, None
-
-
 def corpus_inputs(corpus: Corpus) -> CorpusInputs:
     """The protocol and ASV files of a corpus; a missing root or protocol raises `UserError` naming it."""
-    rows = load_partition(corpus.root, PARTITION, corpus.name)
-    asv_scores, asv_metadata = _asv_files(corpus)
+    spec = corpus.spec
+    rows = spec.read(corpus.root, PARTITION)
+    asv = spec.asv_files(corpus.root, PARTITION)
     return CorpusInputs(
-        corpus, protocol_path(corpus.root, PARTITION, corpus.name), asv_scores, asv_metadata, None, len(rows)
+        corpus,
+        spec.protocol_path(corpus.root, PARTITION),
+        None if asv is None else asv.scores,
+        None if asv is None else asv.metadata,
+        None,
+        len(rows),
     )
 
 
@@ -123,9 +118,8 @@ def with_source(
         store = store_dir_for(features, frontend_cfg, PARTITION, corpus.name)
         if store.is_dir():
             return replace(item, store=store)
-    rows = load_partition(corpus.root, PARTITION, corpus.name)
-    paths = (audio_path(corpus.root, PARTITION, r.utt_id, corpus.name) for r in rows)
-    missing = [p for p in paths if not p.is_file()]
+    rows = corpus.spec.read(corpus.root, PARTITION)
+    missing = [Path(r.path) for r in rows if not os.path.isfile(r.path)]
     if missing:
         raise UserError(
             f"{missing[0]}: audio file not found ({len(missing)} of {len(rows)} {corpus.name} trials have "
@@ -146,7 +140,7 @@ def _table_notes(calibrated: str | None) -> str:
 def _check_corpora(corpora: Sequence[Corpus]) -> None:
     """At least one corpus, none twice."""
     if not corpora:
-        raise UserError("no corpus given; expected NAME=ROOT with NAME one of " + ", ".join(CORPORA))
+        raise UserError("no corpus given; expected NAME=ROOT with NAME one of " + ", ".join(corpus_names()))
     names = [c.name for c in corpora]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -210,7 +204,7 @@ def run_cross_corpus(
             scores=score_paths[corpus.name],
             protocol=item.protocol,
             protocol_format=corpus.name,
-            subset=subset if corpus.name in ("la2021", "df2021") else None,
+            subset=subset if corpus.spec.subsets else None,
             asv_scores=item.asv_scores,
             asv_metadata=item.asv_metadata,
             metrics="asvspoof5",
@@ -221,8 +215,8 @@ def run_cross_corpus(
         results[corpus.name] = result
         json_paths[corpus.name] = out / f"{corpus.name}.json"
         atomic_write_text(json_paths[corpus.name], json.dumps(result, indent=2) + "\n")
-        label = CORPORA[corpus.name]
-        label = label if req.subset is None else label.replace(" eval", f" {subset}")  # 2021: the phase
+        label = corpus.spec.title
+        label = label if req.subset is None else label.replace(" eval", f" {subset}")  # the phase evaluated
         rows.append(results_row(label, result))
         tdcf = "" if result.get("min_tdcf") is None else f", min t-DCF {result['min_tdcf']:.4f}"
         log(f"[{k}/{len(inputs)}] {corpus.name}: EER {100 * result['eer']:.3f}%{tdcf}")
@@ -253,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="NAME=ROOT",
-        help=f"a corpus root; NAME one of {', '.join(CORPORA)} (repeat the flag for several)",
+        help=f"a corpus root; NAME one of {', '.join(corpus_names())} (repeat the flag for several)",
     )
     parser.add_argument("--out", required=True, help="folder for the score files, JSON results and the table")
     parser.add_argument(

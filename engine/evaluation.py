@@ -1,10 +1,10 @@
 """Evaluating a CM score file, as library calls: what evaluate_tDCF_asvspoof19.py and the cross-corpus runner
 (engine/cross_corpus.py) both do, so the two give identical numbers.
 
-- 2019 LA (and In-the-Wild): keys and attacks from the score file or a protocol, EER and legacy 2019 / revised
-  2021 min t-DCF pooled and per attack (`evaluate_2019`);
-- 2021 LA/DF: one phase of trial_metadata.txt, the attack × codec tables, LA min t-DCF with the 2021 ASV keys
-  (`evaluate_2021`);
+- pooled and per attack (2019 LA, In-the-Wild): keys and attacks from the score file or a protocol, EER and
+  legacy 2019 / revised 2021 min t-DCF (`evaluate_2019`);
+- per condition (2021 LA/DF: corpora of `data.corpora` with `conditions`): one phase of the metadata, the
+  attack × codec tables, min t-DCF with ASV scores joined to their keys (`evaluate_conditions`);
 - ASVspoof 5 measures (minDCF, actDCF, Cllr, minCllr) and an affine calibration fitted on a development score
   file (`fit_file_calibration`), applied to the scores before every measure.
 
@@ -18,22 +18,21 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data.protocols import (
+from data.corpora import Corpus, all_corpora, default_corpus, detect_corpus, get_corpus, read_protocol
+from data.corpora.trial_metadata import (
     align_asv_scores,
     align_scores,
-    detect_protocol_format,
-    first_ids,
-    read_protocol,
-    read_trial_metadata,
     require_scores,
     subset_mask,
     subset_name,
 )
+from data.protocols import first_ids
 from utils.calibration import Calibration, SeparableScoresWarning, fit_calibration
-from utils.conditions import LAYOUTS, AsvTrials, Trials, condition_tables
+from utils.conditions import AsvTrials, Trials, condition_tables
 from utils.errors import UserError
 from utils.metrics import CostModel, MetricError, asvspoof5_measures, compute_eer, evaluate_cm
 from utils.report import score_histogram
@@ -49,6 +48,9 @@ from utils.scorefiles import (
     rename_legacy_attacks,
 )
 
+if TYPE_CHECKING:
+    from data.corpora.trial_metadata import TrialMetadata
+
 #: How messages name the inputs when the caller gives no names (the evaluator passes its flags).
 DEFAULT_NAMES = {
     "protocol": "a CM protocol",
@@ -63,11 +65,12 @@ DEFAULT_NAMES = {
 class EvalRequest:
     """What to evaluate: a CM score file (higher = more bona fide), where its keys and ASV scores come from.
 
-    ``protocol``: 2019 LA protocol, 2021 trial_metadata.txt or In-the-Wild meta.csv (None: keys from the score
-    file); ``subset``: the 2021 phase (None = eval); ``asv_scores``: 2019 LA 'cm_key asv_key score' or 2021 LA
-    'model trial score' (with ``asv_metadata``, the 2021 ASV keys); ``metrics``: ``asvspoof2019`` or
-    ``asvspoof5`` (adds minDCF, actDCF, Cllr, minCllr); ``calibration``: applied to the scores first, its
-    ``calibration_source`` recorded in the result.
+    ``protocol``: a protocol of a `data.corpora` corpus (2019 LA protocol, 2021 trial_metadata.txt,
+    In-the-Wild meta.csv, ...; None: keys from the score file) and ``protocol_format`` its corpus name
+    (``auto``: detected); ``subset``: the 2021 phase (None = eval); ``asv_scores``: 2019 LA
+    'cm_key asv_key score' or 2021 LA 'model trial score' (with ``asv_metadata``, the 2021 ASV keys);
+    ``metrics``: ``asvspoof2019`` or ``asvspoof5`` (adds minDCF, actDCF, Cllr, minCllr); ``calibration``:
+    applied to the scores first, its ``calibration_source`` recorded in the result.
     """
 
     scores: Path
@@ -92,14 +95,14 @@ class EvalRequest:
 @dataclass
 class Evaluation:
     """The result dict (the evaluator's JSON), the bona fide and spoof scores it was computed on (after
-    calibration and negation), the spoof trials' groups (attack, 2021 row; None for In-the-Wild), the protocol
-    format (None without a protocol) and notes for the user."""
+    calibration and negation), the spoof trials' groups (attack, condition-table row; None without attack
+    labels), the protocol's corpus (None without a protocol) and notes for the user."""
 
     result: dict
     bonafide: np.ndarray
     spoof: np.ndarray
     spoof_groups: np.ndarray | None
-    fmt: str | None
+    corpus: Corpus | None
     notes: list[str]
 
 
@@ -215,35 +218,39 @@ def describe_calibration(calibration: Calibration, source: str) -> str:
     )
 
 
-def protocol_format(req: EvalRequest) -> str | None:
-    """The protocol format (detected unless given), or None without a protocol; checks input combinations."""
-    fmt = None
+def protocol_corpus(req: EvalRequest) -> Corpus | None:
+    """The corpus of the protocol (detected unless given), or None without a protocol; checks input
+    combinations (phases, ASV keys and ASV scores only where the corpus has them)."""
+    corpus = None
     if req.protocol is not None:
-        fmt = req.protocol_format
-        if fmt == "auto":
-            fmt = detect_protocol_format(req.protocol, read_text(req.protocol, "protocol file"))
-    is_2021 = fmt in LAYOUTS
-    if req.subset is not None and not is_2021:
-        raise UserError(
-            f"{req.name('subset')} applies to 2021 LA/DF trial_metadata.txt given with {req.name('protocol')}"
+        if req.protocol_format == "auto":
+            corpus = detect_corpus(req.protocol, read_text(req.protocol, "protocol file"))
+        else:
+            corpus = get_corpus(req.protocol_format)
+    if req.subset is not None and (corpus is None or not corpus.subsets):
+        kinds = " or ".join(dict.fromkeys(c.protocol_name for c in all_corpora() if c.subsets))
+        raise UserError(f"{req.name('subset')} applies to {kinds} given with {req.name('protocol')}")
+    if req.asv_metadata is not None and (corpus is None or corpus.asv_metadata_hint is None):
+        where = " or ".join(
+            f"{c.display} (with {req.name('protocol')} {c.protocol_path(Path(), c.partitions[-1])})"
+            for c in all_corpora()
+            if c.asv_metadata_hint is not None
         )
-    if req.asv_metadata is not None and not is_2021:
+        raise UserError(f"{req.name('asv_metadata')} applies to {where}")
+    no_asv = corpus is not None and corpus.conditions is None and corpus.asv_scores_hint is None
+    if no_asv and req.asv_scores is not None:
         raise UserError(
-            f"{req.name('asv_metadata')} applies to 2021 LA (with {req.name('protocol')} "
-            "keys/LA/CM/trial_metadata.txt)"
-        )
-    if fmt == "itw" and req.asv_scores is not None:
-        raise UserError(
-            f"{req.protocol}: In-the-Wild has no ASV trials, so no t-DCF; drop {req.name('asv_scores')}"
+            f"{req.protocol}: {corpus.display} has no ASV trials, so no t-DCF; drop {req.name('asv_scores')}"
         )
     subset_name(req.subset or "eval")
-    return fmt
+    return corpus
 
 
 def evaluate_2019(
-    req: EvalRequest, fmt: str | None, cm: CMScores, scores: np.ndarray, notes: list[str]
+    req: EvalRequest, corpus: Corpus | None, cm: CMScores, scores: np.ndarray, notes: list[str]
 ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray | None]:
-    """Result dict of a 2019 LA (or In-the-Wild) evaluation and its bona fide, spoof, spoof attack arrays."""
+    """Result dict of a pooled and per-attack evaluation (2019 LA, In-the-Wild, a score file with keys) and
+    its bona fide, spoof, spoof attack arrays."""
     utt_ids = cm.utt_ids.tolist()
     keys, attacks = keys_and_attacks(
         req.scores,
@@ -257,9 +264,9 @@ def evaluate_2019(
     )
     is_bona = keys == BONAFIDE
     two_classes(is_bona, str(req.scores))
-    # In-the-Wild has no attack labels: its one "unknown" group would repeat the pooled numbers.
+    # Without attack labels (In-the-Wild) the one "unknown" group would repeat the pooled numbers.
     bonafide, spoof = scores[is_bona], scores[~is_bona]
-    spoof_attacks = None if fmt == "itw" else attacks[~is_bona]
+    spoof_attacks = attacks[~is_bona] if corpus is None or corpus.has_attacks else None
     negated = req.allow_negated and maybe_negate(bonafide, spoof, notes, req.name("allow_negated"))
     if negated:
         bonafide, spoof = -bonafide, -spoof
@@ -274,13 +281,13 @@ def evaluate_2019(
             "asv_spoof": asv.scores[is_asv_spoof],
             "asv_spoof_attacks": asv.cm_keys[is_asv_spoof],
         }
-    elif fmt == "itw":
-        notes.append("note: In-the-Wild has no ASV scores, so EER only")
+    elif corpus is not None and corpus.asv_scores_hint is None:
+        notes.append(f"note: {corpus.display} has no ASV scores, so EER only")
     else:
+        hint = corpus or default_corpus()  # a score file with keys: 2019 LA style
         notes.append(
             f"note: no {req.name('asv_scores')} given, so EER only: the t-DCF needs the ASV scores of the "
-            "same partition (2019 LA: "
-            "ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt)"
+            f"same partition ({hint.display}: {hint.asv_scores_hint})"
         )
     try:
         result = evaluate_cm(bonafide, spoof, spoof_attacks, cost=req.costs, **asv_arrays)
@@ -299,11 +306,16 @@ def evaluate_2019(
     return result, bonafide, spoof, spoof_attacks
 
 
-def _asv_trials_2021(req: EvalRequest, track: str, subset: str) -> AsvTrials:
-    """The 2021 LA ASV scores of one phase joined to the ASV keys, split by ASV key."""
-    asv_meta = read_trial_metadata(req.asv_metadata, track, asv=True)
+def _phase(corpus: Corpus, meta: TrialMetadata, subset: str) -> np.ndarray:
+    """Mask of the metadata rows in evaluation phase ``subset`` (every row for corpora without phases)."""
+    return subset_mask(meta, subset) if corpus.subsets else np.ones(len(meta), dtype=bool)
+
+
+def _asv_trials(req: EvalRequest, corpus: Corpus, subset: str) -> AsvTrials:
+    """The ASV scores of one phase joined to the ASV keys (2021 LA), split by ASV key."""
+    asv_meta = corpus.read_metadata(req.asv_metadata, asv=True)
     asv_aligned = align_asv_scores(asv_meta, read_asv_trial_scores(req.asv_scores))
-    asv_mask = subset_mask(asv_meta, subset)
+    asv_mask = _phase(corpus, asv_meta, subset)
     asv_sub = asv_meta.select(asv_mask)
     asv_scores = require_scores(asv_sub, asv_aligned[asv_mask], req.asv_scores)
     parts = {}
@@ -315,25 +327,26 @@ def _asv_trials_2021(req: EvalRequest, track: str, subset: str) -> AsvTrials:
     return AsvTrials(parts["target"], parts["nontarget"], parts["spoof"])
 
 
-def evaluate_2021(
-    req: EvalRequest, cm: CMScores, scores: np.ndarray, notes: list[str]
+def evaluate_conditions(
+    req: EvalRequest, corpus: Corpus, cm: CMScores, scores: np.ndarray, notes: list[str]
 ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
-    """Result dict of a 2021 LA/DF evaluation of one phase and its (bona fide, spoof, spoof row) arrays."""
-    fmt = req.protocol_format if req.protocol_format in LAYOUTS else "auto"
-    meta = read_trial_metadata(req.protocol, fmt)
-    layout = LAYOUTS[meta.track]
+    """Result dict of a per-condition evaluation (2021 LA/DF) of one phase and its (bona fide, spoof, spoof
+    row) arrays."""
+    meta = corpus.read_metadata(req.protocol)
+    layout = corpus.conditions
     subset = subset_name(req.subset or "eval")
     given = [req.name(key) for key in ("asv_scores", "asv_metadata") if getattr(req, key) is not None]
     if given and not layout.tdcf:
         raise UserError(
-            f"{req.protocol}: 2021 DF is evaluated by EER only (no t-DCF); drop {' and '.join(given)}"
+            f"{req.protocol}: {corpus.display} is evaluated by EER only (no t-DCF); "
+            f"drop {' and '.join(given)}"
         )
     if len(given) == 1:
         raise UserError(
-            f"the 2021 LA t-DCF needs both {req.name('asv_scores')} (keys/LA/ASV/ASVTorch_Kaldi/score.txt) "
-            f"and {req.name('asv_metadata')} (keys/LA/ASV/trial_metadata.txt)"
+            f"the {corpus.display} t-DCF needs both {req.name('asv_scores')} ({corpus.asv_scores_hint}) "
+            f"and {req.name('asv_metadata')} ({corpus.asv_metadata_hint})"
         )
-    mask = subset_mask(meta, subset)
+    mask = _phase(corpus, meta, subset)
     utt_ids = cm.utt_ids.tolist()
     aligned = align_scores(meta, utt_ids, scores, req.scores)
     if cm.keys is not None:
@@ -354,11 +367,11 @@ def evaluate_2021(
 
     asv = None
     if given:
-        asv = _asv_trials_2021(req, meta.track, subset)
+        asv = _asv_trials(req, corpus, subset)
     elif layout.tdcf:
         notes.append(
-            f"note: no {req.name('asv_scores')}/{req.name('asv_metadata')} given, so EER only: the 2021 LA "
-            "t-DCF needs the keys' LA/ASV/ASVTorch_Kaldi/score.txt and LA/ASV/trial_metadata.txt"
+            f"note: no {req.name('asv_scores')}/{req.name('asv_metadata')} given, so EER only: the "
+            f"{corpus.display} t-DCF needs {corpus.asv_scores_hint} and {corpus.asv_metadata_hint}"
         )
     bona_trials = Trials(bonafide, sub.rows[is_bona], sub.codecs[is_bona])
     spoof_trials = Trials(spoof, sub.rows[~is_bona], sub.codecs[~is_bona])
@@ -373,11 +386,11 @@ def evaluate_2021(
         "protocol": str(req.protocol),
         "format": cm.fmt,
         "track": meta.track,
-        "subset": subset,
+        "subset": subset if corpus.subsets else None,
         "negated": negated,
         "eer": tables["eer"],
         "eer_threshold": tables["eer_threshold"],
-        # 2021 LA reports the revised t-DCF only (docs/evaluation.md); both keys hold it.
+        # per-condition tables report the revised 2021 t-DCF only (docs/evaluation.md); both keys hold it.
         "min_tdcf": tables["min_tdcf"],
         "min_tdcf_2021": tables["min_tdcf"],
         "n_bonafide": int(bonafide.size),
@@ -389,16 +402,16 @@ def evaluate_2021(
     return result, bonafide, spoof, spoof_trials.rows
 
 
-def evaluate_scores(req: EvalRequest, fmt: str | None = None) -> Evaluation:
-    """Evaluate ``req`` (``fmt``: from `protocol_format`, which runs first when not given).
+def evaluate_scores(req: EvalRequest, corpus: Corpus | None = None) -> Evaluation:
+    """Evaluate ``req`` (``corpus``: from `protocol_corpus`, which runs first when not given).
 
     The result dict has the keys of the evaluator's JSON: ``eer``, ``eer_threshold``, ``min_tdcf`` (None
     without ASV scores), ``n_bonafide``, ``n_spoof``, per attack or per condition, with ``asvspoof5`` the
     measures of `utils.metrics.asvspoof5_measures`, ``calibration`` when calibrated and ``histogram`` for
-    In-the-Wild. Bad input raises `UserError` naming the file.
+    corpora without attack labels (In-the-Wild). Bad input raises `UserError` naming the file.
     """
-    if fmt is None:
-        fmt = protocol_format(req)
+    if corpus is None:
+        corpus = protocol_corpus(req)
     notes: list[str] = []
     if req.calibration is not None:
         notes.append(
@@ -407,10 +420,10 @@ def evaluate_scores(req: EvalRequest, fmt: str | None = None) -> Evaluation:
         )
     cm = read_scores(req.scores, req.score_format)
     scores = cm.scores if req.calibration is None else req.calibration.apply(cm.scores)
-    if fmt in LAYOUTS:
-        result, bonafide, spoof, groups = evaluate_2021(req, cm, scores, notes)
+    if corpus is not None and corpus.conditions is not None:
+        result, bonafide, spoof, groups = evaluate_conditions(req, corpus, cm, scores, notes)
     else:
-        result, bonafide, spoof, groups = evaluate_2019(req, fmt, cm, scores, notes)
+        result, bonafide, spoof, groups = evaluate_2019(req, corpus, cm, scores, notes)
     if req.metrics == "asvspoof5":
         try:
             result.update(asvspoof5_measures(bonafide, spoof))
@@ -418,6 +431,6 @@ def evaluate_scores(req: EvalRequest, fmt: str | None = None) -> Evaluation:
             raise UserError(f"{req.scores}: {exc}") from None
     if req.calibration is not None:
         result["calibration"] = {**req.calibration.as_dict(), "dev_scores": req.calibration_source}
-    if fmt == "itw":
+    if corpus is not None and not corpus.has_attacks:
         result["histogram"] = score_histogram(bonafide, spoof)
-    return Evaluation(result, bonafide, spoof, groups, fmt, notes)
+    return Evaluation(result, bonafide, spoof, groups, corpus, notes)

@@ -11,13 +11,14 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from data.audio import load_audio
-from data.protocols import audio_path, load_partition
-from data.store import FeatureStore, ShardWriter, store_dir_for
+from data.corpora import Corpus, get_corpus
+from data.store import FeatureStore, ShardWriter, store_dir
 from models.frontends import FrontEnd
 from utils.errors import UserError
 
@@ -75,22 +76,35 @@ def compute_block(
             bad[row] = (str(paths[row]), error)
         else:
             raise UserError(error)
-    feats = frontend.extract(waves) if waves else np.empty((0, *frontend.feature_shape), np.float32)
-    finite = np.isfinite(feats).all(axis=tuple(range(1, feats.ndim)))
+    feats, finite = _finite_features(frontend, waves, writer.variable_axis is not None)
     for row in np.asarray(good, dtype=np.int64)[~finite].tolist():
         error = f"{paths[row]}: the front end produced NaN/inf features"
         if not skip_bad:
             raise UserError(error)
         bad[row] = (str(paths[row]), error)
-    writer.commit(np.asarray(good, dtype=np.int64)[finite], feats[finite], bad)
+    if isinstance(feats, np.ndarray):
+        kept = feats[finite]
+    else:
+        kept = [f for f, ok in zip(feats, finite, strict=True) if ok]
+    writer.commit(np.asarray(good, dtype=np.int64)[finite], kept, bad)
     return int(finite.sum())
+
+
+def _finite_features(frontend: FrontEnd, waves: list[np.ndarray], variable: bool) -> tuple[Any, np.ndarray]:
+    """The front end's features of ``waves`` (an array (B, *feature_shape), or a list of B arrays when the
+    shape has a variable axis) and which of them are finite, (B,) bool."""
+    if variable:
+        feats = list(frontend.extract(waves)) if waves else []
+        return feats, np.array([np.isfinite(f).all() for f in feats], dtype=bool)
+    feats = frontend.extract(waves) if waves else np.empty((0, *frontend.feature_shape), np.float32)
+    return feats, np.isfinite(feats).all(axis=tuple(range(1, feats.ndim)))
 
 
 def extract_partition(
     frontend: FrontEnd,
     data_root: str | os.PathLike,
     partition: str,
-    dataset: str,
+    corpus: Corpus | str,
     out: str | os.PathLike,
     *,
     shard: int = 0,
@@ -103,29 +117,32 @@ def extract_partition(
     progress: bool = True,
     pause: float = 0.0,
 ) -> None:
-    """Run ``frontend`` once over this process's shard of ``partition`` and write its store under
-    ``out`` (resumable: rows committed by an earlier run are kept); prints a one-line summary.
+    """Run ``frontend`` once over this process's shard of ``partition`` of ``corpus`` (a `data.corpora`
+    corpus or its name) and write its store under ``out`` (resumable: rows committed by an earlier run are
+    kept); prints a one-line summary.
 
     ``limit``: only the first rows of the protocol; ``skip_bad``: unreadable audio is marked bad and
     listed instead of stopping; ``retry_bad``: compute rows marked bad before again; ``num_workers``
     threads read audio ahead; ``pause``: seconds to wait after each committed block (tests).
     """
-    rows = load_partition(data_root, partition, dataset)
+    corpus = get_corpus(corpus)
+    rows = corpus.read(data_root, partition)
     if limit is not None:
         rows = rows[:limit]
     if not rows:
-        raise UserError(f"{data_root}: the {dataset} {partition} protocol has no rows")
-    store_dir = store_dir_for(out, frontend.settings(), partition, dataset)
+        raise UserError(f"{data_root}: the {corpus.name} {partition} protocol has no rows")
+    settings = frontend.settings()
+    target = store_dir(out, frontend.store_tag(settings), corpus.store_name(partition))
     writer = ShardWriter(
-        store_dir,
+        target,
         [(r.utt_id, r.speaker, r.attack, r.key) for r in rows],
-        frontend.settings(),
+        settings,
         frontend.feature_shape,
         frontend.store_dtype,
         shard,
         n_shards,
     )
-    paths = [audio_path(data_root, partition, r.utt_id, dataset) for r in rows]
+    paths = [Path(r.path) for r in rows]
     if retry_bad:
         print(f"{partition}: retrying {writer.retry_bad()} row(s) marked bad")
     already = writer.n_done + writer.n_bad
@@ -143,12 +160,12 @@ def extract_partition(
             if pause:
                 time.sleep(pause)
     elapsed = time.perf_counter() - started
-    store = FeatureStore(store_dir, allow_partial=True)
+    store = FeatureStore(target, allow_partial=True)
     state = "complete" if store.complete else "incomplete (other shards still running or not started)"
     print(
         f"{desc}: {writer.stop - writer.start} rows ({already} already done, {computed} computed, "
         f"{writer.n_bad} bad) in {elapsed:.1f} s ({computed / max(elapsed, 1e-9):.1f} utt/s); "
-        f"store {store_dir} {state}, {store.nbytes_on_disk() / 2**20:.1f} MiB on disk"
+        f"store {target} {state}, {store.nbytes_on_disk() / 2**20:.1f} MiB on disk"
     )
     if writer.n_bad:
         print(f"{desc}: {writer.n_bad} bad file(s) listed in {writer.bad_path}")

@@ -8,7 +8,6 @@ section (data/augment); its seeds come from (run seed, epoch, utterance index): 
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,10 +17,11 @@ import torch
 from torch.utils.data import Dataset
 
 from data import store
+from data.corpora import Corpus, default_corpus, get_corpus, recipe_corpus
 from data.dataset import AudioDataset, StoreDataset
-from data.protocols import audio_path, load_partition
 from data.waveforms import WaveformDataset
 from models.frontends import FrontEnd, build_frontend
+from models.frontends.base import store_tag
 from utils.errors import UserError
 
 if TYPE_CHECKING:
@@ -54,20 +54,19 @@ def check_feature_shape(expected: Sequence[int], found: Sequence[int], source: s
         )
 
 
-def recipe_dataset(cfg: dict[str, Any]) -> str:
-    """The corpus layout a recipe reads (``data.dataset``; default la2019)."""
-    return str((cfg.get("data") or {}).get("dataset", "la2019"))
-
-
 def store_dir_for(
-    features: str | os.PathLike, frontend_cfg: dict[str, Any], partition: str, dataset: str = "la2019"
+    features: str | os.PathLike,
+    frontend_cfg: dict[str, Any],
+    partition: str,
+    corpus: Corpus | str | None = None,
 ) -> Path:
-    """The preprocess.py store of ``partition`` under ``features``, or ``features`` itself when it
-    already is one store."""
+    """The preprocess.py store of ``partition`` of ``corpus`` (default: the default corpus) for the front end
+    ``frontend_cfg`` under ``features``, or ``features`` itself when it already is one store."""
     root = Path(features)
     if any(root.glob("shard-*.meta.json")):
         return root
-    return store.store_dir_for(root, frontend_cfg, partition, dataset)
+    corpus = default_corpus() if corpus is None else get_corpus(corpus)
+    return store.store_dir(root, store_tag(frontend_cfg), corpus.store_name(partition))
 
 
 def open_store_partition(features: str | os.PathLike, cfg: dict[str, Any], partition: str) -> Dataset:
@@ -76,9 +75,7 @@ def open_store_partition(features: str | os.PathLike, cfg: dict[str, Any], parti
     Missing stores, other front-end settings or a feature shape that is not the model's input shape
     raise a one-line `UserError` naming the store.
     """
-    store = store_dir_for(
-        features, cfg["frontend"], partition, recipe_dataset(cfg)
-    )
+    store = store_dir_for(features, cfg["frontend"], partition, recipe_corpus(cfg))
     if not store.is_dir():
         raise UserError(
             f"{store}: feature store not found; run preprocess.py for the '{partition}' partition "
@@ -118,17 +115,11 @@ def open_audio_partition(
     ``augment_seed``: the run seed when this is the training partition; the recipe's augmentation, if
     any, then runs between loading and the front end. None (dev, eval, scoring): never augmented.
     """
-
-    dataset_name = recipe_dataset(cfg)
-    rows = load_partition(data_root, partition, dataset_name)
+    rows = recipe_corpus(cfg).read(data_root, partition)
     frontend = frontend or build_frontend(cfg["frontend"])
     check_feature_shape(cfg["model"]["input_shape"], frontend.feature_shape, f"front end {frontend.name}")
     augmenter = train_augmenter(cfg) if augment_seed is not None else None
-
-    def path_fn(utt_id: str) -> Path:
-        return audio_path(data_root, partition, utt_id, dataset_name)
-
-    return AudioDataset(rows, path_fn, frontend, augment=augmenter, augment_seed=augment_seed or 0)
+    return AudioDataset(rows, None, frontend, augment=augmenter, augment_seed=augment_seed or 0)
 
 
 def open_partition(
@@ -212,8 +203,7 @@ def open_waveform_partition(
     """Raw waves of ``partition`` cut to ``frontend.n_samples``: the first samples (tiled), or for the
     training partition ``data.train_crop`` (``first`` | ``random``) after the recipe's ``augment``
     section (RawBoost on the whole utterance; dev and eval stay un-augmented)."""
-    dataset_name = recipe_dataset(cfg)
-    rows = load_partition(data_root, partition, dataset_name)
+    rows = recipe_corpus(cfg).read(data_root, partition)
     n_samples = waveform_settings(cfg)["n_samples"]
     if input_mode(cfg) == WAVEFORM:
         check_feature_shape(cfg["model"]["input_shape"], (n_samples,), "front end waveform")
@@ -224,9 +214,7 @@ def open_waveform_partition(
         crop = str((cfg.get("data") or {}).get("train_crop", DEFAULT_TRAIN_CROP))
         augmenter = Augmenter.from_config(cfg.get("augment"), key="augment")
         augment = augmenter.apply if augmenter.active else None
-    # a partial, not a closure: picklable for DataLoader workers
-    path_fn = functools.partial(audio_path, data_root, partition, dataset=dataset_name)
-    return WaveformDataset(rows, path_fn, n_samples, crop=crop, augment=augment)
+    return WaveformDataset(rows, None, n_samples, crop=crop, augment=augment)
 
 
 def training_frontend(cfg: dict[str, Any], device: torch.device | str | None = None) -> FrontEnd | None:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.protocols import asv_score_path, protocol_path
-from engine.partitions import FEATURES, input_mode, recipe_dataset
+from data.corpora import recipe_corpus
+from engine.partitions import FEATURES, input_mode
 from engine.recipe_schema import load_recipe
 from utils.errors import UserError
 
@@ -105,7 +105,7 @@ def _source(recipe: Recipe, cfg: dict[str, Any]) -> list[str]:
 def run_stages(recipe: Recipe, stages: Sequence[str], log: StageLog) -> dict[str, Any] | None:
     """Run ``stages`` of ``recipe``; return the evaluator's JSON when the evaluate stage ran."""
     cfg = load_recipe(recipe.config, recipe.overrides)
-    dataset = recipe_dataset(cfg)
+    corpus = recipe_corpus(cfg)
     quiet = list(recipe.quiet)
     if "preprocess" in stages:
         if uses_store(cfg):
@@ -136,9 +136,11 @@ def run_stages(recipe: Recipe, stages: Sequence[str], log: StageLog) -> dict[str
     if "evaluate" not in stages:
         return None
     evaluate = ["evaluate_tDCF_asvspoof19.py", str(recipe.scores),
-                "--protocol", str(protocol_path(recipe.data_root, recipe.partition, dataset))]
-    if dataset == "la2019" and asv_score_path(recipe.data_root, recipe.partition).is_file():
-        evaluate += ["--asv-scores", str(asv_score_path(recipe.data_root, recipe.partition))]
+                "--protocol", str(corpus.protocol_path(recipe.data_root, recipe.partition))]
+    asv = corpus.asv_files(recipe.data_root, recipe.partition)  # None where the corpus has none
+    if asv is not None:
+        evaluate += ["--asv-scores", str(asv.scores)]
+        evaluate += [] if asv.metadata is None else ["--asv-metadata", str(asv.metadata)]
     log.run([*evaluate, "--json", str(recipe.report.with_suffix(".json")),
              "--plot", str(recipe.report.with_suffix(".png"))])
     return json.loads(recipe.report.with_suffix(".json").read_text())

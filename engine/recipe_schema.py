@@ -95,7 +95,7 @@ class TrainSection:
 class DataSection:
     """Which corpus and partitions (engine/partitions.py, main_train.py); a new key is one more field."""
 
-    dataset: str = setting("la2019", "corpus layout of the partitions (data/protocols.py DATASETS)")
+    dataset: str = setting("la2019", "the corpus the partitions come from (a name in the data/corpora registry)")
     train: str = setting("train", "training partition")
     dev: str = setting("dev", "dev partition: checkpoint selection, threshold, calibration")
     eval: str | None = setting(None, "partition scored after training (null: none)")

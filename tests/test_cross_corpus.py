@@ -20,7 +20,7 @@ import torch
 from conftest import THRESHOLD, make_checkpoint
 
 import generate_score
-from data.protocols import read_protocol
+from data.corpora import get_corpus, read_protocol
 from engine.calibrate import calibrate_checkpoint, read_calibration, store_calibration
 from engine.calibrate import main as calibrate_main
 from engine.checkpoints import load_scoring_model
@@ -30,7 +30,6 @@ from engine.evaluation import fit_file_calibration
 from evaluate_tDCF_asvspoof19 import main as evaluate_main
 from utils.calibration import Calibration, bayes_threshold
 from utils.checkpoint import load_checkpoint
-from utils.conditions import LA2021_LAYOUT
 from utils.errors import run_cli
 from utils.scorefiles import read_scores
 
@@ -174,8 +173,9 @@ def make_la2021(la_root: Path, root: Path) -> None:
     rows = eval_rows(la_root, 3)
     flac = root / "ASVspoof2021_LA_eval" / "flac"
     flac.mkdir(parents=True)
-    codecs = [c for c, _ in LA2021_LAYOUT.columns]
-    attacks = [a for a, _ in LA2021_LAYOUT.rows]
+    layout = get_corpus("la2021").conditions
+    codecs = [c for c, _ in layout.columns]
+    attacks = [a for a, _ in layout.rows]
     rng = np.random.default_rng(5)
     cm, asv_meta, asv_scores = [], [], []
     for k, row in enumerate(rows):
@@ -303,7 +303,7 @@ def test_cross_corpus_bad_input_is_one_line_and_writes_nothing(
         assert err.count("\n") == 1 and not out.exists()
         return err
 
-    assert "unknown corpus 'df2019'; expected one of la2019, la2021, df2021, itw" in error("df2019=x")
+    assert "unknown corpus 'df2019'; expected one of df2021, itw, la2019, la2021" in error("df2019=x")
     empty = tmp_path / "empty_itw"
     empty.mkdir()
     assert error(f"la2019={tiny_corpus / 'LA'}", f"itw={empty}") == (

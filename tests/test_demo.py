@@ -11,12 +11,17 @@ import pytest
 import soundfile as sf
 
 from data import demo
+from data.corpora import get_corpus
+from data.corpora.la2019 import asv_score_path
 from data.demo.__main__ import main as demo_main
-from data.protocols import asv_score_path, protocol_path
 from utils.errors import UserError, run_cli
 
 SMALL = {"n_train": 10, "n_dev": 10, "n_eval": 20}
 LINE = re.compile(r"^LA_00\d\d LA_([TDE])_\d{7} - (A\d\d|-) (bonafide|spoof)$")
+
+
+def protocol_path(root: Path, part: str) -> Path:
+    return get_corpus("la2019").protocol_path(root, part)
 
 
 def _rows(root: Path, part: str) -> list[list[str]]:

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data.corpora.df2021 import LAYOUT as DF2021_LAYOUT
+from data.corpora.la2021 import LAYOUT as LA2021_LAYOUT
 from evaluate_tDCF_asvspoof19 import main
-from utils.conditions import DF2021_LAYOUT, LA2021_LAYOUT
 from utils.errors import run_cli
 from utils.metrics import asv_rates_at, compute_eer, min_tdcf
 
@@ -149,6 +150,7 @@ def test_la2021_per_condition_eer_and_tdcf(la2021: dict, tmp_path: Path, capsys)
     assert r["per_condition"]["C6"]["min_tdcf"] == r["per_cell"]["min_tdcf"]["pooled"]["C6"]
     assert 0 < r["min_tdcf"] < 1 and r["asv"]["pfa_spoof"] > 0
     assert "EER %: attack x condition" in out and "min t-DCF (2021): attack x condition" in out
+    assert f"({r['n_bonafide']:,} bona fide, {r['n_spoof']:,} spoof; LA 2021, subset eval)" in out
     assert "C7 opus" in out
 
     # Phases: each subset alone, hidden_track = hidden, all = everything; no ASV -> EER only with a note.
@@ -213,6 +215,7 @@ def test_df2021_attack_group_by_codec_eer(tmp_path: Path, capsys) -> None:
             spoof = np.array([s for _, c, g, k, s in rows if k == "spoof" and c == codec and g == group])
             assert r["per_cell"]["eer"][label][cid] == pytest.approx(brute_eer(bona, spoof), abs=1e-12)
     assert "EER %: attack group x condition" in out and "Neural non-AR" in out
+    assert f"({r['n_bonafide']:,} bona fide, {r['n_spoof']:,} spoof; DF 2021, subset eval)" in out
     assert "note" not in out
 
     code, _, err = run([scores, "--protocol", meta, "--asv-scores", scores, "--json", out_json], capsys)

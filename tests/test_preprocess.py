@@ -131,14 +131,14 @@ def test_real_torchrun_two_ranks(corpus, reference, tmp_path) -> None:
 def test_audio_dataset_equals_store_dataset(corpus, reference) -> None:
     import torch
 
+    from data.corpora import get_corpus
     from data.dataset import AudioDataset, StoreDataset, collate_batch
-    from data.protocols import audio_path, load_partition
     from models.frontends import build_frontend
 
-    rows = load_partition(corpus, "train")
+    rows = get_corpus("la2019").read(corpus, "train")
     stored = StoreDataset(reference, rows)
     frontend = build_frontend({"name": "f0"})
-    on_the_fly = AudioDataset(rows, lambda utt: audio_path(corpus, "train", utt), frontend)
+    on_the_fly = AudioDataset(rows, None, frontend)  # the rows' own audio paths
     assert len(stored) == len(on_the_fly) == len(GOOD) and on_the_fly.feature_shape == (1, 45, 600)
     loaders = [torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=collate_batch)
                for ds in (stored, on_the_fly)]

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from pathlib import Path
 
 import pytest
 
+from data.corpora import corpus_names, get_corpus, read_protocol
+from data.corpora.la2019 import asv_score_path
 from data.protocols import (
-    DATASETS,
     ProtocolRow,
-    asv_score_path,
-    audio_path,
     format_protocol_line,
     format_summary,
-    load_partition,
     main,
-    protocol_path,
     protocol_summary,
-    read_protocol,
     write_protocol,
 )
 from utils.errors import UserError, run_cli
@@ -44,6 +41,18 @@ def la_root(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("LA")
     (root / "ASVspoof2019_LA_cm_protocols").symlink_to(shared_dir / "asvspoof2019_la" / "protocols")
     return root
+
+
+def load_partition(root: Path, partition: str, corpus: str = "la2019") -> list[ProtocolRow]:
+    return get_corpus(corpus).read(root, partition)
+
+
+def protocol_path(root: Path, partition: str, corpus: str = "la2019") -> Path:
+    return get_corpus(corpus).protocol_path(root, partition)
+
+
+def audio_path(root: Path, partition: str, utt_id: str, corpus: str = "la2019") -> Path:
+    return get_corpus(corpus).audio_path(root, partition, utt_id)
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -73,7 +82,8 @@ def test_real_2019_la_counts(
 
 def test_first_eval_row(la_root: Path) -> None:
     row = load_partition(la_root, "eval")[0]
-    assert row == ProtocolRow("LA_0039", "LA_E_2834763", "A11", "spoof")
+    audio = la_root / "ASVspoof2019_LA_eval" / "flac" / "LA_E_2834763.flac"
+    assert row == ProtocolRow("LA_0039", "LA_E_2834763", "A11", "spoof", str(audio))
     assert row.label == 1
     with pytest.raises(dataclasses.FrozenInstanceError):
         row.key = "bonafide"  # type: ignore[misc]
@@ -82,10 +92,18 @@ def test_first_eval_row(la_root: Path) -> None:
 def test_trial_metadata_2021(tmp_path: Path) -> None:
     la = read_protocol(write(tmp_path, "la.txt", LA2021))
     assert la == [
-        ProtocolRow("LA_0009", "LA_E_9332881", "A07", "spoof"),
-        ProtocolRow("LA_0030", "LA_E_5085671", "-", "bonafide"),
-        ProtocolRow("LA_0012", "LA_E_1111111", "A10", "spoof"),
+        ProtocolRow("LA_0009", "LA_E_9332881", "A07", "spoof", extra={"codec": "alaw", "subset": "eval"}),
+        ProtocolRow(
+            "LA_0030", "LA_E_5085671", "-", "bonafide", extra={"codec": "none", "subset": "progress"}
+        ),
+        ProtocolRow("LA_0012", "LA_E_1111111", "A10", "spoof", extra={"codec": "ulaw", "subset": "eval"}),
     ]
+    # rows of the same codec and phase share one read-only mapping, which pickles (DataLoader workers)
+    twice = read_protocol(write(tmp_path, "twice.txt", LA2021 + LA2021.replace("_E_", "_X_")))
+    assert twice[3].extra is twice[0].extra == la[0].extra and twice[3].extra is not twice[1].extra
+    assert pickle.loads(pickle.dumps(la)) == la
+    with pytest.raises(TypeError):
+        la[0].extra["codec"] = "opus"  # type: ignore[index]
     df = read_protocol(write(tmp_path, "df.txt", DF2021), fmt="df2021")
     assert [(r.utt_id, r.attack, r.label) for r in df] == [
         ("DF_E_2000011", "A14", 1),
@@ -172,15 +190,16 @@ def test_layout_helpers() -> None:
     assert audio_path(root, "train", "LA_T_1") == root / "ASVspoof2019_LA_train/flac/LA_T_1.flac"
     assert audio_path(root, "eval", "LA_E_1", "la2021") == root / "ASVspoof2021_LA_eval/flac/LA_E_1.flac"
     assert audio_path(root, "eval", "DF_E_1", "df2021") == root / "ASVspoof2021_DF_eval/flac/DF_E_1.flac"
-    assert audio_path(root, "eval", "17", "itw") == root / "17.wav"
     assert (
         asv_score_path(root, "eval")
         == root / "ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.eval.gi.trl.scores.txt"
     )
-    assert DATASETS == ("la2019", "la2021", "df2021", "itw")
+    assert get_corpus("la2019").asv_paths(root, "dev").scores == asv_score_path(root, "dev")
+    assert get_corpus("la2019").asv_paths(root, "train") is None
+    assert corpus_names() == ("df2021", "itw", "la2019", "la2021")
     with pytest.raises(UserError, match="unknown partition 'dev' for la2021; expected one of eval"):
         protocol_path(root, "dev", "la2021")
-    with pytest.raises(UserError, match="unknown dataset 'la2017'"):
+    with pytest.raises(UserError, match="unknown corpus 'la2017'; expected one of df2021, itw, la2019, la"):
         audio_path(root, "eval", "x", "la2017")
     with pytest.raises(UserError, match="dev and eval partitions only"):
         asv_score_path(root, "train")
@@ -195,7 +214,11 @@ def test_write_protocol_round_trips_in_the_2019_layout(tmp_path: Path) -> None:
     path = protocol_path(tmp_path, "train")
     write_protocol(path, rows)  # creates the protocol folder
     assert path.read_text() == "LA_0079 LA_T_1138215 - - bonafide\nLA_0080 LA_T_2 - A01 spoof\n"
-    assert load_partition(tmp_path, "train") == rows
+    flac = tmp_path / "ASVspoof2019_LA_train" / "flac"
+    assert load_partition(tmp_path, "train") == [
+        ProtocolRow(r.speaker, r.utt_id, r.attack, r.key, str(flac / f"{r.utt_id}.flac")) for r in rows
+    ]
+    assert read_protocol(path) == rows  # a protocol file alone: no audio paths
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
 
 
@@ -207,7 +230,17 @@ def test_load_partition_errors(tmp_path: Path) -> None:
         load_partition(tmp_path, "dev")
     (tmp_path / "keys/DF/CM").mkdir(parents=True)
     write(tmp_path / "keys/DF/CM", "trial_metadata.txt", DF2021)
-    assert len(load_partition(tmp_path, "eval", "df2021")) == 3
+    rows = load_partition(tmp_path, "eval", "df2021")
+    assert [(r.utt_id, r.path, r.extra) for r in rows] == [
+        (u, str(tmp_path / "ASVspoof2021_DF_eval" / "flac" / f"{u}.flac"), {"codec": c, "subset": s})
+        for u, c, s in (("DF_E_2000011", "nocodec", "progress"), ("DF_E_2000013", "low_m4a", "eval"),
+                        ("DF_E_2000020", "mp3m4a", "eval"))
+    ]
+    write(tmp_path, "meta.csv", ITW)
+    # In-the-Wild rows point at the file meta.csv names
+    assert [r.path for r in load_partition(tmp_path, "eval", "itw")] == [
+        str(tmp_path / f"{k}.wav") for k in range(3)
+    ]
 
 
 def test_summary_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,9 +18,10 @@ import yaml
 from conftest import CONFIGS, REPO, make_checkpoint
 from torch import nn
 
+from data.corpora import recipe_corpus
 from engine.checkpoints import load_scoring_model
 from engine.optim import build_optimizer, build_scheduler
-from engine.partitions import DEFAULT_TRAIN_CROP, recipe_dataset
+from engine.partitions import DEFAULT_TRAIN_CROP
 from engine.recipe_schema import (
     OPTIMIZERS,
     RECIPE,
@@ -247,7 +248,7 @@ def test_the_documented_defaults_are_what_the_code_uses() -> None:
     for name in SCHEDULES:
         assert _lrs({"name": name}) == _lrs({**sched, "name": name})
     assert _lrs({}) == _lrs({"name": SchedSection.name}) == ([1.0] * 25, "epoch")
-    assert recipe_dataset({"data": {}}) == DataSection.dataset
+    assert recipe_corpus({"data": {}}).name == DataSection.dataset
     from data.waveforms import CROPS
 
     assert DEFAULT_TRAIN_CROP == DataSection.train_crop
@@ -258,7 +259,7 @@ READERS = [  # functions that read a section's keys: (file, function, section)
     ("engine/trainer.py", "from_config", "train"),
     ("engine/optim.py", "build_optimizer", "optim"),
     ("engine/optim.py", "build_scheduler", "sched"),
-    ("engine/partitions.py", "recipe_dataset", "data"),
+    ("data/corpora/base.py", "recipe_corpus", "data"),
     ("engine/partitions.py", "open_waveform_partition", "data"),
     ("main_train.py", "main", "data"),
 ]

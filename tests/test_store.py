@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.store import BAD, DONE, PENDING, FeatureStore, ShardWriter, frontend_tag, shard_range, store_dir_for
+from data.store import BAD, DONE, PENDING, FeatureStore, ShardWriter, shard_range, store_dir
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,11 +48,17 @@ def test_shard_ranges_are_contiguous_and_cover_all_rows() -> None:
 
 
 def test_frontend_tags() -> None:
-    assert frontend_tag({"name": "f0"}) == "f0"
-    assert frontend_tag({"name": "f0", "tiling": "repeat"}) == "f0-repeat"
-    assert frontend_tag({"name": "ssl", "model": "facebook/wav2vec2-xls-r-300m"}) == "ssl-wav2vec2-xls-r-300m"
-    assert frontend_tag({"name": "ssl", "model": "/models/xlsr/", "layer": 12}) == "ssl-xlsr-layer12"
-    assert frontend_tag({"name": "ssl", "model": "random:tiny", "layer": -1}) == "ssl-random-tiny"
+    from engine.partitions import store_dir_for
+    from models.frontends.base import store_tag
+
+    # the tags stores have always had: existing stores still open
+    assert store_tag({"name": "f0"}) == "f0"
+    assert store_tag({"name": "f0", "tiling": "repeat"}) == "f0-repeat"
+    assert store_tag({"name": "f0", "n_frames": 200}) == "f0-200frames"
+    assert store_tag({"name": "ssl", "model": "facebook/wav2vec2-xls-r-300m"}) == "ssl-wav2vec2-xls-r-300m"
+    assert store_tag({"name": "ssl", "model": "/models/xlsr/", "layer": 12}) == "ssl-xlsr-layer12"
+    assert store_tag({"name": "ssl", "model": "random:tiny", "layer": -1}) == "ssl-random-tiny"
+    assert store_dir("feat", "f0", "dev") == Path("feat/f0/dev")
     assert store_dir_for("feat", {"name": "f0"}, "dev") == Path("feat/f0/dev")
     assert store_dir_for("feat", {"name": "f0"}, "eval", "la2021") == Path("feat/f0/la2021-eval")
 
@@ -240,3 +246,93 @@ def test_store_module_does_not_import_torch() -> None:
     code = "import sys, data.store; assert 'torch' not in sys.modules, 'torch imported'"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+# --- variable-length rows (a None axis in the feature shape) ------------------------------------------------
+
+VAR_SHAPE = (2, None)  # e.g. 2 channels x any number of frames
+VAR_INDEX = [f"U{i}" for i in range(7)]
+
+
+def var_feature(row: int) -> np.ndarray:
+    """Deterministic stand-in features of row ``row``: (2, 3 + row % 4) float32 (one row has 0 frames)."""
+    n = 0 if row == 5 else 3 + row % 4
+    return (np.arange(2 * n, dtype=np.float32).reshape(2, n) + 10 * row) / 3
+
+
+def var_fill(writer: ShardWriter, batch_size: int = 2) -> None:
+    for block in writer.pending_blocks(batch_size):
+        writer.commit(block, [var_feature(r) for r in block])
+
+
+def test_variable_length_rows_write_and_read_back(tmp_path) -> None:
+    for k in range(2):
+        var_fill(ShardWriter(tmp_path, VAR_INDEX, SETTINGS, VAR_SHAPE, np.float16, k, 2))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["index.tsv"] + [f"shard-{k:04d}-of-0002.{ext}" for k in range(2)
+                                     for ext in ("data.bin", "extents.npy", "meta.json", "status.npy")]
+    # shard 1 holds rows 3..6: its extents are (first item, frames) in its flat file
+    extents = np.load(tmp_path / "shard-0001-of-0002.extents.npy")
+    assert extents.tolist() == [[0, 6], [12, 3], [18, 0], [18, 5]]
+    assert (tmp_path / "shard-0001-of-0002.data.bin").stat().st_size == 2 * (12 + 6 + 0 + 10)
+    store = FeatureStore(tmp_path)
+    assert store.complete and store.feature_shape == VAR_SHAPE and store.dtype == np.float16
+    for i in range(7):
+        assert store[i].shape == var_feature(i).shape and not store[i].flags.writeable
+        np.testing.assert_array_equal(store[i], var_feature(i).astype(np.float16))
+    batch = store.get_batch([6, 0, 5], dtype=np.float32)
+    assert [b.dtype for b in batch] == [np.float32] * 3
+    for got, row in zip(batch, (6, 0, 5), strict=True):
+        np.testing.assert_array_equal(got, var_feature(row).astype(np.float16).astype(np.float32))
+    again = pickle.loads(pickle.dumps(store))  # DataLoader workers: file names travel, not the data
+    np.testing.assert_array_equal(again[4], store[4])
+
+    import torch
+
+    from data.dataset import StoreDataset
+
+    dataset = StoreDataset(tmp_path, [_row(u) for u in VAR_INDEX])
+    items = dataset.__getitems__([3, 5])
+    assert [tuple(item[0].shape) for item in items] == [(2, 6), (2, 0)]
+    assert items[0][0].dtype == torch.float16 and torch.equal(items[0][0], dataset[3][0])
+
+
+def _row(utt: str):
+    from data.protocols import ProtocolRow
+
+    return ProtocolRow("S", utt, "-", "bonafide")
+
+
+def test_variable_length_store_resumes_after_a_kill_with_the_same_rows(tmp_path) -> None:
+    reference = tmp_path / "ref"
+    var_fill(ShardWriter(reference, VAR_INDEX, SETTINGS, VAR_SHAPE, np.float32), batch_size=3)
+    killed = tmp_path / "killed"
+    writer = ShardWriter(killed, VAR_INDEX, SETTINGS, VAR_SHAPE, np.float32)
+    writer.commit([0, 1, 2], [var_feature(r) for r in (0, 1, 2)])
+    # killed while appending the next batch: 7 bytes on disk, not item-aligned, never recorded
+    with open(writer.data_path, "ab") as f:
+        f.write(b"garbage")
+    again = ShardWriter(killed, VAR_INDEX, SETTINGS, VAR_SHAPE, np.float32)
+    assert again.status.tolist() == [DONE] * 3 + [PENDING] * 4
+    assert [b.tolist() for b in again.pending_blocks(3)] == [[3, 4, 5], [6]]
+    var_fill(again, batch_size=3)
+    one, two = FeatureStore(reference), FeatureStore(killed)
+    for i in range(7):
+        np.testing.assert_array_equal(two[i], one[i])
+    # the unrecorded bytes stay behind, padded to the item size; the resumed rows start after them:
+    # rows 0..2 hold 2 x (3 + 4 + 5) = 24 float32 items, the 7 stray bytes take 2 more
+    assert np.load(again.extents_path)[3].tolist() == [24 + 2, 6]
+    assert again.data_path.stat().st_size == 4 * (26 + 2 * (6 + 3 + 0 + 5))  # rows 3..6: 6, 3, 0, 5 frames
+
+
+def test_variable_length_rows_are_checked(tmp_path) -> None:
+    writer = ShardWriter(tmp_path, VAR_INDEX, SETTINGS, VAR_SHAPE, np.float32)
+    with pytest.raises(ValueError, match="do not fit"):
+        writer.commit([0], [np.zeros((3, 4), np.float32)])  # 3 channels, not 2
+    with pytest.raises(ValueError, match="do not fit"):
+        writer.commit([0, 1], [var_feature(0)])
+    with pytest.raises(UserError, match=r"feature_shape \(store: \[2, None\], requested: \[2, 5\]\)"):
+        ShardWriter(tmp_path, VAR_INDEX, SETTINGS, (2, 5), np.float32)
+    with pytest.raises(ValueError, match="at most one variable"):
+        ShardWriter(tmp_path / "two", VAR_INDEX, SETTINGS, (None, None), np.float32)
+    assert FeatureStore(tmp_path, allow_partial=True).get_batch([]) == []  # no row written yet: empty file

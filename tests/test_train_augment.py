@@ -38,7 +38,7 @@ def test_train_partition_is_augmented_per_seed_and_epoch_dev_never(tiny_corpus: 
 
     # what the front end sees is Augmenter.apply of the loaded audio, keyed (run seed, epoch, row index)
     train.set_epoch(1)
-    wave = load_audio(Path(train.path_fn(train.rows[2].utt_id)))
+    wave = load_audio(Path(train.rows[2].path))  # the rows carry their audio files
     expected = train.frontend.extract([Augmenter.from_config({"preset": "la"}).apply(wave, (3, 1, 2))])
     np.testing.assert_array_equal(features(train, [2])[0].numpy(), expected[0])
     clean = train.frontend.extract([wave])[0]

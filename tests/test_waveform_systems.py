@@ -22,7 +22,9 @@ from official_asvspoof2019 import score_file_eer
 import evaluate_tDCF_asvspoof19
 import generate_score
 import main_train
-from data.protocols import ProtocolRow, asv_score_path, protocol_path
+from data.corpora import get_corpus
+from data.corpora.la2019 import asv_score_path
+from data.protocols import ProtocolRow
 from data.waveforms import WaveformDataset, crop_start
 from engine.trainer import Trainer
 from models.frontends.ssl import build_random_model
@@ -58,7 +60,7 @@ def score_and_evaluate(checkpoint: Path, corpus: Path, out: Path) -> dict[str, f
     assert json.loads(result.read_text())[0]["score"] == pytest.approx(by_utt[utt], abs=1e-5)
     report = out / "report.json"
     assert evaluate_tDCF_asvspoof19.main([
-        str(scores), "--protocol", str(protocol_path(corpus / "LA", "eval")),
+        str(scores), "--protocol", str(get_corpus("la2019").protocol_path(corpus / "LA", "eval")),
         "--asv-scores", str(asv_score_path(corpus / "LA", "eval")), "--json", str(report),
     ]) == 0
     summary = json.loads(report.read_text())

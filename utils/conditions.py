@@ -1,12 +1,11 @@
-"""ASVspoof 2021 per-condition tables: EER (and LA min t-DCF) per attack (group) × codec (docs/evaluation.md).
+"""Per-condition tables of CM scores: EER (and min t-DCF) per attack (group) × codec, as the official
+ASVspoof 2021 evaluation package (`eval-package/main.py`) computes them (docs/evaluation.md).
 
-The layouts follow the official 2021 evaluation package (`eval-package/config.py`, `main.py`):
-
-- LA: rows A07…A19 + pooled, columns C1…C7 (the codec column of trial_metadata.txt) + pooled; EER
-  and the revised 2021 min t-DCF, with C0/C1/C2 recomputed per cell: the ASV EER threshold from the
-  target/nontarget trials of the cell's codec, the ASV spoof trials of the cell's attack and codec.
-- DF: rows = the vocoder column grouped as Traditional, Wav.Concat., Neural AR, Neural non-AR, Unknown
-  + pooled, columns C1…C9 (the compression column) + pooled; EER only.
+A `ConditionLayout` names a corpus's rows (spoof-trial groups: attacks, or vocoder types) and columns (codec
+values, ids ``C1``...); the corpora define theirs (`data.corpora.la2021`: attacks A07…A19 × C1…C7 with the
+revised 2021 min t-DCF, C0/C1/C2 recomputed per cell from the ASV target/nontarget trials of the cell's codec
+and the ASV spoof trials of its attack and codec; `data.corpora.df2021`: five vocoder groups × C1…C9, EER
+only).
 
 Cell (row r, column c): bona fide = every bona fide trial with codec c; spoof = row r and codec c.
 An empty cell is NaN (None in JSON). Unlike the official package, which stops when any cell has fewer
@@ -37,58 +36,21 @@ POOLED = "pooled"
 
 @dataclass(frozen=True)
 class ConditionLayout:
-    """One track's table: rows (metadata value, label) over spoof trials, columns (codec value, id)."""
+    """One track's table: rows (metadata value, label) over spoof trials, columns (codec value, id);
+    ``label`` names the track in reports (e.g. ``LA 2021``)."""
 
     track: str
     row_title: str
     rows: tuple[tuple[str, str], ...]
     columns: tuple[tuple[str, str], ...]
     tdcf: bool
+    label: str = ""
 
     def codec_ids(self) -> dict[str, str]:
         """Metadata codec value -> condition id (``C1``...)."""
         return dict(self.columns)
 
 
-LA2021_LAYOUT = ConditionLayout(
-    track="la2021",
-    row_title="attack",
-    rows=tuple((f"A{i:02d}", f"A{i:02d}") for i in range(7, 20)),
-    columns=tuple(
-        (codec, f"C{i}") for i, codec in enumerate(("none", "alaw", "pstn", "g722", "ulaw", "gsm", "opus"), 1)
-    ),
-    tdcf=True,
-)
-DF2021_LAYOUT = ConditionLayout(
-    track="df2021",
-    row_title="attack group",
-    rows=(
-        ("traditional_vocoder", "Traditional"),
-        ("waveform_concatenation", "Wav.Concat."),
-        ("neural_vocoder_autoregressive", "Neural AR"),
-        ("neural_vocoder_nonautoregressive", "Neural non-AR"),
-        ("unknown", "Unknown"),
-    ),
-    columns=tuple(
-        (codec, f"C{i}")
-        for i, codec in enumerate(
-            (
-                "nocodec",
-                "low_mp3",
-                "high_mp3",
-                "low_m4a",
-                "high_m4a",
-                "low_ogg",
-                "high_ogg",
-                "mp3m4a",
-                "oggm4a",
-            ),
-            1,
-        )
-    ),
-    tdcf=False,
-)
-LAYOUTS = {layout.track: layout for layout in (LA2021_LAYOUT, DF2021_LAYOUT)}
 
 
 @dataclass(frozen=True)

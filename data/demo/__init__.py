@@ -14,8 +14,8 @@ One module per concept:
   recording channel) and the STFT helpers it shares with the attacks;
 - `data.demo.attacks`: the 13 simulated attacks (A01-A06 in train and dev, A07-A13 in eval only) and
   `synthesize`, which renders one bona fide or spoofed utterance;
-- `data.demo.corpus`: planning the protocols and writing the corpus with the layout helpers and
-  `ProtocolRow` of `data.protocols`;
+- `data.demo.corpus`: planning the protocols and writing the corpus in the layout of the default corpus
+  of `data.corpora` (2019 LA) with `ProtocolRow` of `data.protocols`;
 - `data.demo.__main__`: the CLI.
 
 No torch: the audio is made with numpy and scipy and written with soundfile.

@@ -1,7 +1,8 @@
 """Planning and writing the demo corpus in the ASVspoof 2019 LA layout (docs/data.md). THE AUDIO IS SYNTHETIC.
 
-The layout, file names and protocol rows are those of `data.protocols` (`protocol_path`, `audio_path`,
-`asv_score_path`, `ProtocolRow`), plus ``DIR/demo_manifest.json`` (seed, counts, attacks). Speakers are
+The layout, file names and protocol rows are those of the default corpus of `data.corpora` (2019 LA, which
+the demo recipes read: `Corpus.protocol_path`, `audio_path`, `asv_paths`; `data.protocols.ProtocolRow`),
+plus ``DIR/demo_manifest.json`` (seed, counts, attacks). Speakers are
 disjoint across partitions, ~30 % of each partition is bona fide. Utterances are rendered in a process
 pool, each from its own seed, so the bytes do not depend on the number of workers.
 """
@@ -24,16 +25,10 @@ import numpy as np
 import soundfile as sf
 
 from data.audio import SAMPLE_RATE
+from data.corpora import default_corpus
 from data.demo.attacks import ATTACKS, PARTITION_ATTACKS, synthesize
 from data.demo.synthesis import BONAFIDE_SNR_DB, SPOOF_SNR_DB, Speaker, channel, make_speaker
-from data.protocols import PARTITIONS as _DATASET_PARTITIONS
-from data.protocols import (
-    ProtocolRow,
-    asv_score_path,
-    audio_path,
-    protocol_path,
-    write_protocol,
-)
+from data.protocols import ProtocolRow, write_protocol
 from utils.errors import UserError
 from utils.io import atomic_write_text
 from utils.scorefiles import BONAFIDE, SPOOF
@@ -41,7 +36,9 @@ from utils.scorefiles import BONAFIDE, SPOOF
 #: Bump when the generated audio changes, so that an old corpus is regenerated rather than reused.
 GENERATOR_VERSION = 3
 MANIFEST_NAME = "demo_manifest.json"
-PARTITIONS = _DATASET_PARTITIONS["la2019"]
+#: the corpus whose layout the demo writes: the one recipes read when they name none
+LAYOUT = default_corpus()
+PARTITIONS = LAYOUT.partitions
 DEFAULT_COUNTS = {"train": 200, "dev": 200, "eval": 400}
 DEFAULT_BONAFIDE_FRACTION = 0.3
 MIN_SECONDS, MAX_SECONDS = 1.0, 5.0
@@ -164,7 +161,7 @@ def _same_corpus(root: Path, manifest: dict) -> bool:
     keys = ("generator", "version", "seed", "counts", "bonafide_fraction")
     if not isinstance(old, dict) or any(old.get(k) != manifest[k] for k in keys):
         return False
-    return all(protocol_path(root, part).is_file() for part in PARTITIONS)
+    return all(LAYOUT.protocol_path(root, part).is_file() for part in PARTITIONS)
 
 
 def _tally(rows: Sequence[ProtocolRow]) -> dict[str, int]:
@@ -241,11 +238,11 @@ def _write_corpus(
         rows = plan_partition(part, counts[part], seed, fraction)
         tally[part] = _tally(rows)
         speakers = _speakers(part, seed)
-        write_protocol(protocol_path(root, part), rows)
+        write_protocol(LAYOUT.protocol_path(root, part), rows)
         if part != "train":  # as distributed, ASV scores exist for dev and eval only
             lines = asv_score_lines(rows, _rng(seed, p, 2))
-            atomic_write_text(asv_score_path(root, part), "".join(f"{line}\n" for line in lines))
-        paths = [audio_path(root, part, r.utt_id) for r in rows]
+            atomic_write_text(LAYOUT.asv_paths(root, part).scores, "".join(f"{line}\n" for line in lines))
+        paths = [LAYOUT.audio_path(root, part, r.utt_id) for r in rows]
         paths[0].parent.mkdir(parents=True)
         tasks += [
             _Task(str(path), speakers[r.speaker], r.attack, _seed(seed, p, 3, i))

@@ -9,7 +9,10 @@ trained with it. Both paths compute the same numbers for the same waves.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import inspect
+import json
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,6 +20,7 @@ import torch
 from torch import nn
 
 from models.registry import make_register
+from utils.errors import UserError
 
 FRONTENDS: dict[str, type] = {}
 register_frontend = make_register(FRONTENDS, "front end")
@@ -34,12 +38,42 @@ def check_waves(waves: Sequence[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
+#: Settings that change how features are computed (speed, memory, precision), not which: a store's tag
+#: ignores them (the store still records them and checks them on reopen).
+COMPUTE_SETTINGS = frozenset({"batch_size", "dtype", "device", "compile"})
+
+
+def _f0_tag(settings: Mapping[str, Any]) -> str:
+    """``f0`` (mirror tiling, 600 frames), ``f0-repeat``, ``f0-200frames``."""
+    tiling = settings.get("tiling", "mirror")
+    frames = int(settings.get("n_frames", 600))
+    return "f0" + ("" if tiling == "mirror" else f"-{tiling}") + ("" if frames == 600 else f"-{frames}frames")
+
+
+def _ssl_tag(settings: Mapping[str, Any]) -> str:
+    """``ssl-<model name>`` plus ``-layer<L>`` when not the last layer."""
+    model = str(settings.get("model", "ssl")).rstrip("/\\")
+    model = re.sub(r"[^A-Za-z0-9._-]+", "_", model.replace(":", "-").split("/")[-1]) or "model"
+    layer = settings.get("layer", -1)
+    return f"ssl-{model}" if layer in (-1, None) else f"ssl-{model}-layer{layer}"
+
+
+#: The tags of the stores made before front ends named their own (so that those stores still open).
+_FIRST_TAGS = {"f0": _f0_tag, "ssl": _ssl_tag}
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 class FrontEnd(nn.Module):
     """Base class. Subclasses set ``name``, ``store_dtype``, ``feature_shape`` (model input without the
-    batch axis), ``n_samples`` (input samples one utterance is cut or tiled to) and implement
-    ``settings()`` (JSON-serialisable; `build_frontend` of it rebuilds an identical front end) and
-    ``extract(waves)`` (numpy, any lengths). ``derived_settings`` lists keys of ``settings()`` that are
-    recorded but not chosen (ignored when rebuilding)."""
+    batch axis; a ``None`` axis when its length varies per utterance: `extract` then returns a list of
+    arrays and preprocessing writes a variable-length store), ``n_samples`` (input samples one utterance is
+    cut or tiled to) and implement ``settings()`` (JSON-serialisable; `build_frontend` of it rebuilds an
+    identical front end) and ``extract(waves)`` (numpy, any lengths). ``derived_settings`` lists keys of
+    ``settings()`` that are recorded but not chosen (ignored when rebuilding); `store_tag` names the
+    front end's feature stores."""
 
     name: ClassVar[str] = ""
     store_dtype: ClassVar[type] = np.float32
@@ -51,13 +85,37 @@ class FrontEnd(nn.Module):
     def settings(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    @classmethod
+    def store_tag(cls, settings: Mapping[str, Any]) -> str:
+        """Directory name of this front end's feature stores (`data.store.store_dir`) for ``settings``: a
+        recipe's ``frontend`` section or `settings()`, which give the same tag.
+
+        Default: the name alone when every chosen setting (a constructor argument, `COMPUTE_SETTINGS` aside)
+        is at its default, else the name and a digest of the ones that differ, e.g. ``mfcc-3f2a9c01d4``.
+        F0 and SSL keep the readable tags their stores have always had (``f0-repeat``, ``ssl-xlsr-layer12``).
+        """
+        if cls.name in _FIRST_TAGS:
+            return _FIRST_TAGS[cls.name](settings)
+        params = inspect.signature(cls).parameters
+        empty = inspect.Parameter.empty
+        differing = {
+            key: settings[key]
+            for key, param in params.items()
+            if key in settings and key not in COMPUTE_SETTINGS
+            and (param.default is empty or _canonical(settings[key]) != _canonical(param.default))
+        }
+        if not differing:
+            return cls.name
+        return f"{cls.name}-{hashlib.sha256(_canonical(differing).encode()).hexdigest()[:10]}"
+
     def portable_settings(self) -> dict[str, Any]:
         """Settings that rebuild this front end where its source (e.g. a hub model) is not at hand; a
         checkpoint of a trainable front end records them beside its weights. Default: `settings`."""
         return self.settings()
 
     def extract(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        """Waves (float32, 16 kHz, any lengths) -> (B, *feature_shape) float32, without gradients."""
+        """Waves (float32, 16 kHz, any lengths) -> (B, *feature_shape) float32, without gradients (a list of
+        B arrays when ``feature_shape`` has a ``None`` axis)."""
         raise NotImplementedError
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
@@ -77,3 +135,12 @@ class FrontEnd(nn.Module):
             digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
             digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         return digest.hexdigest()
+
+
+def store_tag(settings: Mapping[str, Any]) -> str:
+    """The store tag of the front end ``settings`` name (`FrontEnd.store_tag`), without building it; an
+    unknown name raises `UserError`."""
+    cls = FRONTENDS.get(settings.get("name"))
+    if cls is None:
+        raise UserError(f"front end name must be one of {sorted(FRONTENDS)}, got {settings.get('name')!r}")
+    return cls.store_tag(settings)
