@@ -1,9 +1,9 @@
 """Score a partition or your own recordings with a trained countermeasure.
 
 Scores: higher = more bona fide (logit difference bona fide − spoof). The decision threshold is the
-dev-EER threshold saved in the checkpoint (override with --threshold). With --llr (a checkpoint calibrated
-by `python -m engine.calibrate` or train.calibrate: true) scores become calibrated LLRs and decisions use
-the Bayes threshold −ln β = −0.641854 (ASVspoof 5 costs).
+dev-EER threshold saved in the checkpoint (override with --threshold). With --llr (a checkpoint
+calibrated by `python -m engine.calibrate_checkpoint` or train.calibrate: true) scores become calibrated
+LLRs and decisions use the Bayes threshold −ln β = −0.641854 (ASVspoof 5 costs).
 
 Examples:
     # a partition from a feature store (preprocess.py) -> "utt_id attack key score" lines
@@ -13,7 +13,7 @@ Examples:
     # your own recordings: any length, sample rate, channel count; files or folders
     python generate_score.py --checkpoint runs/f0/best.pt --audio my.wav clips/ --output results.csv
     # calibrated LLRs (and Bayes-threshold decisions for --audio) from a calibrated checkpoint
-    python -m engine.calibrate --checkpoint runs/f0/best.pt
+    python -m engine.calibrate_checkpoint --checkpoint runs/f0/best.pt
     python generate_score.py --checkpoint runs/f0/best.pt --llr --audio my.wav --output results.csv
     # the released XLS-R-LCNN (converted with python -m models.import_released), local XLS-R copy
     python generate_score.py --checkpoint xlsr_lcnn.safetensors --ssl-model /models/xls-r-300m --audio my.wav
@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--llr",
         action="store_true",
         help="output calibrated log-likelihood ratios (bona fide vs spoof, nats) with the calibration "
-        "stored in the checkpoint (python -m engine.calibrate); --audio decisions then compare the LLR "
-        "with the Bayes threshold -ln 1.9 = -0.641854 (ASVspoof 5 costs)",
+        "stored in the checkpoint (python -m engine.calibrate_checkpoint); --audio decisions then compare "
+        "the LLR with the Bayes threshold -ln 1.9 = -0.641854 (ASVspoof 5 costs)",
     )
     parser.add_argument(
         "--threshold",
@@ -178,8 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.audio is not None and args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
         raise UserError(f"{args.output}: --output for --audio must end in .csv or .json")
 
-    from engine.score import load_scorer, require_calibration, score_partition, score_recordings, to_llr
-    from engine.scoring import write_partition_scores
+    from engine.score_batches import write_partition_scores
+    from engine.scorer import load_scorer, require_calibration, score_partition, score_recordings, to_llr
 
     scorer = load_scorer(args.checkpoint, device=args.device, amp=args.amp, batch_size=args.batch_size,
                          compile=args.compile, ssl_model=args.ssl_model)

@@ -257,7 +257,7 @@ def bench_recipe(n_utts: int, batch: int, workers: int, rounds: int) -> None:
     from data.demo.__main__ import main as generate_demo
     from engine.partitions import open_partition
     from engine.recipe_schema import load_recipe
-    from engine.scoring import autocast_context
+    from engine.score_batches import autocast_context
     from engine.trainer import TrainSettings, build_optimizer, make_loader
     from models import build_model
     from models.countermeasure import Countermeasure

@@ -11,7 +11,7 @@ Training (per model, the published input shapes, recipe optimizer/schedule/loss,
             time (first step minus a plain step) over a --run-steps run.
 Scoring a partition from a feature store (scores compared):
   baseline  one utterance at a time, fp32, one torch.load'ed .pt file per utterance (published script)
-  ours      engine.scoring.score_loader over the memory-mapped store with generate_score.py's CPU
+  ours      engine.score_batches.score_loader over the memory-mapped store with generate_score.py's CPU
             defaults (batch 1, channels_last, fp32), with --amp bf16 (float32 last layer), with
             --compile (inductor, frozen weights), and with both
 
@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.scoring import (  # noqa: E402
+from engine.score_batches import (  # noqa: E402
     autocast_context,
     compile_for_scoring,
     default_batch_size,

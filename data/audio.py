@@ -13,7 +13,7 @@ import soundfile as sf
 import soxr
 
 from utils.errors import UserError
-from utils.waves import fix_length, fix_length_batch
+from utils.tiling import fix_length, fix_length_batch
 
 SAMPLE_RATE = 16000
 #: soxr quality for resampling; "VHQ" keeps the pass band flat up to ~0.91 Nyquist.

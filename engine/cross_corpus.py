@@ -10,9 +10,9 @@ made by ``preprocess.py --dataset`` when ``features`` holds one) and evaluated b
 code behind evaluate_tDCF_asvspoof19.py, with the ASVspoof 5 measures: EER, min t-DCF where the organisers'
 ASV scores are under the root (`data.corpora.Corpus.asv_files`; 2019 LA: the legacy 2019 t-DCF; 2021 LA: the
 revised 2021 one with the keys' ASV scores), minDCF, actDCF, Cllr, and the number of trials (corpora with
-evaluation phases, 2021: the chosen phase). When the checkpoint carries
-a calibration (`engine.calibrate`) the scores are mapped to LLRs first, so actDCF and Cllr judge calibrated
-LLRs; otherwise they are computed on the raw scores and the table says so.
+evaluation phases, 2021: the chosen phase). When the checkpoint carries a calibration
+(`engine.calibrate_checkpoint`) the scores are mapped to LLRs first, so actDCF and Cllr judge calibrated LLRs;
+otherwise they are computed on the raw scores and the table says so.
 
 Files in ``out``: ``scores_<corpus>.txt`` (raw scores of every trial, ``utt_id attack key score``),
 ``<corpus>.json`` (the evaluator's JSON), ``results.md`` and ``results.csv`` (`utils.report`). Every input
@@ -35,7 +35,7 @@ from data.corpora import corpus_names, get_corpus
 from data.corpora.trial_metadata import subset_name
 from engine.evaluation import EvalRequest, describe_calibration, evaluate_scores
 from engine.partitions import store_dir_for
-from engine.scoring import write_partition_scores
+from engine.score_batches import write_partition_scores
 from utils.errors import UserError, run_cli
 from utils.io import atomic_write_text
 from utils.report import results_markdown, results_row, write_results_table
@@ -133,7 +133,7 @@ def _table_notes(calibrated: str | None) -> str:
         return f"\nScores calibrated to LLRs before every measure: LLR = {calibrated}.\n"
     return (
         "\nactDCF and Cllr are computed on the raw scores: the checkpoint carries no calibration "
-        "(python -m engine.calibrate --checkpoint CKPT), so they do not judge calibrated LLRs.\n"
+        "(python -m engine.calibrate_checkpoint --checkpoint CKPT), so they do not judge calibrated LLRs.\n"
     )
 
 
@@ -166,9 +166,9 @@ def run_cross_corpus(
 
     ``subset``: the 2021 phase evaluated (every trial is scored); ``features``: a preprocess.py store root
     used for corpora it holds a store of; ``log``: progress lines (default: stderr). Device, precision and
-    batch settings as in `engine.score.load_scorer`. Returns the rows and files written.
+    batch settings as in `engine.scorer.load_scorer`. Returns the rows and files written.
     """
-    from engine.score import load_scorer, score_partition
+    from engine.scorer import load_scorer, score_partition
 
     _check_corpora(corpora)
     subset = subset_name(subset)

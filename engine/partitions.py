@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from data import store
 from data.corpora import Corpus, default_corpus, get_corpus, recipe_corpus
 from data.dataset import AudioDataset, StoreDataset
-from data.waveforms import WaveformDataset
+from data.waveform_dataset import WaveformDataset
 from models.frontends import FrontEnd, build_frontend
 from models.frontends.base import store_tag
 from utils.errors import UserError
@@ -171,7 +171,7 @@ def open_partition(
 #   finetune  frontend.trainable: true    raw waves -> countermeasure, whose front end is trained with
 #                                        the model (XLS-R-AASIST); built by `training_frontend`
 FEATURES, WAVEFORM, FINETUNE = "features", "waveform", "finetune"
-#: The recipe's ``data.train_crop`` choices (`data.waveforms.WaveformDataset`); dev/eval use ``first``.
+#: The recipe's ``data.train_crop`` choices (`data.waveform_dataset.WaveformDataset`); dev/eval use ``first``.
 DEFAULT_TRAIN_CROP = "first"
 
 

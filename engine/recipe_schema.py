@@ -11,7 +11,7 @@ Sections:
   constructor parameters (models/frontends, models/registry.py, models/losses.py), so a new back end or
   loss brings its own keys. ``python -m engine.recipe_schema`` lists them for every registered class.
 - ``optim``, ``sched``, ``train``, ``data``: the dataclasses below (read by engine/optim.py,
-  engine/trainer.py, engine/partitions.py, engine/score.py, main_train.py).
+  engine/trainer.py, engine/partitions.py, engine/scorer.py, main_train.py).
 - ``augment`` (optional, off when absent): checked by data/augment (`Augmenter.from_config`).
 
 The resolved recipe stays a plain dict: defaults are not written into it, so a run's config.yaml shows
@@ -95,7 +95,7 @@ class TrainSection:
 class DataSection:
     """Which corpus and partitions (engine/partitions.py, main_train.py); a new key is one more field."""
 
-    dataset: str = setting("la2019", "the corpus the partitions come from (a name in the data/corpora registry)")
+    dataset: str = setting("la2019", "the corpus of the partitions (a name in data/corpora)")
     train: str = setting("train", "training partition")
     dev: str = setting("dev", "dev partition: checkpoint selection, threshold, calibration")
     eval: str | None = setting(None, "partition scored after training (null: none)")

@@ -15,7 +15,7 @@ epoch the average is loaded, BatchNorm statistics are recomputed over the traini
 (`utils.swa.bn_update`), and the result is scored on dev, saved as swa.pt and used for the eval scores.
 
 With ``train.calibrate: true`` best.pt finally gets a score-to-LLR calibration fitted on scores_dev.txt
-(`engine.calibrate`), which ``generate_score.py --llr`` uses.
+(`engine.calibrate_checkpoint`), which ``generate_score.py --llr`` uses.
 
 Reproducibility: the sampler order depends only on (seed, epoch), every RNG state is saved at the
 end of each epoch, so ``--resume`` after a crash continues exactly where an uninterrupted run would
@@ -42,10 +42,10 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from data.dataset import collate_batch
-from engine.calibrate import calibrate_checkpoint
+from engine.calibrate_checkpoint import calibrate_checkpoint
 from engine.optim import build_optimizer, build_scheduler, noam_factor
 from engine.records import TensorBoard, write_history, write_run_files
-from engine.scoring import Scores, autocast_context, gather_scores, score_loader, write_partition_scores
+from engine.score_batches import Scores, autocast_context, gather_scores, score_loader, write_partition_scores
 from models.countermeasure import Countermeasure, WithFrontEnd
 from utils import distributed as du
 from utils.checkpoint import load_checkpoint, previous_path, save_checkpoint, unwrap

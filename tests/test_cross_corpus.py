@@ -1,5 +1,6 @@
-"""Calibration stored in checkpoints (engine/calibrate.py, generate_score.py --llr) and the cross-corpus
-runner (engine/cross_corpus.py) on the tiny corpus and In-the-Wild / 2021 LA layouts made from its eval audio.
+"""Calibration stored in checkpoints (engine/calibrate_checkpoint.py, generate_score.py --llr) and the
+cross-corpus runner (engine/cross_corpus.py) on the tiny corpus and In-the-Wild / 2021 LA layouts made from
+its eval audio.
 
 The checkpoint is the untrained demo XLS-R-LCNN of conftest.make_checkpoint (random:narrow SSL front end);
 its dev scores come from the tiny corpus's feature store.
@@ -21,12 +22,12 @@ from conftest import THRESHOLD, make_checkpoint
 
 import generate_score
 from data.corpora import get_corpus, read_protocol
-from engine.calibrate import calibrate_checkpoint, read_calibration, store_calibration
-from engine.calibrate import main as calibrate_main
-from engine.checkpoints import load_scoring_model
+from engine.calibrate_checkpoint import calibrate_checkpoint, read_calibration, store_calibration
+from engine.calibrate_checkpoint import main as calibrate_main
 from engine.cross_corpus import Corpus, run_cross_corpus
 from engine.cross_corpus import main as cross_corpus_main
 from engine.evaluation import fit_file_calibration
+from engine.scoring_model import load_scoring_model
 from evaluate_tDCF_asvspoof19 import main as evaluate_main
 from utils.calibration import Calibration, bayes_threshold
 from utils.checkpoint import load_checkpoint

@@ -185,7 +185,7 @@ def test_gpu_scores_match_cpu_float32(name: str, shape: list[int], record_proper
     from torch.utils.data import DataLoader
 
     from data.dataset import collate_batch
-    from engine.scoring import resolve_scoring_amp, score_loader
+    from engine.score_batches import resolve_scoring_amp, score_loader
     from models import build_model
     from models.losses import build_loss
 
@@ -259,7 +259,7 @@ def _train_run(device: torch.device, out: Path, epochs: int, resume: bool) -> An
 
 @pytest.mark.parametrize("first", ["gpu", "cpu"])
 def test_checkpoint_resumes_on_the_other_device(first: str, tmp_path: Path) -> None:
-    from engine.checkpoints import load_scoring_model
+    from engine.scoring_model import load_scoring_model
     from utils.checkpoint import load_checkpoint
 
     devices = {"gpu": DEVICE, "cpu": torch.device("cpu")}

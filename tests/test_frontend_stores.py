@@ -25,7 +25,7 @@ from models.frontends.base import store_tag
 from utils.errors import run_cli
 from utils.metrics import compute_eer
 from utils.scorefiles import read_scores
-from utils.waves import fix_length
+from utils.tiling import fix_length
 
 COMMON = ["--no-progress"]
 

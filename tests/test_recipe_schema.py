@@ -19,7 +19,6 @@ from conftest import CONFIGS, REPO, make_checkpoint
 from torch import nn
 
 from data.corpora import recipe_corpus
-from engine.checkpoints import load_scoring_model
 from engine.optim import build_optimizer, build_scheduler
 from engine.partitions import DEFAULT_TRAIN_CROP
 from engine.recipe_schema import (
@@ -33,6 +32,7 @@ from engine.recipe_schema import (
     load_recipe,
     main,
 )
+from engine.scoring_model import load_scoring_model
 from engine.trainer import TrainSettings
 from models.registry import MODELS, discover, register_model
 from utils.checkpoint import load_checkpoint, save_checkpoint
@@ -249,7 +249,7 @@ def test_the_documented_defaults_are_what_the_code_uses() -> None:
         assert _lrs({"name": name}) == _lrs({**sched, "name": name})
     assert _lrs({}) == _lrs({"name": SchedSection.name}) == ([1.0] * 25, "epoch")
     assert recipe_corpus({"data": {}}).name == DataSection.dataset
-    from data.waveforms import CROPS
+    from data.waveform_dataset import CROPS
 
     assert DEFAULT_TRAIN_CROP == DataSection.train_crop
     assert DataSection.__dataclass_fields__["train_crop"].metadata["choices"] == CROPS

@@ -60,7 +60,7 @@ class _Items(torch.utils.data.Dataset):
 
 def train_one_epoch(cfg: dict, out: Path) -> None:
     """One epoch of 4 random inputs through the real Trainer, then the checkpoint loads for scoring."""
-    from engine.checkpoints import load_scoring_model
+    from engine.scoring_model import load_scoring_model
     from engine.trainer import fit
 
     cfg = {**cfg, "train": {**cfg.get("train", {}), "epochs": 1, "batch_size": 2, "amp": "none",

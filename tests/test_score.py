@@ -17,7 +17,7 @@ from conftest import CONFIGS, THRESHOLD
 
 import generate_score
 from data.audio import load_audio
-from engine.audio_scoring import window_starts
+from engine.score_windows import window_starts
 from models.frontends import build_frontend
 from utils.config import load_config
 from utils.scorefiles import read_scores
@@ -128,7 +128,7 @@ def test_partition_from_the_store(checkpoint, tiny_corpus: Path, tmp_path: Path,
 
 
 def test_amp_logits_come_from_a_float32_last_layer_and_padding_is_dropped(checkpoint) -> None:
-    from engine.scoring import forward_for_scores
+    from engine.score_batches import forward_for_scores
 
     _, model, _ = checkpoint
     shape = load_config(CONFIGS / "demo_xlsr_lcnn.yaml")["model"]["input_shape"]

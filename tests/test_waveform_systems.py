@@ -25,7 +25,7 @@ import main_train
 from data.corpora import get_corpus
 from data.corpora.la2019 import asv_score_path
 from data.protocols import ProtocolRow
-from data.waveforms import WaveformDataset, crop_start
+from data.waveform_dataset import WaveformDataset, crop_start
 from engine.trainer import Trainer
 from models.frontends.ssl import build_random_model
 from models.losses import build_loss

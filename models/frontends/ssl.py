@@ -17,7 +17,7 @@ import torch
 from models.frontends.base import FrontEnd, check_waves, register_frontend
 from utils.errors import UserError
 from utils.precision import resolve_amp
-from utils.waves import fix_length_batch
+from utils.tiling import fix_length_batch
 
 logger = logging.getLogger(__name__)
 

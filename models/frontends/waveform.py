@@ -1,7 +1,7 @@
 """The ``waveform`` front end: raw 16 kHz waves cut or tiled to ``n_samples`` (AASIST(-L); docs/features.md).
 
 It computes nothing: recipes of models that read raw waveforms name it (``frontend: {name: waveform,
-n_samples: 64600}``), so that length fixing, scoring by windows (`engine.audio_scoring`) and the checks of
+n_samples: 64600}``), so that length fixing, scoring by windows (`engine.score_windows`) and the checks of
 the model's ``input_shape`` work as for the other front ends.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from models.frontends.base import FrontEnd, check_waves, register_frontend
-from utils.waves import fix_length_batch
+from utils.tiling import fix_length_batch
 
 
 @register_frontend("waveform")

@@ -29,7 +29,7 @@ CALIBRATION_KEY = "calibration"
 class ScoringModel:
     """A trained model ready to score: model and loss (eval mode, on ``device``), the recipe (``cfg``,
     with ``frontend``, ``model`` and ``loss`` sections), the dev-EER threshold (None if unknown) and the
-    score-to-LLR calibration stored by `engine.calibrate` (None if none).
+    score-to-LLR calibration stored by `engine.calibrate_checkpoint` (None if none).
 
     ``input_cfg`` is the recipe as the scorer sees it: its ``frontend`` turns audio into ``model``'s input
     of ``model.input_shape``. It is ``cfg`` itself, except for files that hold the SSL front end's own

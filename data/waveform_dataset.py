@@ -25,7 +25,7 @@ from data.audio import load_audio
 from data.dataset import Augment, EpochDraws, audio_file
 from data.protocols import ProtocolRow
 from utils.errors import UserError
-from utils.waves import fix_length
+from utils.tiling import fix_length
 
 CROPS = ("first", "random")
 # Spawn key of the crop's generator: independent of the augmentation's draws for the same utterance.

@@ -2,11 +2,11 @@
 of a trained model and write it into the checkpoint, so that scoring can output calibrated LLRs and decide
 at the Bayes threshold −ln β.
 
-    python -m engine.calibrate --checkpoint runs/f0/best.pt       # fits on runs/f0/scores_dev.txt
-    python -m engine.calibrate --checkpoint xlsr_lcnn.safetensors --dev-scores dev.txt
+    python -m engine.calibrate_checkpoint --checkpoint runs/f0/best.pt       # fits on runs/f0/scores_dev.txt
+    python -m engine.calibrate_checkpoint --checkpoint xlsr_lcnn.safetensors --dev-scores dev.txt
 
 The trainer does the same at the end of a run when the recipe sets ``train.calibrate: true``. The map is
-kept under ``calibration`` (`engine.checkpoints.CALIBRATION_KEY`): ``Calibration.as_dict()`` plus the
+kept under ``calibration`` (`engine.scoring_model.CALIBRATION_KEY`): ``Calibration.as_dict()`` plus the
 development score file it was fitted on; .safetensors files keep it in their JSON metadata. The file is
 rewritten atomically; nothing else in it changes.
 """
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.checkpoints import CALIBRATION_KEY, stored_calibration
 from engine.evaluation import describe_calibration, fit_file_calibration
+from engine.scoring_model import CALIBRATION_KEY, stored_calibration
 from models.import_released import load_model_weights, save_model_weights
 from utils.calibration import Calibration
 from utils.checkpoint import load_checkpoint, save_checkpoint
@@ -90,13 +90,13 @@ def calibrate_checkpoint(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m engine.calibrate",
+        prog="python -m engine.calibrate_checkpoint",
         description="Fit an affine score-to-LLR calibration on development scores (prior-weighted logistic "
         "regression at the ASVspoof 5 prior 0.655, docs/evaluation.md) and store it in the checkpoint, so "
         "that generate_score.py --llr writes calibrated LLRs and decides at the Bayes threshold -ln 1.9.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  python -m engine.calibrate --checkpoint runs/f0/best.pt\n"
-        "  python -m engine.calibrate --checkpoint xlsr_lcnn.safetensors --dev-scores dev.txt "
+        epilog="examples:\n  python -m engine.calibrate_checkpoint --checkpoint runs/f0/best.pt\n"
+        "  python -m engine.calibrate_checkpoint --checkpoint xlsr_lcnn.safetensors --dev-scores dev.txt "
         "--protocol LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.dev.trl.txt",
     )
     parser.add_argument(

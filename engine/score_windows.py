@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from data.audio import load_audio
-from engine.scoring import forward_for_scores
+from engine.score_batches import forward_for_scores
 from utils.errors import UserError
 
 

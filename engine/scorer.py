@@ -16,10 +16,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from data.dataset import collate_batch
-from engine.audio_scoring import decide, score_audio_files
-from engine.checkpoints import load_scoring_model
 from engine.partitions import check_feature_shape, open_audio_partition, open_store_partition
-from engine.scoring import Scores, compile_for_scoring, default_batch_size, resolve_scoring_amp, score_loader
+from engine.score_batches import (
+    Scores,
+    compile_for_scoring,
+    default_batch_size,
+    resolve_scoring_amp,
+    score_loader,
+)
+from engine.score_windows import decide, score_audio_files
+from engine.scoring_model import load_scoring_model
 from models.frontends import build_frontend
 from utils.calibration import Calibration
 from utils.distributed import place_process
@@ -101,8 +107,8 @@ def require_calibration(scorer: Scorer) -> Calibration:
     if scorer.calibration is None:
         raise UserError(
             f"{scorer.source}: no score calibration stored in this checkpoint, so no LLRs; fit one on its "
-            f"dev scores with `python -m engine.calibrate --checkpoint {scorer.source}` (or train with "
-            "train.calibrate: true)"
+            f"dev scores with `python -m engine.calibrate_checkpoint --checkpoint {scorer.source}` "
+            "(or train with train.calibrate: true)"
         )
     return scorer.calibration
 
