@@ -72,7 +72,7 @@ def test_nes2net_x_shapes_at_each_stage() -> None:
     found = shapes_through(Nes2NetX(), torch.randn(2, 1, 1024, 201), names)
     assert found == {
         "Build_in_Res2Nets.0.conv1": (2, 128, 201),
-        "Build_in_Res2Nets.0.convs.6": (2, 16, 201, 8),
+        "Build_in_Res2Nets.0.convs.6": (8 * 2, 16, 201, 1),  # a stack of 8 along the batch axis
         "Build_in_Res2Nets.0": (2, 128, 201),
         "Build_in_Res2Nets.6": (2, 128, 201),
         "bn": (2, 1024, 201),
@@ -81,6 +81,25 @@ def test_nes2net_x_shapes_at_each_stage() -> None:
     }
     astp = shapes_through(Nes2NetX(pool_func="ASTP"), torch.randn(2, 1, 1024, 57), ["pooling", "fc"])
     assert astp == {"pooling": (2, 2048), "fc": (2, 2)}  # any number of frames (whole utterances)
+
+
+def reference_bottle2neck(block, x: torch.Tensor) -> torch.Tensor:
+    """The reference Bottle2neck.forward, partial outputs stacked on a last axis, written from its code."""
+    bands = torch.split(block.bn1(block.relu(block.conv1(x))).unsqueeze(-1), block.width, 1)
+    sp, outs = bands[block.nums], []
+    for i in range(block.nums):
+        sp = block.bns[i](block.relu(block.convs[i](torch.cat((sp, bands[i]), -1))))
+        outs.append((sp * block.weighted_sum[i]).sum(-1))
+    out = torch.cat((*outs, bands[block.nums].squeeze(-1)), 1)
+    return block.se(block.bn3(block.relu(block.conv3(out)))) + x
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_nes2net_x_inner_block_equals_the_reference_layout(train: bool) -> None:
+    torch.manual_seed(0)
+    block = Nes2NetX(input_shape=[1, 64, 30]).Build_in_Res2Nets[0].train(train)
+    x = torch.randn(3, 8, 30)
+    torch.testing.assert_close(block(x), reference_bottle2neck(block, x), rtol=1e-5, atol=1e-6)
 
 
 def test_sls_shapes_at_each_stage_and_the_201_frame_rule() -> None:
