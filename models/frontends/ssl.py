@@ -212,6 +212,13 @@ def _prepare_for_finetuning(model: torch.nn.Module, freeze_feature_encoder: bool
         model.freeze_feature_encoder()
 
 
+def _checked_layers(layers: str) -> str:
+    """The ``layers`` setting, one of `LAYER_CHOICES`, else `UserError`."""
+    if layers not in LAYER_CHOICES:
+        raise UserError(f"ssl front end: layers must be one of {', '.join(LAYER_CHOICES)}, got {layers!r}")
+    return layers
+
+
 def default_device() -> torch.device:
     """CUDA if available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -265,10 +272,7 @@ class SSLFrontEnd(FrontEnd):
         layers: str = "last",
     ) -> None:
         super().__init__()
-        if layers not in LAYER_CHOICES:
-            choices = ", ".join(LAYER_CHOICES)
-            raise UserError(f"ssl front end: layers must be one of {choices}, got {layers!r}")
-        self.layers = layers
+        self.layers = _checked_layers(layers)
         self.trainable = bool(trainable)
         self.freeze_feature_encoder = bool(freeze_feature_encoder)
         self.architecture = dict(architecture) if architecture is not None else None
