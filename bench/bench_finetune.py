@@ -1,4 +1,5 @@
-"""Memory and speed of fine-tuning XLS-R-AASIST, with and without gradient checkpointing (CPU).
+"""Memory and speed of fine-tuning XLS-R-AASIST (or XLS-R-SLS, ``--backend sls``: all 24 layer maps kept
+for the back end), with and without gradient checkpointing (CPU).
 
 The model is the full XLS-R 300M architecture with random weights (``random:xlsr-300m``, 315.4 M
 parameters; no download) fine-tuned with the 447,242-parameter AASIST back end, Adam, fp32, the CNN
@@ -17,6 +18,7 @@ its own process. Reported per variant:
 
     python bench/bench_finetune.py                        # batch 2, 16,000 samples (1 s), 2 timed steps
     python bench/bench_finetune.py --n-samples 64600      # the recipe's 4.04 s input (slower)
+    python bench/bench_finetune.py --backend sls --n-samples 64600 --batch 5   # XLS-R-SLS (201 frames)
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def _allocations(prof) -> tuple[list[tuple[int, int]], dict[str, tuple[int, int]
 
 
 def run_variant(
-    checkpoint: bool, n_samples: int, batch: int, steps: int, threads: int, ssl_model: str
+    checkpoint: bool, n_samples: int, batch: int, steps: int, threads: int, ssl_model: str,
+    backend_name: str = "xlsr_aasist",
 ) -> dict[str, float]:
     """One variant in this process -> its measurements (bytes, seconds)."""
     import torch
@@ -70,12 +73,14 @@ def run_variant(
     torch.manual_seed(0)
     frontend = build_frontend(
         {"name": "ssl", "model": ssl_model, "n_samples": n_samples, "trainable": True,
-         "do_normalize": False, "freeze_feature_encoder": True},
+         "do_normalize": False, "freeze_feature_encoder": True,
+         **({"layers": "all"} if backend_name == "sls" else {})},
         "cpu",
     )
     if checkpoint:
         frontend.set_grad_checkpointing(True)
-    backend = build_model({"name": "xlsr_aasist", "input_shape": [frontend.frames, frontend.hidden_size]})
+    shape = list(frontend.feature_shape) if backend_name == "sls" else [frontend.frames, frontend.hidden_size]
+    backend = build_model({"name": backend_name, "input_shape": shape})
     cm = Countermeasure(backend, build_loss({"name": "weighted_ce", "weights": [0.9, 0.1]}), frontend).train()
     trainable = [p for p in cm.parameters() if p.requires_grad]
     optimizer = build_optimizer(trainable, {"name": "adam", "lr": 1e-6, "weight_decay": 1e-4})
@@ -141,11 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2, help="timed steps per variant (after 1 warm-up)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ssl-model", default="random:xlsr-300m", help="default random:xlsr-300m")
+    parser.add_argument("--backend", choices=("xlsr_aasist", "sls"), default="xlsr_aasist")
     parser.add_argument("--variant", choices=("plain", "checkpoint"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.variant is not None:  # child process: one variant, JSON on stdout
         result = run_variant(
-            args.variant == "checkpoint", args.n_samples, args.batch, args.steps, args.threads, args.ssl_model
+            args.variant == "checkpoint", args.n_samples, args.batch, args.steps, args.threads,
+            args.ssl_model, args.backend,
         )
         print(json.dumps(result))
         return 0
@@ -154,15 +161,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    print(f"XLS-R-AASIST fine-tuning step on CPU ({platform.processor() or platform.machine()}, "
-          f"{args.threads} threads, torch {torch.__version__}): {args.ssl_model} + AASIST back end, fp32, "
+    back = "AASIST" if args.backend == "xlsr_aasist" else "SLS (all layers)"
+    print(f"XLS-R + {back} fine-tuning step on CPU ({platform.processor() or platform.machine()}, "
+          f"{args.threads} threads, torch {torch.__version__}): {args.ssl_model} + {back} back end, fp32, "
           f"Adam, CNN feature encoder frozen, batch {args.batch} x {args.n_samples} samples "
           f"({args.n_samples / 16000:.2f} s), {args.steps} timed steps")
     results = []
     for variant in ("plain", "checkpoint"):
         cmd = [sys.executable, __file__, "--variant", variant, "--n-samples", str(args.n_samples),
                "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads),
-               "--ssl-model", args.ssl_model]
+               "--ssl-model", args.ssl_model, "--backend", args.backend]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode != 0:
             print(out.stderr, file=sys.stderr)

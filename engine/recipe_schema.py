@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +87,8 @@ class TrainSection:
     num_workers: int = setting(0, "DataLoader worker processes")
     calibrate: bool = setting(False, "fit a score-to-LLR calibration on dev into best.pt")
     swa: bool = setting(False, "average the weights of every epoch as good as the best (swa.pt)")
+    average: Mapping[str, Any] | None = setting(
+        None, "checkpoint averaging {top_k: 5, by: dev_eer|dev_loss, bn_update: true} -> avg.pt (null: off)")
     grad_checkpoint: bool = setting(False, "recompute a fine-tuned SSL front end's activations in backward")
     find_unused_parameters: bool | None = setting(None, "DDP's find_unused_parameters (null: per model)")
 

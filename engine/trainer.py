@@ -8,6 +8,8 @@
     out/scores_dev.txt  dev scores of best.pt      out/scores_eval.txt  eval scores (if eval given)
     out/tb/             TensorBoard logs (if tensorboard is installed)
     out/swa.pt, out/scores_dev_swa.txt   with train.swa: the averaged model and its dev scores
+    out/avg.pt, out/scores_dev_avg.txt, out/average/   with train.average: the mean of the k best epochs
+                        (engine/average.py), its dev scores, and the kept epochs' weights
 
 ``train.swa`` (AASIST, docs/training.md): whenever the dev metric is at least as good as the best so far, the
 weights are added to a running average (`utils.swa.WeightAverage`, kept in last.pt); after the last
@@ -42,6 +44,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from data.dataset import collate_batch
+from engine.average import AverageSettings, CheckpointAverager
 from engine.calibrate_checkpoint import calibrate_checkpoint
 from engine.optim import build_optimizer, build_scheduler, noam_factor
 from engine.records import TensorBoard, write_history, write_run_files
@@ -54,7 +57,8 @@ from utils.errors import UserError
 from utils.io import atomic_write_text
 from utils.precision import cpu_facts, resolve_amp, resolve_channels_last, resolve_compile, resolve_fused_adam
 from utils.seed import get_rng_state, seed_everything, set_rng_state
-from utils.swa import WeightAverage, bn_update
+from utils.swa import WeightAverage
+from utils.swa import bn_update as bn_update_fn
 
 # Sections that define the model and its inputs: a resumed run must not change them.
 FROZEN_SECTIONS = ("frontend", "model", "loss")
@@ -78,6 +82,8 @@ class RunResult:
     calibration: dict[str, Any] | None = None  # stored in best.pt when train.calibrate is true
     swa_path: Path | None = None
     swa_dev_eer: float | None = None
+    avg_path: Path | None = None  # with train.average (engine/average.py)
+    avg_dev_eer: float | None = None
 
 
 def make_loader(
@@ -253,6 +259,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.swa = WeightAverage() if self.s.swa else None
         self.swa_snapshot = False  # whether the latest validated epoch joins the average
+        average = AverageSettings.from_config(cfg)
+        self.averager = CheckpointAverager(average, self.out, self.main) if average is not None else None
 
     @property
     def main(self) -> bool:
@@ -353,6 +361,8 @@ class Trainer:
         self.stopped_early = bool(state.get("stopped_early", False))
         if self.swa is not None and state.get("swa") is not None:
             self.swa.load_state_dict(state["swa"])
+        if self.averager is not None and state.get("average") is not None:
+            self.averager.load_state_dict(state["average"])
         rng = state.get("rng") or []
         if len(rng) == self.dist.world_size:
             set_rng_state(rng[self.dist.rank])
@@ -506,6 +516,8 @@ class Trainer:
         }
         if self.swa is not None:
             state["swa"] = self.swa.state_dict()
+        if self.averager is not None:
+            state["average"] = self.averager.state_dict()
         if self.frontend is not None:
             # A trainable front end is saved; a frozen pretrained one by reference (settings in the
             # config) and content hash, checked when the checkpoint is loaded for scoring.
@@ -530,6 +542,9 @@ class Trainer:
         """Write best.pt (if improved), last.pt (keeping the previous one), history and logs."""
         if self.swa_snapshot:
             self.swa.add(self.swa_weights())
+        dropped = []
+        if self.averager is not None:  # engine/average.py: keeps the k best epochs' weights
+            dropped = self.averager.offer(epoch + 1, self.history[-1], self.swa_weights())
         rng_all = du.all_gather_objects(get_rng_state())
         if not self.main:
             return
@@ -539,6 +554,8 @@ class Trainer:
             save_checkpoint(state, self.best_path)
             write_partition_scores(dev, self.out / "scores_dev.txt")
         save_checkpoint(state, self.last_path, keep_previous=True)
+        if dropped:  # only now that last.pt no longer lists them
+            self.averager.discard(dropped)
         write_history(self.out / "history.csv", self.history)
         r = self.history[-1]
         self.tb.scalars(
@@ -592,25 +609,41 @@ class Trainer:
         return result
 
     def finish_swa(self, result: RunResult) -> None:
-        """Swap in the SWA average, recompute BatchNorm statistics over the training set (as it was drawn
-        in the last epoch), score dev and write swa.pt and scores_dev_swa.txt; the averaged weights stay
-        loaded for the eval scores."""
-        self.cm.load_state_dict(self.swa.averaged(), strict=False)
+        """Swap in the SWA average and write swa.pt and scores_dev_swa.txt (`finish_averaged`)."""
+        result.swa_path, result.swa_dev_eer = self.finish_averaged(
+            self.swa.averaged(), "swa", {"swa_snapshots": self.swa.count}, bn_update=True
+        )
+
+    def finish_average(self, result: RunResult) -> None:
+        """Swap in the mean of the kept epochs (train.average) and write avg.pt and scores_dev_avg.txt."""
+        kept = [r["epoch"] for r in self.averager.kept]
+        result.avg_path, result.avg_dev_eer = self.finish_averaged(
+            self.averager.averaged(), "avg", {"averaged_epochs": kept}, self.averager.settings.bn_update
+        )
+
+    def finish_averaged(
+        self, weights: dict[str, torch.Tensor], tag: str, extra: dict[str, Any], bn_update: bool
+    ) -> tuple[Path, float]:
+        """Load averaged ``weights``, recompute BatchNorm statistics over the training set (as it was drawn
+        in the last epoch) when ``bn_update``, score dev and write ``<tag>.pt`` and
+        ``scores_dev_<tag>.txt``; the averaged weights stay loaded for the eval scores -> (path, dev EER)."""
+        self.cm.load_state_dict(weights, strict=False)
         last_epoch = int(self.history[-1]["epoch"]) - 1
-        self.set_train_epoch(last_epoch)
-        bn_update(WithFrontEnd(self.model, self.frontend), self.train_loader, self.device)
-        if self.dist.distributed:  # every rank saw its own shard: keep rank 0's statistics everywhere
-            for buffer in self.cm.buffers():
-                torch.distributed.broadcast(buffer, src=0)
-        dev = self.score(self.dev_loader, "dev (SWA)", with_loss=True)
-        dev_eer, dev_thr = dev.eer(what="dev partition (SWA)")
+        if bn_update:
+            self.set_train_epoch(last_epoch)
+            bn_update_fn(WithFrontEnd(self.model, self.frontend), self.train_loader, self.device)
+            if self.dist.distributed:  # every rank saw its own shard: keep rank 0's statistics everywhere
+                for buffer in self.cm.buffers():
+                    torch.distributed.broadcast(buffer, src=0)
+        dev = self.score(self.dev_loader, f"dev ({tag})", with_loss=True)
+        dev_eer, dev_thr = dev.eer(what=f"dev partition ({tag})")
         dev_loss = float(dev.loss) if dev.loss is not None else math.nan
         rng_all = du.all_gather_objects(get_rng_state())
-        result.swa_path, result.swa_dev_eer = self.out / "swa.pt", dev_eer
+        path = self.out / f"{tag}.pt"
         if not self.main:
-            return
+            return path, dev_eer
         state = self.state(last_epoch, rng_all)
-        state.update(threshold=dev_thr, dev_eer=dev_eer, dev_loss=dev_loss, swa_snapshots=self.swa.count)
+        state.update(threshold=dev_thr, dev_eer=dev_eer, dev_loss=dev_loss, **extra)
         state["best"] = {
             "epoch": last_epoch + 1,
             "metric": dev_eer if self.s.select_by == "dev_eer" else dev_loss,
@@ -618,12 +651,11 @@ class Trainer:
             "dev_loss": dev_loss,
             "threshold": dev_thr,
         }
-        save_checkpoint(state, result.swa_path)
-        write_partition_scores(dev, self.out / "scores_dev_swa.txt")
-        print(
-            f"SWA of {self.swa.count} snapshots: dev loss {dev_loss:.4f}  dev EER {100 * dev_eer:.3f}%",
-            file=sys.stderr,
-        )
+        save_checkpoint(state, path)
+        write_partition_scores(dev, self.out / f"scores_dev_{tag}.txt")
+        what = ", ".join(f"{key} {value}" for key, value in extra.items())
+        print(f"{path.name} ({what}): dev loss {dev_loss:.4f}  dev EER {100 * dev_eer:.3f}%", file=sys.stderr)
+        return path, dev_eer
 
     def load_best(self) -> bool:
         """Load best.pt's weights into the modules; False when there is none."""
@@ -653,7 +685,10 @@ class Trainer:
             print(f"early stop: no dev improvement for {self.s.patience} epochs", file=sys.stderr)
         if self.swa is not None and self.swa.count:
             self.finish_swa(result)
-        if self.sets["eval"] is not None and (result.swa_path is not None or self.load_best()):
+        if self.averager is not None and self.averager.kept:
+            self.finish_average(result)
+        averaged = result.swa_path is not None or result.avg_path is not None
+        if self.sets["eval"] is not None and (averaged or self.load_best()):
             eval_loader, _ = make_loader(
                 self.sets["eval"], self.s.eval_micro, self.dist, False, self.seed, self.s.workers
             )
@@ -681,6 +716,9 @@ class Trainer:
                 # eval scores (if any) are the SWA model's
                 summary.update(swa_dev_eer=result.swa_dev_eer, swa_checkpoint=str(result.swa_path),
                                swa_snapshots=self.swa.count)
+            if result.avg_path is not None:  # eval scores (if any) are the averaged model's
+                summary.update(avg_dev_eer=result.avg_dev_eer, avg_checkpoint=str(result.avg_path),
+                               averaged_epochs=[r["epoch"] for r in self.averager.kept])
             atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return result
 

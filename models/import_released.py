@@ -8,9 +8,14 @@ Three kinds of release are recognised from their tensor names:
   The SSL tensors are renamed to Hugging Face ``Wav2Vec2Model`` names (`fairseq_wav2vec2_to_hf`)
   and stored under ``ssl.``, the back end (`models.xlsr_aasist`) under ``backend.``; fairseq's
   pre-training-only tensors (quantiser, ``project_q``, ``final_proj``, ``mask_emb``) are dropped;
-- clovaai's AASIST / AASIST-L state dicts (``AASIST.pth``, ``AASIST-L.pth``; docs/systems/aasist.md).
+- clovaai's AASIST / AASIST-L state dicts (``AASIST.pth``, ``AASIST-L.pth``; docs/systems/aasist.md);
+- the Nes2Net-X and XLSR-Mamba releases (docs/systems/nes2net_x.md, docs/systems/xlsr_mamba.md): the same
+  fairseq names under ``ssl_model.model.`` plus their back ends (``Nested_Res2Net_TDNN.*``; ``LL``,
+  ``first_bn``, ``conformer.*``), as ``.pth`` state dicts or, for XLSR-Mamba on the Hugging Face hub
+  (``AustinXiao/XLSR-Mamba-LA``, ``-DF``), ``.safetensors`` files. Their back ends become `models.nes2net_x`
+  (prefix dropped) and `models.xlsr_mamba` (``conformer.`` -> ``mixer.``).
 
-Both AASIST releases use class 1 = bona fide; their output layer's two rows (weight and bias)
+All these releases use class 1 = bona fide; their output layer's two rows (weight and bias)
 are swapped so that logit 0 is bona fide, as everywhere in this toolkit.
 
 The XLS-R-LCNN release (``models_0.63/try/anti-spoofing_feat_model.pt``) is a whole-model pickle
@@ -49,7 +54,9 @@ import torch
 
 from models.aasist import AASIST, AASISTL
 from models.lcnn import LCNN
+from models.nes2net_x import Nes2NetX
 from models.xlsr_aasist import XLSRAASISTBackEnd
+from models.xlsr_mamba import XLSRMambaBackEnd
 from utils.errors import UserError, run_cli
 from utils.io import atomic_path
 
@@ -168,6 +175,14 @@ def read_released_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: released checkpoint not found")
+    if path.suffix == ".safetensors":  # e.g. a Hugging Face hub release: tensors only, nothing to unpickle
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return {k.removeprefix("module."): v for k, v in load_file(str(path), device="cpu").items()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise UserError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
     with torch.serialization.safe_globals(_stand_ins()):
         refused = _refused_globals(path)
         if refused:
@@ -375,35 +390,81 @@ def _hf_wav2vec2_on_meta(architecture: Mapping[str, Any]) -> torch.nn.Module:
         return Wav2Vec2Model(Wav2Vec2Config(**architecture))
 
 
+def _released_backend(kind: str, hidden: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(the back end of a fine-tuned SSL release, its recipe ``model`` section) for ``kind``."""
+    if kind == "xlsr_aasist":
+        cfg: dict[str, Any] = {"name": "xlsr_aasist", "input_shape": [201, hidden]}
+        return XLSRAASISTBackEnd(input_shape=cfg["input_shape"]), cfg
+    if kind in ("nes2net_x", "nes2net_x_astp"):
+        pool = "ASTP" if kind == "nes2net_x_astp" else "mean"
+        cfg = {"name": "nes2net_x", "input_shape": [1, hidden, 201], "pool_func": pool}
+        return Nes2NetX(input_shape=cfg["input_shape"], pool_func=pool), cfg
+    cfg = {"name": "xlsr_mamba", "input_shape": [201, hidden]}
+    return XLSRMambaBackEnd(input_shape=cfg["input_shape"]), cfg
+
+
+#: Per released SSL back end: (renaming of its back-end tensors into ours, our output layer).
+_BACKEND_NAMES: dict[str, tuple[tuple[str, str], str]] = {
+    "xlsr_aasist": (("", ""), "out_layer"),
+    "nes2net_x": (("Nested_Res2Net_TDNN.", ""), "fc"),
+    "nes2net_x_astp": (("Nested_Res2Net_TDNN.", ""), "fc"),
+    "xlsr_mamba": (("conformer.", "mixer."), "mixer.classifier"),
+}
+
+
+def convert_ssl_release(
+    state: Mapping[str, torch.Tensor],
+    source: object,
+    architecture: Mapping[str, Any] = XLSR_300M_ARCHITECTURE,
+    kind: str = "xlsr_aasist",
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A fine-tuned SSL release (no ``module.`` prefix) of ``kind`` (`release_kind`) -> (our weights, the
+    recipe's ``model`` section).
+
+    Weights are ``ssl.<Wav2Vec2Model name>`` and ``backend.<our back-end name>`` tensors with the output
+    rows in our class order; names and shapes are checked against a ``Wav2Vec2Model`` of ``architecture``
+    (Wav2Vec2Config keyword arguments) and the back end.
+    """
+    (old, new), out_layer = _BACKEND_NAMES[kind]
+    ssl = {
+        k.removeprefix(FAIRSEQ_SSL_PREFIX): v for k, v in state.items() if k.startswith(FAIRSEQ_SSL_PREFIX)
+    }
+    backend = {
+        (new + k[len(old) :] if k.startswith(old) else k): v
+        for k, v in state.items()
+        if not k.startswith(FAIRSEQ_SSL_PREFIX)
+    }
+    backend = swap_output_rows(backend, out_layer)
+    hf = fairseq_wav2vec2_to_hf(ssl, source)
+    check_against_model(hf, _hf_wav2vec2_on_meta(architecture), source)
+    model, model_cfg = _released_backend(kind, int(architecture["hidden_size"]))
+    check_against_model(backend, model, source)
+    weights = {
+        **{SSL_KEY_PREFIX + k: v for k, v in hf.items()},
+        **{BACKEND_KEY_PREFIX + k: v for k, v in backend.items()},
+    }
+    return weights, model_cfg
+
+
 def convert_ssl_aasist(
     state: Mapping[str, torch.Tensor],
     source: object,
     architecture: Mapping[str, Any] = XLSR_300M_ARCHITECTURE,
 ) -> dict[str, torch.Tensor]:
-    """SSL_Anti-spoofing state dict (no ``module.`` prefix) -> our XLS-R-AASIST weights.
-
-    Returns ``ssl.<Wav2Vec2Model name>`` and ``backend.<XLSRAASISTBackEnd name>`` tensors with
-    the output rows in our class order; names and shapes are checked against a ``Wav2Vec2Model``
-    of ``architecture`` (Wav2Vec2Config keyword arguments) and the back end.
-    """
-    ssl = {
-        k.removeprefix(FAIRSEQ_SSL_PREFIX): v for k, v in state.items() if k.startswith(FAIRSEQ_SSL_PREFIX)
-    }
-    backend = swap_output_rows({k: v for k, v in state.items() if not k.startswith(FAIRSEQ_SSL_PREFIX)})
-    hf = fairseq_wav2vec2_to_hf(ssl, source)
-    check_against_model(hf, _hf_wav2vec2_on_meta(architecture), source)
-    check_against_model(
-        backend, XLSRAASISTBackEnd(input_shape=(201, int(architecture["hidden_size"]))), source
-    )
-    return {
-        **{SSL_KEY_PREFIX + k: v for k, v in hf.items()},
-        **{BACKEND_KEY_PREFIX + k: v for k, v in backend.items()},
-    }
+    """SSL_Anti-spoofing state dict -> our XLS-R-AASIST weights (`convert_ssl_release`)."""
+    return convert_ssl_release(state, source, architecture, "xlsr_aasist")[0]
 
 
 def release_kind(state: Mapping[str, torch.Tensor]) -> str:
-    """``xlsr_aasist``, ``aasist``, ``aasist_l`` or ``lcnn``, from the tensor names (and pos_S width)."""
+    """``xlsr_aasist``, ``nes2net_x`` (``nes2net_x_astp``), ``xlsr_mamba``, ``aasist``, ``aasist_l`` or
+    ``lcnn``, from the tensor names (and pos_S width)."""
     if any(key.startswith(FAIRSEQ_SSL_PREFIX) for key in state):
+        if "Nested_Res2Net_TDNN.pooling.linear1.weight" in state:
+            return "nes2net_x_astp"
+        if any(key.startswith("Nested_Res2Net_TDNN.") for key in state):
+            return "nes2net_x"
+        if any(key.startswith("conformer.") for key in state):
+            return "xlsr_mamba"
         return "xlsr_aasist"
     if "pos_S" in state and "LL.weight" not in state:
         return "aasist_l" if state["pos_S"].shape[-1] == 24 else "aasist"
@@ -420,6 +481,14 @@ def _released_aasist(kind: str) -> dict[str, Any]:
     }
 
 
+#: Where each fine-tuned SSL release comes from (recorded in the converted file's metadata).
+_RELEASE_SOURCES = {
+    "xlsr_aasist": "XLS-R-AASIST (SSL_Anti-spoofing)",
+    "nes2net_x": "Nes2Net-X (Liu-Tianchi/Nes2Net_ASVspoof_ITW)",
+    "xlsr_mamba": "XLSR-Mamba (swagshaw/XLSR-Mamba)",
+}
+
+
 def convert_released(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -433,14 +502,14 @@ def convert_released(
     state = read_released_state_dict(src)
     kind = release_kind(state)
     extra: dict[str, Any] = {}
-    if kind == "xlsr_aasist":
-        state = convert_ssl_aasist(state, src, ssl_architecture)
-        config = {"name": f"xlsr_aasist_released_{Path(src).stem}", **RELEASED_XLSR_AASIST_CONFIG}
+    if kind in _BACKEND_NAMES:
         # the back end's input width is the SSL model's hidden size (1024 for XLS-R 300M)
-        hidden = int(ssl_architecture["hidden_size"])
-        config["model"] = {**config["model"], "input_shape": [config["model"]["input_shape"][0], hidden]}
+        state, model_cfg = convert_ssl_release(state, src, ssl_architecture, kind)
+        name = model_cfg["name"]
+        config = {**RELEASED_XLSR_AASIST_CONFIG, "name": f"{name}_released_{Path(src).stem}"}
+        config["model"] = model_cfg
         extra["ssl_architecture"] = dict(ssl_architecture)
-        description = "released XLS-R-AASIST state dict (SSL_Anti-spoofing, fairseq names)"
+        description = f"released {_RELEASE_SOURCES[name]} state dict (fairseq names)"
     elif kind in ("aasist", "aasist_l"):
         state = swap_output_rows(state)
         check_against_model(state, AASIST() if kind == "aasist" else AASISTL(), src)

@@ -290,3 +290,68 @@ def test_xlsr_300m_architecture_has_the_documented_parameter_count() -> None:
 
     model = _hf_wav2vec2_on_meta(XLSR_300M_ARCHITECTURE)
     assert sum(p.numel() for p in model.parameters()) == 315_437_696
+
+
+# --- Nes2Net-X and XLSR-Mamba releases ------------------------------------------------------------------
+# Same construction: the tiny SSL model's tensors under fairseq names, plus a back end saved under the
+# release's own names (Nested_Res2Net_TDNN.*; LL, first_bn, conformer.*), output rows in the original order.
+
+
+def make_backend_release(path: Path, kind: str):
+    """Write a Nes2Net-X or XLSR-Mamba style release -> (ssl model, back end in the original class order)."""
+    from safetensors.torch import save_file
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from models.nes2net_x import Nes2NetX
+    from models.xlsr_mamba import XLSRMambaBackEnd
+
+    torch.manual_seed(0)
+    ssl = Wav2Vec2Model(Wav2Vec2Config(**{**tiny_architecture("layer"), "hidden_size": 64})).eval()
+    if kind == "nes2net_x":
+        backend = Nes2NetX(input_shape=[1, 64, 201]).eval()
+        names = {k: f"Nested_Res2Net_TDNN.{k}" for k in backend.state_dict()}
+    else:
+        backend = XLSRMambaBackEnd(input_shape=[201, 64]).eval()
+        names = {
+            k: "conformer." + k[len("mixer.") :] if k.startswith("mixer.") else k
+            for k in backend.state_dict()
+        }
+    for module in backend.modules():
+        if isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    state = {f"ssl_model.model.{hf_to_fairseq(k, 'layer')}": v for k, v in ssl.state_dict().items()}
+    state.update({names[k]: v for k, v in backend.state_dict().items()})
+    if path.suffix == ".safetensors":  # as on the Hugging Face hub
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(state, path)
+    return ssl, backend
+
+
+@pytest.mark.parametrize("kind,file", [("nes2net_x", "Nes2Net_X.pth"), ("xlsr_mamba", "model.safetensors")])
+def test_ssl_backend_release_gives_the_original_logits_with_columns_swapped(
+    tmp_path: Path, kind: str, file: str
+) -> None:
+    from models import build_model
+    from models.import_released import convert_released
+
+    src, out = tmp_path / file, tmp_path / f"{kind}.safetensors"
+    ssl, original = make_backend_release(src, kind)
+    architecture = {**tiny_architecture("layer"), "hidden_size": 64}
+    convert_released(src, out, ssl_architecture=architecture)
+    state, meta = load_model_weights(out)
+    assert meta["config"]["model"]["name"] == kind
+    assert meta["config"]["loss"] == {"name": "weighted_ce", "weights": [0.9, 0.1], "score": "raw_logit"}
+    ours = build_model(meta["config"]["model"]).eval()
+    ours.load_state_dict(
+        {k.removeprefix("backend."): v for k, v in state.items() if k.startswith("backend.")}
+    )
+    wave = torch.randn(2, 1280)
+    with torch.no_grad():
+        hidden = ssl(wave).last_hidden_state  # (2, 127, 64)
+        features = hidden.transpose(1, 2).unsqueeze(1) if kind == "nes2net_x" else hidden
+        expected = original(features)[1]
+        logits = ours(features)[1]
+    torch.testing.assert_close(logits, expected[:, [1, 0]], rtol=1e-6, atol=1e-6)
+    assert not torch.equal(logits, expected)

@@ -257,6 +257,7 @@ def test_the_documented_defaults_are_what_the_code_uses() -> None:
 
 READERS = [  # functions that read a section's keys: (file, function, section)
     ("engine/trainer.py", "from_config", "train"),
+    ("engine/average.py", "from_config", "train"),
     ("engine/optim.py", "build_optimizer", "optim"),
     ("engine/optim.py", "build_scheduler", "sched"),
     ("data/corpora/base.py", "recipe_corpus", "data"),

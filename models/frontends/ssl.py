@@ -21,6 +21,10 @@ from utils.tiling import fix_length_batch
 
 logger = logging.getLogger(__name__)
 
+#: ``layers`` settings: ``last`` (the one layer chosen by ``layer``) or ``all`` (every transformer layer's
+#: output before the final encoder LayerNorm, fairseq's ``layer_results``; docs/systems/sls.md).
+LAYER_CHOICES = ("last", "all")
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 RANDOM_PREFIX = "random:"
 #: Written into the config.json of models saved by `save_random_model`, so loading them still warns.
@@ -208,6 +212,13 @@ def _prepare_for_finetuning(model: torch.nn.Module, freeze_feature_encoder: bool
         model.freeze_feature_encoder()
 
 
+def _checked_layers(layers: str) -> str:
+    """The ``layers`` setting, one of `LAYER_CHOICES`, else `UserError`."""
+    if layers not in LAYER_CHOICES:
+        raise UserError(f"ssl front end: layers must be one of {', '.join(LAYER_CHOICES)}, got {layers!r}")
+    return layers
+
+
 def default_device() -> torch.device:
     """CUDA if available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -229,6 +240,10 @@ class SSLFrontEnd(FrontEnd):
     are padded to ``batch_size``); a compile failure is logged and extraction goes on eagerly.
     Outputs are rounded to ``store_dtype`` (float16) and returned as float32, so features read from the
     store and computed on the fly are identical.
+
+    ``layers``: ``last`` (default) hands over the one layer above; ``all`` hands over every transformer
+    layer's output before the final encoder LayerNorm (fairseq's ``layer_results``, what XLS-R-SLS mixes;
+    docs/systems/sls.md) as (n_layers, frames, hidden), frozen or fine-tuned alike.
 
     Fine-tuning (XLS-R-AASIST, docs/features.md): ``trainable`` makes ``forward`` differentiable and turns off
     SpecAugment masking and layerdrop; ``freeze_feature_encoder`` keeps the CNN feature encoder fixed;
@@ -254,8 +269,10 @@ class SSLFrontEnd(FrontEnd):
         do_normalize: bool | None = None,
         freeze_feature_encoder: bool = False,
         architecture: dict[str, Any] | None = None,
+        layers: str = "last",
     ) -> None:
         super().__init__()
+        self.layers = _checked_layers(layers)
         self.trainable = bool(trainable)
         self.freeze_feature_encoder = bool(freeze_feature_encoder)
         self.architecture = dict(architecture) if architecture is not None else None
@@ -294,6 +311,9 @@ class SSLFrontEnd(FrontEnd):
         if self.dtype != "fp32" and not self.trainable:
             _precast_for_autocast(self.model, DTYPES[self.dtype])
         self._compiled = None
+        if compile and self.layers == "all":  # the layer hook of `_hidden_states` is not traced
+            logger.warning("ssl front end: compile is not used with layers: all")
+            compile = False
         if compile:
             from utils.compile import FrozenCompiled
 
@@ -312,6 +332,8 @@ class SSLFrontEnd(FrontEnd):
         self.hidden_size = int(config.hidden_size)
         self.frames = int(self.model._get_feat_extract_output_lengths(self.n_samples))
         self.feature_shape = (1, self.hidden_size, self.frames)
+        if self.layers == "all":
+            self.feature_shape = (n_layers, self.frames, self.hidden_size)
 
     def settings(self) -> dict[str, Any]:
         """JSON-serialisable parameters (model id, layer, length, dtype, ...); see `build_frontend`."""
@@ -331,6 +353,7 @@ class SSLFrontEnd(FrontEnd):
             **({"trainable": True} if self.trainable else {}),
             **({"freeze_feature_encoder": True} if self.freeze_feature_encoder else {}),
             **({"architecture": self.architecture} if self.architecture is not None else {}),
+            **({"layers": self.layers} if self.layers != "last" else {}),
         }
 
     def portable_settings(self) -> dict[str, Any]:
@@ -373,11 +396,8 @@ class SSLFrontEnd(FrontEnd):
         if self.do_normalize:
             var = x.var(dim=1, unbiased=False, keepdim=True)
             x = (x - x.mean(dim=1, keepdim=True)) / torch.sqrt(var + 1e-7)
-        if self._layer_index == self.model.config.num_hidden_layers:
-            hidden = self.model(x).last_hidden_state
-        else:
-            hidden = self.model(x, output_hidden_states=True).hidden_states[self._layer_index]
-        return hidden.transpose(1, 2).unsqueeze(1)
+        hidden = self._hidden_states(self.model, x)
+        return hidden if self.layers == "all" else hidden.transpose(1, 2).unsqueeze(1)
 
     def train(self, mode: bool = True) -> SSLFrontEnd:
         """A frozen SSL model stays in eval mode (no dropout) whatever the countermeasure's mode."""
@@ -392,15 +412,44 @@ class SSLFrontEnd(FrontEnd):
         out = np.empty((len(waves), *self.feature_shape), dtype=np.float32)
         for start in range(0, len(waves), self.batch_size):
             chunk = waves[start : start + self.batch_size]
-            hidden = self._forward(torch.from_numpy(self.prepare(chunk)))  # (b, frames, hidden)
-            block = hidden.transpose(1, 2).cpu().numpy().astype(self.store_dtype)
+            hidden = self._forward(torch.from_numpy(self.prepare(chunk)))  # (b, [layers,] frames, hidden)
+            if self.layers != "all":
+                hidden = hidden.transpose(1, 2).unsqueeze(1)
+            block = hidden.cpu().numpy().astype(self.store_dtype)
             if not np.isfinite(block).all():  # fp16 overflow or a diverged model must not reach the store
                 raise RuntimeError(f"{self.model_id}: non-finite hidden states (beyond float16 range?)")
-            out[start : start + len(chunk), 0] = block
+            out[start : start + len(chunk)] = block
         return out
 
+    def _hidden_states(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """(b, n_samples) waves through ``model`` -> (b, frames, hidden) of ``layer``, or with ``layers:
+        all`` (b, n_layers, frames, hidden): every transformer layer's output before the final encoder
+        LayerNorm (fairseq ``layer_results``).
+
+        The last layer's pre-norm output is read by a forward hook on that layer: Hugging Face's
+        ``hidden_states[-1]`` of stable-layer-norm models has the final LayerNorm applied in
+        transformers 4.x and not in 5.x, so neither it nor ``last_hidden_state`` is relied on."""
+        n_layers = self.model.config.num_hidden_layers
+        if self.layers != "all":
+            if self._layer_index == n_layers:
+                return model(x).last_hidden_state
+            return model(x, output_hidden_states=True).hidden_states[self._layer_index]
+        caught: list[torch.Tensor] = []
+
+        def keep(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+            caught.append(output[0] if isinstance(output, tuple) else output)
+
+        handle = self.model.encoder.layers[n_layers - 1].register_forward_hook(keep)
+        try:
+            states = model(x, output_hidden_states=True).hidden_states
+        finally:
+            handle.remove()
+        # the first call's output: gradient checkpointing may call the layer again in backward
+        return torch.stack([*states[1:n_layers], caught[0]], dim=1)
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(b, n_samples) normalised waves -> (b, frames, hidden) float32 hidden states of ``layer``."""
+        """(b, n_samples) normalised waves -> (b, frames, hidden) float32 hidden states of ``layer``
+        (``layers: all``: (b, n_layers, frames, hidden))."""
         autocast = torch.autocast(self.device.type, dtype=DTYPES[self.dtype], enabled=self.dtype != "fp32")
         n = x.shape[0]
         model = self.model
@@ -409,11 +458,7 @@ class SSLFrontEnd(FrontEnd):
 
             model, x = self._compiled, pad_batch(x, self.batch_size)
         with torch.inference_mode(), autocast:
-            x = x.to(self.device)
-            if self._layer_index == self.model.config.num_hidden_layers:
-                hidden = model(x).last_hidden_state
-            else:
-                hidden = model(x, output_hidden_states=True).hidden_states[self._layer_index]
+            hidden = self._hidden_states(model, x.to(self.device))
         if self._compiled is not None and self._compiled.failed and model is self._compiled:
             logger.warning("torch.compile failed, extracting without it (%s)", self._compiled.failed)
         return hidden[:n].float()
