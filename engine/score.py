@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from data.dataset import collate_batch
-from engine.audio_scoring import decide, score_audio_files
+from engine.audio_scoring import MIN_DURATION_S, FileScore, decide, iter_audio_scores
 from engine.checkpoints import load_scoring_model
 from engine.partitions import check_feature_shape, open_audio_partition, open_store_partition
 from engine.scoring import Scores, compile_for_scoring, default_batch_size, resolve_scoring_amp, score_loader
@@ -107,15 +107,30 @@ def require_calibration(scorer: Scorer) -> Calibration:
     return scorer.calibration
 
 
-def score_recordings(
+#: Columns of a per-recording result row, in order (``llr`` only with LLRs, ``window_scores`` on request).
+RESULT_COLUMNS = ("file", "score", "llr", "decision", "threshold", "windows", "duration_s", "status", "error",
+                  "window_scores")
+
+
+def result_columns(llr: bool = False, window_scores: bool = False) -> list[str]:
+    """The columns of `iter_recording_rows`' rows for these options."""
+    skip = {name for name, on in (("llr", llr), ("window_scores", window_scores)) if not on}
+    return [name for name in RESULT_COLUMNS if name not in skip]
+
+
+def iter_recording_rows(
     scorer: Scorer, files: Sequence[Path], *, crop: str = "windows", threshold: float | None = None,
-    llr: bool = False, progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Score audio files (any length, rate, channels) -> one result row per file (file, score, decision,
-    threshold, windows, duration_s); decisions at ``threshold`` (None: scores only).
+    llr: bool = False, window_scores: bool = False, min_duration_s: float = MIN_DURATION_S,
+    progress: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """Score audio files (any length, rate, channels) -> one result row per file, in order, as each is
+    done: file, score, decision, threshold, windows, duration_s, status (``ok`` or ``error``) and error
+    (why a file was skipped: unreadable, empty, shorter than ``min_duration_s``; its score is None).
+    Decisions at ``threshold`` (None: scores only).
 
     ``llr``: rows also carry ``llr``, the checkpoint's calibration of the score (`require_calibration`), and
-    the decision compares the LLR with ``threshold`` (e.g. `utils.calibration.bayes_threshold`)."""
+    the decision compares the LLR with ``threshold`` (e.g. `utils.calibration.bayes_threshold`).
+    ``window_scores``: rows also carry each window's ``start_s``, ``end_s``, ``score`` (and ``llr``)."""
     calibration = require_calibration(scorer) if llr else None
     cfg = _scoring_cfg(scorer)
     frontend = build_frontend(cfg["frontend"], device=scorer.device)  # the device matters to SSL only
@@ -124,22 +139,38 @@ def score_recordings(
         f"{scorer.source}: front end {cfg['frontend'].get('model', frontend.name)}",
     )
     scorer.announce()
-    results = score_audio_files(
+    results = iter_audio_scores(
         files, scorer.model, scorer.loss_fn, frontend, scorer.device, crop=crop, batch_size=scorer.batch_size,
         amp=scorer.amp, channels_last=True, fixed_batch=scorer.fixed_batch,
-        threshold=None if llr else threshold, progress=progress,
+        threshold=None if llr else threshold, min_duration_s=min_duration_s, progress=progress,
     )
-    rows = []
+    columns = result_columns(llr, window_scores)
     for r in results:
-        row: dict[str, Any] = {"file": r.path, "score": r.score}
-        decision = r.decision
-        if calibration is not None:
-            row["llr"] = float(calibration.apply(np.array([r.score]))[0])
-            decision = decide(row["llr"], threshold)
-        row.update({"decision": decision or "n/a", "threshold": threshold, "windows": r.n_windows,
-                    "duration_s": round(r.duration_s, 3)})
-        rows.append(row)
-    return rows
+        yield {key: value for key, value in _result_row(r, calibration, threshold).items() if key in columns}
+
+
+def _result_row(r: FileScore, calibration: Calibration | None, threshold: float | None) -> dict[str, Any]:
+    """Every column of `RESULT_COLUMNS` for one recording."""
+    if not r.ok:
+        return {"file": r.path, "score": None, "llr": None, "decision": "n/a", "threshold": threshold,
+                "windows": 0, "duration_s": None, "status": "error", "error": r.error, "window_scores": []}
+    windows = [{"start_s": start, "end_s": end, "score": score} for start, end, score in r.windows]
+    row: dict[str, Any] = {"file": r.path, "score": r.score, "llr": None}
+    decision = r.decision
+    if calibration is not None:
+        row["llr"] = float(calibration.apply(np.array([r.score]))[0])
+        decision = decide(row["llr"], threshold)
+        window_llrs = calibration.apply(np.array([w["score"] for w in windows]))
+        for window, llr in zip(windows, window_llrs, strict=True):
+            window["llr"] = float(llr)
+    row.update({"decision": decision or "n/a", "threshold": threshold, "windows": r.n_windows,
+                "duration_s": round(r.duration_s, 3), "status": "ok", "error": "", "window_scores": windows})
+    return row
+
+
+def score_recordings(scorer: Scorer, files: Sequence[Path], **options: Any) -> list[dict[str, Any]]:
+    """`iter_recording_rows` as a list."""
+    return list(iter_recording_rows(scorer, files, **options))
 
 
 def to_llr(scorer: Scorer, scores: Scores) -> Scores:

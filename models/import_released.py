@@ -39,6 +39,7 @@ import json
 import os
 import pickle
 import re
+import struct
 import sys
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -117,6 +118,21 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
+#: How a torch checkpoint begins: a zip archive (torch >= 1.6), or a pickle of protocol 2 or later
+#: (the legacy format starts with a pickled magic number).
+CHECKPOINT_MAGICS = (b"PK\x03\x04", b"\x80")
+
+
+def _check_looks_like_checkpoint(path: Path) -> None:
+    """`UserError` unless ``path`` starts like a torch checkpoint (text, audio, ... would otherwise reach
+    the unpickler, which reads any bytes as opcodes and fails with an arbitrary exception)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head.startswith(CHECKPOINT_MAGICS):
+        what = "an empty file" if not head else "neither a zip archive nor a pickle"
+        raise UserError(f"{path}: not a torch checkpoint ({what})")
+
+
 def _refused_globals(path: Path) -> list[str]:
     """Globals the pickle names outside the allowlist (static scan: nothing is unpickled)."""
     try:
@@ -168,6 +184,7 @@ def read_released_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: released checkpoint not found")
+    _check_looks_like_checkpoint(path)
     with torch.serialization.safe_globals(_stand_ins()):
         refused = _refused_globals(path)
         if refused:
@@ -179,7 +196,9 @@ def read_released_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             raise UserError(f"{path}: {_explain_refusal(str(exc))}") from None
-        except (RuntimeError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, KeyError, IndexError, ValueError,
+                TypeError, UnicodeDecodeError, struct.error) as exc:
+            # a damaged pickle: the unpickler fails on whatever opcode the bytes happen to spell
             raise UserError(f"{path}: not a readable torch checkpoint ({_first_line(exc)})") from None
 
     if isinstance(obj, PickledModule):
@@ -485,6 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "loaded; this converter reads it with an allowlist of inert classes, re-run with "
             "--trust-pickle if you trust the file's source)"
         )
+    if args.src.is_file():
+        _check_looks_like_checkpoint(args.src)  # no pickle warning about a text file
     print(PICKLE_WARNING.format(path=args.src), file=sys.stderr)
     meta = convert_released(args.src, args.out)
     print(f"wrote {args.out} (source sha256 {meta['source']['sha256']})")

@@ -290,3 +290,19 @@ def test_xlsr_300m_architecture_has_the_spec_parameter_count() -> None:
 
     model = _hf_wav2vec2_on_meta(XLSR_300M_ARCHITECTURE)
     assert sum(p.numel() for p in model.parameters()) == 315_437_696
+
+
+def test_a_file_that_is_not_a_checkpoint_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    from utils.errors import run_cli
+
+    text = tmp_path / "notes.pt"
+    text.write_text("hello, this is not a checkpoint\n")  # the unpickler would read 'h' as an opcode
+    pickle_like = tmp_path / "damaged.pt"
+    pickle_like.write_bytes(b"\x80\x02}q\x00(X\x01")  # a pickle cut short
+    # the text file gets its error only; the damaged pickle the pickle warning first
+    for src, reason, n_lines in ((text, "not a torch checkpoint (neither a zip archive nor a pickle)", 1),
+                                 (pickle_like, "not a readable torch checkpoint", 2)):
+        assert run_cli(main, [str(src), str(tmp_path / "o.safetensors"), "--trust-pickle"]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == n_lines and lines[-1].startswith(f"error: {src}: {reason}")
+    assert not (tmp_path / "o.safetensors").exists()
