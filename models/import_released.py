@@ -50,6 +50,7 @@ import torch
 
 from models.aasist import AASIST, AASISTL
 from models.lcnn import LCNN
+from models.package import TrainedWeights
 from models.xlsr_aasist import XLSRAASISTBackEnd
 from utils.errors import UserError, run_cli
 from utils.io import atomic_path
@@ -208,6 +209,24 @@ def read_released_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
     else:
         raise UserError(f"{path}: expected a whole-model pickle or a state dict, got {type(obj).__name__}")
     return {key.removeprefix("module."): value for key, value in tensors.items()}
+
+
+def released_weights(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> TrainedWeights:
+    """A weights file's tensors and meta (`load_model_weights`) as `TrainedWeights`: a converted
+    XLS-R-AASIST release keeps its fine-tuned SSL model under ``ssl.``, its back end under ``backend.``."""
+    cfg = dict(meta.get("config", {}))
+    trained = TrainedWeights(config=cfg, model_state=state, threshold=meta.get("threshold"),
+                             calibration=meta.get("calibration"), source=dict(meta.get("source") or {}))
+    if any(key.startswith(SSL_KEY_PREFIX) for key in state):
+        trained.frontend_state = {"model." + k: v for k, v in _under(state, SSL_KEY_PREFIX).items()}
+        trained.model_state = _under(state, BACKEND_KEY_PREFIX)
+        trained.frontend_settings = {**cfg.get("frontend", {}), "architecture": meta.get("ssl_architecture")}
+    return trained
+
+
+def _under(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` under ``prefix``, without it."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def check_against_model(state: Mapping[str, torch.Tensor], model: torch.nn.Module, source: object) -> None:
@@ -439,12 +458,10 @@ def _released_aasist(kind: str) -> dict[str, Any]:
     }
 
 
-def convert_released(
-    src: str | os.PathLike,
-    out: str | os.PathLike,
-    ssl_architecture: Mapping[str, Any] = XLSR_300M_ARCHITECTURE,
-) -> dict[str, Any]:
-    """Convert the released checkpoint ``src`` (kind from `release_kind`) into ``out``; return the meta.
+def convert_released_weights(
+    src: str | os.PathLike, ssl_architecture: Mapping[str, Any] = XLSR_300M_ARCHITECTURE
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The released checkpoint ``src`` (kind from `release_kind`) converted -> (state dict, meta).
 
     ``ssl_architecture`` (Wav2Vec2Config keyword arguments) describes the SSL model of an
     XLS-R-AASIST release; it is recorded in the meta as ``ssl_architecture``.
@@ -476,7 +493,31 @@ def convert_released(
         **extra,
         "source": {"file": Path(src).name, "sha256": sha256_of(src), "kind": description},
     }
-    save_model_weights(out, state, meta)
+    return state, meta
+
+
+def convert_released(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    ssl_architecture: Mapping[str, Any] = XLSR_300M_ARCHITECTURE,
+    package: bool = False,
+    license: str = "other",
+) -> dict[str, Any]:
+    """Convert the released checkpoint ``src`` into the weights file ``out``; return the meta.
+
+    ``package``: write a model package folder ``out`` instead (`models.package`; ``license``: the
+    weights' license for its model card, "other" by default: see the release's own terms).
+    """
+    state, meta = convert_released_weights(src, ssl_architecture)
+    if not package:
+        save_model_weights(out, state, meta)
+        return meta
+    from models.model_card import render_model_card
+    from models.package import package_config, write_package
+
+    trained = released_weights(state, meta)
+    config = package_config(trained)
+    write_package(out, trained, config, render_model_card(config, license))
     return meta
 
 
@@ -490,7 +531,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_model_weights for scoring). The kind is recognised from the tensor names.",
     )
     parser.add_argument("src", type=Path, help="released checkpoint (.pt, whole-model pickle or state dict)")
-    parser.add_argument("out", type=Path, help="output weights file (.safetensors)")
+    parser.add_argument("out", type=Path, help="output weights file (.safetensors), or folder with --package")
+    parser.add_argument(
+        "--package",
+        action="store_true",
+        help="write a model package folder OUT (config.json, model.safetensors, model card README.md) that "
+        "generate_score.py --checkpoint takes, instead of one .safetensors file",
+    )
+    parser.add_argument("--license", default="other", help="--package: the weights' license for the card")
     parser.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -507,7 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.src.is_file():
         _check_looks_like_checkpoint(args.src)  # no pickle warning about a text file
     print(PICKLE_WARNING.format(path=args.src), file=sys.stderr)
-    meta = convert_released(args.src, args.out)
+    meta = convert_released(args.src, args.out, package=args.package, license=args.license)
     print(f"wrote {args.out} (source sha256 {meta['source']['sha256']})")
     return 0
 
