@@ -66,6 +66,14 @@ def _add_compute_arguments(parser: argparse.ArgumentParser) -> None:
         "--num-workers", type=int, default=0, help="DataLoader workers for partitions (default 0)"
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="torch (default), or onnx: score --audio with ONNX Runtime on the CPU, float32 (needs "
+        "onnxruntime); --checkpoint is then an .onnx file from python -m engine.export, or a package "
+        "folder / hub id holding model.onnx",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -190,11 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--output is required when scoring a partition (--features or --data-root)")
     _check_audio_arguments(args)
 
-    from engine.score import load_scorer, require_calibration, score_partition, to_llr
+    from engine.score import require_calibration, score_partition, to_llr
     from engine.scoring import write_partition_scores
 
-    scorer = load_scorer(args.checkpoint, device=args.device, amp=args.amp, batch_size=args.batch_size,
-                         compile=args.compile, ssl_model=args.ssl_model)
+    scorer = _load_scorer(args)
     if args.llr:
         require_calibration(scorer)  # before any scoring: no LLRs without a calibration
     threshold, threshold_kind = _decision_threshold(args, scorer.threshold)
@@ -215,6 +222,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary += f", EER {100 * eer:.3f}%"
     print(summary + ")")
     return 0
+
+
+def _load_scorer(args: argparse.Namespace) -> Any:
+    """The PyTorch `engine.score.Scorer`, or with --runtime onnx an `engine.onnx_scoring.OnnxScorer`."""
+    if args.runtime == "torch":
+        from engine.score import load_scorer
+
+        return load_scorer(args.checkpoint, device=args.device, amp=args.amp, batch_size=args.batch_size,
+                           compile=args.compile, ssl_model=args.ssl_model)
+    if args.audio is None:
+        raise UserError("--runtime onnx scores --audio recordings only")
+    for flag, given in (("--compile", args.compile), ("--ssl-model", args.ssl_model is not None),
+                        ("--amp", args.amp not in ("auto", "none"))):
+        if given:
+            raise UserError(f"{flag} applies to --runtime torch only (the ONNX model runs in float32)")
+    from engine.onnx_scoring import load_onnx_scorer
+
+    return load_onnx_scorer(args.checkpoint, batch_size=args.batch_size or 1)
 
 
 def _check_audio_arguments(args: argparse.Namespace) -> None:
@@ -246,19 +271,19 @@ def score_audio(args: argparse.Namespace, scorer: Any, threshold: float | None, 
     if args.output:
         writer = ResultsWriter(args.output, result_columns(args.llr, args.windows), resume=args.resume)
         files = _not_done(files, writer.done)
-        if writer.rows:
-            print(f"note: resuming {args.output}: {len(writer.rows)} recordings already in it, "
-                  f"{len(files)} to score", file=sys.stderr)
+    shortest = {} if args.min_duration is None else {"min_duration_s": args.min_duration}
+    rows = iter_recording_rows(scorer, files, crop=args.crop, threshold=threshold, llr=args.llr,
+                               window_scores=args.windows or args.plot is not None,
+                               progress=not args.no_progress, **shortest)  # model set up and checked
+    if writer is not None and writer.rows:
+        print(f"note: resuming {args.output}: {len(writer.rows)} recordings already in it, "
+              f"{len(files)} to score", file=sys.stderr)
     if threshold is None:
         print("note: no threshold in the checkpoint and no --threshold: scores only", file=sys.stderr)
     else:
         print(f"note: decisions at {threshold_kind} {threshold:.6g}", file=sys.stderr)
     failed = sum(row.get("status") == "error" for row in writer.rows) if writer else 0
     scored = len(writer.rows) - failed if writer else 0
-    shortest = {} if args.min_duration is None else {"min_duration_s": args.min_duration}
-    rows = iter_recording_rows(scorer, files, crop=args.crop, threshold=threshold, llr=args.llr,
-                               window_scores=args.windows or args.plot is not None,
-                               progress=not args.no_progress, **shortest)
     with writer if writer is not None else contextlib.nullcontext():
         for row in rows:
             if row["status"] != "ok":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,14 +88,33 @@ class _Recording:
     scores: list[float] = field(default_factory=list)
 
 
-class _WindowBatches:
-    """Windows of many recordings batched together through the front end and the model."""
+#: Scores of a batch of windows (float32 16 kHz, each at most one window long) -> (n,) float64.
+WindowScorer = Callable[[list[np.ndarray]], np.ndarray]
 
-    def __init__(self, model: nn.Module, loss_fn: nn.Module, frontend: Any, device: torch.device,
-                 batch_size: int, amp: str, fixed_batch: int | None, channels_last: bool) -> None:
-        self.model, self.loss_fn, self.frontend, self.device = model, loss_fn, frontend, device
-        self.batch_size, self.amp = batch_size, amp
-        self.fixed_batch, self.channels_last = fixed_batch, channels_last
+
+def torch_window_scorer(
+    model: nn.Module, loss_fn: nn.Module, frontend: Any, device: torch.device, *, amp: str = "none",
+    fixed_batch: int | None = None, channels_last: bool = False,
+) -> WindowScorer:
+    """Windows -> scores with a PyTorch model: ``frontend.extract``, then the model and the loss's score
+    (`engine.scoring.forward_for_scores`: ``amp``, ``fixed_batch``, ``channels_last``)."""
+    model.eval()
+    loss_fn.eval()
+
+    def score(windows: list[np.ndarray]) -> np.ndarray:
+        features = torch.from_numpy(frontend.extract(windows)).to(device)
+        with torch.inference_mode():
+            embedding, logits = forward_for_scores(model, features, device, amp, fixed_batch, channels_last)
+            return loss_fn.score(embedding, logits).double().cpu().numpy()
+
+    return score
+
+
+class _WindowBatches:
+    """Windows of many recordings batched together through a `WindowScorer`."""
+
+    def __init__(self, score_windows: WindowScorer, batch_size: int) -> None:
+        self.score_windows, self.batch_size = score_windows, batch_size
         self.pending: list[tuple[_Recording, np.ndarray]] = []
 
     def add(self, recording: _Recording, wave: np.ndarray) -> None:
@@ -107,12 +126,7 @@ class _WindowBatches:
         """Score the pending windows; each score goes to its recording, in window order."""
         if not self.pending:
             return
-        features = torch.from_numpy(self.frontend.extract([w for _, w in self.pending])).to(self.device)
-        with torch.inference_mode():
-            embedding, logits = forward_for_scores(
-                self.model, features, self.device, self.amp, self.fixed_batch, self.channels_last
-            )
-            scores = self.loss_fn.score(embedding, logits).double().cpu().numpy()
+        scores = self.score_windows([w for _, w in self.pending])
         for (recording, _), score in zip(self.pending, scores, strict=True):
             recording.scores.append(float(score))
         self.pending = []
@@ -133,17 +147,12 @@ def _finished(recording: _Recording, window: int, threshold: float | None) -> Fi
 
 def iter_audio_scores(
     paths: Sequence[str | os.PathLike],
-    model: nn.Module,
-    loss_fn: nn.Module,
-    frontend: Any,
-    device: torch.device,
+    score_windows: WindowScorer,
+    window: int,
     *,
     crop: str = "windows",
     hop_fraction: float = 0.5,
     batch_size: int = 16,
-    amp: str = "none",
-    channels_last: bool = False,
-    fixed_batch: int | None = None,
     threshold: float | None = None,
     min_duration_s: float = MIN_DURATION_S,
     progress: bool = True,
@@ -151,21 +160,19 @@ def iter_audio_scores(
     """Score recordings of any length, sample rate and channel count; yield one `FileScore` per path, in
     the order of ``paths``, as soon as it is complete (so a caller can write results as they come).
 
-    Each file is read as 16 kHz mono (`data.audio.load_audio`), cut into windows of the front end's
-    input length (``frontend.n_samples``: 64,600 for XLS-R-LCNN, 80,000 for F0) every
-    ``hop_fraction`` · window samples, and the window scores are averaged. ``crop="first"`` scores the
+    Each file is read as 16 kHz mono (`data.audio.load_audio`), cut into windows of ``window`` samples
+    (the front end's input length: 64,600 for XLS-R-LCNN, 80,000 for F0) every ``hop_fraction`` · window
+    samples, scored by ``score_windows`` (e.g. `torch_window_scorer`) ``batch_size`` windows at a time,
+    and the window scores are averaged. ``crop="first"`` scores the
     first window only (the training crop). Windows of consecutive files are batched together. A file
     that cannot be read or is shorter than ``min_duration_s`` is not scored: its result carries the
     error. With ``threshold`` each result carries ``bonafide`` (score ≥ threshold) or ``spoof``.
-    ``amp``, ``channels_last``, ``fixed_batch``: as in `engine.scoring.score_loader`.
     """
     if crop not in ("windows", "first"):
         raise UserError(f"crop {crop!r}: expected 'windows' or 'first'")
-    window = int(frontend.n_samples)
+    window = int(window)
     hop = max(1, int(round(window * hop_fraction)))
-    model.eval()
-    loss_fn.eval()
-    batches = _WindowBatches(model, loss_fn, frontend, device, batch_size, amp, fixed_batch, channels_last)
+    batches = _WindowBatches(score_windows, batch_size)
     queue: deque[_Recording | FileScore] = deque()  # input order; a recording turns into its result when done
     bar = tqdm(total=len(paths), desc="score", unit="file", disable=not progress, dynamic_ncols=True)
     for path in (Path(p) for p in paths):

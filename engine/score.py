@@ -16,7 +16,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from data.dataset import collate_batch
-from engine.audio_scoring import MIN_DURATION_S, FileScore, decide, iter_audio_scores
+from engine.audio_scoring import (
+    MIN_DURATION_S,
+    FileScore,
+    WindowScorer,
+    decide,
+    iter_audio_scores,
+    torch_window_scorer,
+)
 from engine.checkpoints import load_scoring_model
 from engine.partitions import check_feature_shape, open_audio_partition, open_store_partition
 from engine.scoring import Scores, compile_for_scoring, default_batch_size, resolve_scoring_amp, score_loader
@@ -54,6 +61,21 @@ class Scorer:
         if self.amp_reason:
             print(self.amp_reason, file=sys.stderr)
             self.amp_reason = ""
+
+    def window_scorer(self) -> tuple[int, WindowScorer]:
+        """(window length in samples, `engine.audio_scoring.WindowScorer`) for scoring recordings: the
+        front end of the input recipe (checked against the model's input shape), then the model."""
+        cfg = _scoring_cfg(self)
+        frontend = build_frontend(cfg["frontend"], device=self.device)  # the device matters to SSL only
+        check_feature_shape(
+            cfg["model"]["input_shape"], frontend.feature_shape,
+            f"{self.source}: front end {cfg['frontend'].get('model', frontend.name)}",
+        )
+        self.announce()
+        return int(frontend.n_samples), torch_window_scorer(
+            self.model, self.loss_fn, frontend, self.device, amp=self.amp, fixed_batch=self.fixed_batch,
+            channels_last=True,
+        )
 
 
 def load_scorer(
@@ -119,34 +141,29 @@ def result_columns(llr: bool = False, window_scores: bool = False) -> list[str]:
 
 
 def iter_recording_rows(
-    scorer: Scorer, files: Sequence[Path], *, crop: str = "windows", threshold: float | None = None,
+    scorer: Any, files: Sequence[Path], *, crop: str = "windows", threshold: float | None = None,
     llr: bool = False, window_scores: bool = False, min_duration_s: float = MIN_DURATION_S,
     progress: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Score audio files (any length, rate, channels) -> one result row per file, in order, as each is
     done: file, score, decision, threshold, windows, duration_s, status (``ok`` or ``error``) and error
     (why a file was skipped: unreadable, empty, shorter than ``min_duration_s``; its score is None).
-    Decisions at ``threshold`` (None: scores only).
+    Decisions at ``threshold`` (None: scores only). ``scorer``: a `Scorer`, or any object with the same
+    ``calibration``, ``source``, ``batch_size``, ``announce()`` and ``window_scorer()`` (the ONNX Runtime
+    scorer, `engine.onnx_scoring`). The model is set up (and its input checked) before this returns.
 
     ``llr``: rows also carry ``llr``, the checkpoint's calibration of the score (`require_calibration`), and
     the decision compares the LLR with ``threshold`` (e.g. `utils.calibration.bayes_threshold`).
     ``window_scores``: rows also carry each window's ``start_s``, ``end_s``, ``score`` (and ``llr``)."""
     calibration = require_calibration(scorer) if llr else None
-    cfg = _scoring_cfg(scorer)
-    frontend = build_frontend(cfg["frontend"], device=scorer.device)  # the device matters to SSL only
-    check_feature_shape(
-        cfg["model"]["input_shape"], frontend.feature_shape,
-        f"{scorer.source}: front end {cfg['frontend'].get('model', frontend.name)}",
-    )
-    scorer.announce()
+    window, score_windows = scorer.window_scorer()
     results = iter_audio_scores(
-        files, scorer.model, scorer.loss_fn, frontend, scorer.device, crop=crop, batch_size=scorer.batch_size,
-        amp=scorer.amp, channels_last=True, fixed_batch=scorer.fixed_batch,
+        files, score_windows, window, crop=crop, batch_size=scorer.batch_size,
         threshold=None if llr else threshold, min_duration_s=min_duration_s, progress=progress,
     )
     columns = result_columns(llr, window_scores)
-    for r in results:
-        yield {key: value for key, value in _result_row(r, calibration, threshold).items() if key in columns}
+    return ({key: value for key, value in _result_row(r, calibration, threshold).items() if key in columns}
+            for r in results)
 
 
 def _result_row(r: FileScore, calibration: Calibration | None, threshold: float | None) -> dict[str, Any]:

@@ -34,6 +34,8 @@ from utils.errors import UserError
 PACKAGE_FORMAT = "asvspoof-toolkit-package/1"
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
 MODEL_PREFIX, LOSS_PREFIX, FRONTEND_PREFIX = "model.", "loss.", "frontend."
+#: An ONNX export (`engine.export`) in a package folder, and the metadata key holding its config.json.
+ONNX_NAME, ONNX_METADATA_KEY = "model.onnx", "asvspoof_package"
 SAMPLE_RATE = 16000
 
 #: Where a package's front end weights are: fine-tuned with the model (``trained``), a frozen pretrained
