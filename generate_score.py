@@ -17,6 +17,10 @@ Examples:
     python generate_score.py --checkpoint runs/f0/best.pt --llr --audio my.wav --output results.csv
     # the released XLS-R-LCNN (converted with python -m models.import_released), local XLS-R copy
     python generate_score.py --checkpoint xlsr_lcnn.safetensors --ssl-model /models/xls-r-300m --audio my.wav
+    # a model package (python -m engine.package) as a folder or a Hugging Face hub id; many recordings,
+    # continuing an interrupted run; with ONNX Runtime (python -m engine.export PACKAGE PACKAGE/model.onnx)
+    python generate_score.py --checkpoint packages/f0 --audio recordings/ --output results.csv --resume
+    python generate_score.py --checkpoint org/name --runtime onnx --audio my.wav
 """
 
 from __future__ import annotations
@@ -121,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        help="best.pt / last.pt from main_train.py, or a .safetensors from models.import_released",
+        help="best.pt / last.pt from main_train.py, a .safetensors from models.import_released, a model "
+        "package folder (python -m engine.package) or its Hugging Face hub id org/name; with --runtime "
+        "onnx an .onnx file from python -m engine.export",
     )
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--features", help="feature store root from preprocess.py (or one store directory)")
