@@ -185,11 +185,6 @@ def _result_row(r: FileScore, calibration: Calibration | None, threshold: float 
     return row
 
 
-def score_recordings(scorer: Scorer, files: Sequence[Path], **options: Any) -> list[dict[str, Any]]:
-    """`iter_recording_rows` as a list."""
-    return list(iter_recording_rows(scorer, files, **options))
-
-
 def to_llr(scorer: Scorer, scores: Scores) -> Scores:
     """``scores`` with each score replaced by its calibrated LLR (`require_calibration`)."""
     return replace(scores, scores=require_calibration(scorer).apply(scores.scores))

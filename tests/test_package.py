@@ -36,7 +36,7 @@ CALIBRATION = {"scale": 1.5, "offset": -0.25, "prior": 0.655, "separable": False
 def tiny_recipe(model_name: str) -> dict:
     """A recipe naming ``model_name`` (the demo one if there is one), cut for CPU: SSL front ends become the
     random ``narrow`` model (4,000 samples for back ends that read (frames, hidden)), raw waveforms 2,400
-    samples; the model's input shape follows the front end."""
+    samples, residual stages one block each; the model's input shape follows the front end."""
     recipes = sorted(CONFIGS.glob("*.yaml"), key=lambda p: (not p.name.startswith("demo_"), p.name))
     cfg = next(c for c in map(load_config, recipes) if c["model"]["name"] == model_name)
     fe, shape = dict(cfg["frontend"]), list(cfg["model"]["input_shape"])
@@ -48,7 +48,10 @@ def tiny_recipe(model_name: str) -> dict:
         fe["n_samples"] = 2400
     feature_shape = list(build_frontend(fe, device="cpu").feature_shape)
     shape = [feature_shape[2], feature_shape[1]] if len(shape) == 2 else feature_shape
-    return {**cfg, "frontend": fe, "model": {**cfg["model"], "input_shape": shape}}
+    model = {**cfg["model"], "input_shape": shape}
+    if "layers" in model:
+        model["layers"] = [1] * len(model["layers"])
+    return {**cfg, "frontend": fe, "model": model}
 
 
 def tiny_checkpoint(model_name: str, folder: Path) -> Path:
