@@ -77,10 +77,11 @@ def tiny_checkpoint(model_name: str, folder: Path) -> Path:
     return path
 
 
-def score(checkpoint: Path | str, clips: dict[str, Path], out: Path, *extra: str) -> bytes:
-    """generate_score.py --audio on the short and stereo clips -> the bytes of the results file."""
-    argv = ["--checkpoint", str(checkpoint), "--audio", str(clips["short"]), str(clips["stereo"]),
-            "--output", str(out), "--no-progress", "--device", "cpu", "--llr", *extra]
+def score(checkpoint: Path | str, clips: dict[str, Path], out: Path, stereo: bool = True) -> bytes:
+    """generate_score.py --audio on the short (and the stereo) clip -> the bytes of the results file."""
+    files = [clips["short"], *([clips["stereo"]] if stereo else [])]
+    argv = ["--checkpoint", str(checkpoint), "--audio", *map(str, files),
+            "--output", str(out), "--no-progress", "--device", "cpu", "--llr"]
     assert generate_score.main(argv) == 0
     return out.read_bytes()
 
@@ -95,7 +96,10 @@ def test_package_scores_the_same_bytes_as_its_checkpoint(name: str, clips, tmp_p
     expected_weights = "trained" if tiny_recipe(name)["frontend"].get("trainable") else (
         "reference" if tiny_recipe(name)["frontend"]["name"] == "ssl" else "none")
     assert config["frontend"]["weights"] == expected_weights
-    assert score(checkpoint, clips, tmp_path / "ckpt.csv") == score(package, clips, tmp_path / "pkg.csv")
+    # the tiny raw-waveform models cut the 2.5 s stereo clip into 33 windows: the short one (3) is enough
+    stereo = tiny_recipe(name)["frontend"]["name"] != "waveform"
+    from_checkpoint = score(checkpoint, clips, tmp_path / "ckpt.csv", stereo=stereo)
+    assert from_checkpoint == score(package, clips, tmp_path / "pkg.csv", stereo=stereo)
 
 
 def test_included_frontend_scores_the_same_bytes(clips, tmp_path: Path, capsys) -> None:
