@@ -17,21 +17,24 @@ Examples:
     python generate_score.py --checkpoint runs/f0/best.pt --llr --audio my.wav --output results.csv
     # the released XLS-R-LCNN (converted with python -m models.import_released), local XLS-R copy
     python generate_score.py --checkpoint xlsr_lcnn.safetensors --ssl-model /models/xls-r-300m --audio my.wav
+    # a model package (python -m engine.package) as a folder or a Hugging Face hub id; many recordings,
+    # continuing an interrupted run; with ONNX Runtime (python -m engine.export PACKAGE PACKAGE/model.onnx)
+    python generate_score.py --checkpoint packages/f0 --audio recordings/ --output results.csv --resume
+    python generate_score.py --checkpoint org/name --runtime onnx --audio my.wav
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
+import contextlib
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from data.corpora import corpus_names
 from utils.errors import UserError, run_cli
-from utils.io import atomic_write_text
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff", ".au", ".w64", ".caf"}
 
@@ -68,7 +71,42 @@ def _add_compute_arguments(parser: argparse.ArgumentParser) -> None:
         "--num-workers", type=int, default=0, help="DataLoader workers for partitions (default 0)"
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="torch (default), or onnx: score --audio with ONNX Runtime on the CPU, float32 (needs "
+        "onnxruntime); --checkpoint is then an .onnx file from python -m engine.export, or a package "
+        "folder / hub id holding model.onnx",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_audio_arguments(parser: argparse.ArgumentParser) -> None:
+    """--audio only: resuming a results file, per-window scores, plots, the shortest recording scored."""
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="--audio: keep the recordings already in --output (from an interrupted run) and score only "
+        "the others, appending to it",
+    )
+    parser.add_argument(
+        "--windows",
+        action="store_true",
+        help="--audio: add each window's start_s, end_s and score (and llr) to the .json --output",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="DIR",
+        help="--audio: draw each recording's window scores over time with the threshold, DIR/<file>.png",
+    )
+    parser.add_argument(
+        "--min-duration",
+        type=float,
+        default=None,
+        help="--audio: recordings shorter than this many seconds are reported and skipped (default 0.1: "
+        "engine.score_windows.MIN_DURATION_S)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        help="best.pt / last.pt from main_train.py, or a .safetensors from models.import_released",
+        help="best.pt / last.pt from main_train.py, a .safetensors from models.import_released, a model "
+        "package folder (python -m engine.package) or its Hugging Face hub id org/name; with --runtime "
+        "onnx an .onnx file from python -m engine.export",
     )
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--features", help="feature store root from preprocess.py (or one store directory)")
@@ -122,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="--audio: 'windows' (default) averages 50%%-overlapping windows over the whole "
         "recording; 'first' scores the first window only",
     )
+    _add_audio_arguments(parser)
     parser.add_argument(
         "--llr",
         action="store_true",
@@ -157,49 +198,24 @@ def find_audio(items: Sequence[str]) -> list[Path]:
     return files
 
 
-def _write_results(path: Path, rows: list[dict]) -> None:
-    """Per-file results as .json, or else .csv (main() has checked the suffix before scoring)."""
-    if path.suffix.lower() == ".json":
-        atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
-        return
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.audio is None and not args.output:
         raise UserError("--output is required when scoring a partition (--features or --data-root)")
-    if args.audio is not None and args.output and Path(args.output).suffix.lower() not in (".csv", ".json"):
-        raise UserError(f"{args.output}: --output for --audio must end in .csv or .json")
+    _check_audio_arguments(args)
 
     from engine.score_batches import write_partition_scores
-    from engine.scorer import load_scorer, require_calibration, score_partition, score_recordings, to_llr
+    from engine.scorer import require_calibration, score_partition, to_llr
 
-    scorer = load_scorer(args.checkpoint, device=args.device, amp=args.amp, batch_size=args.batch_size,
-                         compile=args.compile, ssl_model=args.ssl_model)
+    scorer = _load_scorer(args)
     if args.llr:
         require_calibration(scorer)  # before any scoring: no LLRs without a calibration
     threshold, threshold_kind = _decision_threshold(args, scorer.threshold)
     progress = not args.no_progress
     if args.audio is not None:
-        rows = score_recordings(scorer, find_audio(args.audio), crop=args.crop, threshold=threshold,
-                                llr=args.llr, progress=progress)
-        if threshold is None:
-            print("note: no threshold in the checkpoint and no --threshold: scores only", file=sys.stderr)
-        else:
-            print(f"note: decisions at {threshold_kind} {threshold:.6g}", file=sys.stderr)
-        for row in rows:
-            value = f"{row['score']:.6f}" + (f"\tLLR {row['llr']:.6f}" if args.llr else "")
-            print(f"{row['file']}\t{value}\t{row['decision']}")
-        if args.output:
-            _write_results(Path(args.output), rows)
-        return 0
+        return score_audio(args, scorer, threshold, threshold_kind)
 
     scores = score_partition(scorer, args.partition, features=args.features, data_root=args.data_root,
                              dataset=args.dataset, num_workers=args.num_workers, progress=progress)
@@ -214,6 +230,105 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary += f", EER {100 * eer:.3f}%"
     print(summary + ")")
     return 0
+
+
+def _load_scorer(args: argparse.Namespace) -> Any:
+    """The PyTorch `engine.scorer.Scorer`, or with --runtime onnx an `engine.onnx_scoring.OnnxScorer`."""
+    if args.runtime == "torch":
+        from engine.scorer import load_scorer
+
+        return load_scorer(args.checkpoint, device=args.device, amp=args.amp, batch_size=args.batch_size,
+                           compile=args.compile, ssl_model=args.ssl_model)
+    if args.audio is None:
+        raise UserError("--runtime onnx scores --audio recordings only")
+    for flag, given in (("--compile", args.compile), ("--ssl-model", args.ssl_model is not None),
+                        ("--amp", args.amp not in ("auto", "none"))):
+        if given:
+            raise UserError(f"{flag} applies to --runtime torch only (the ONNX model runs in float32)")
+    from engine.onnx_scoring import load_onnx_scorer
+
+    return load_onnx_scorer(args.checkpoint, batch_size=args.batch_size or 1)
+
+
+def _check_audio_arguments(args: argparse.Namespace) -> None:
+    """Options that only --audio takes, and their output, before anything is loaded."""
+    audio_only = [flag for flag, on in (("--resume", args.resume), ("--windows", args.windows),
+                                        ("--plot", args.plot is not None)) if on]
+    if args.audio is None:
+        if audio_only:
+            raise UserError(f"{audio_only[0]} applies to --audio only")
+        return
+    suffix = Path(args.output).suffix.lower() if args.output else ""
+    if args.output and suffix not in (".csv", ".json"):
+        raise UserError(f"{args.output}: --output for --audio must end in .csv or .json")
+    if args.resume and not args.output:
+        raise UserError("--resume continues an --output results file: give --output")
+    if args.windows and suffix != ".json":
+        raise UserError("--windows: per-window scores are written to a .json --output")
+    if args.min_duration is not None and args.min_duration < 0:
+        raise UserError(f"--min-duration {args.min_duration}: must not be negative")
+
+
+def score_audio(args: argparse.Namespace, scorer: Any, threshold: float | None, threshold_kind: str) -> int:
+    """--audio: score, print and stream each recording's result to --output; 1 if any was skipped."""
+    from engine.scorer import iter_recording_rows, result_columns
+    from utils.resultfiles import ResultsWriter
+
+    files = find_audio(args.audio)
+    writer = None
+    if args.output:
+        writer = ResultsWriter(args.output, result_columns(args.llr, args.windows), resume=args.resume)
+        files = _not_done(files, writer.done)
+    shortest = {} if args.min_duration is None else {"min_duration_s": args.min_duration}
+    rows = iter_recording_rows(scorer, files, crop=args.crop, threshold=threshold, llr=args.llr,
+                               window_scores=args.windows or args.plot is not None,
+                               progress=not args.no_progress, **shortest)  # model set up and checked
+    if writer is not None and writer.rows:
+        print(f"note: resuming {args.output}: {len(writer.rows)} recordings already in it, "
+              f"{len(files)} to score", file=sys.stderr)
+    if threshold is None:
+        print("note: no threshold in the checkpoint and no --threshold: scores only", file=sys.stderr)
+    else:
+        print(f"note: decisions at {threshold_kind} {threshold:.6g}", file=sys.stderr)
+    failed = sum(row.get("status") == "error" for row in writer.rows) if writer else 0
+    scored = len(writer.rows) - failed if writer else 0
+    with writer if writer is not None else contextlib.nullcontext():
+        for row in rows:
+            if row["status"] != "ok":
+                failed += 1
+                print(f"skipped: {row['error']}", file=sys.stderr)
+            else:
+                scored += 1
+                value = f"{row['score']:.6f}" + (f"\tLLR {row['llr']:.6f}" if args.llr else "")
+                print(f"{row['file']}\t{value}\t{row['decision']}", flush=True)
+                if args.plot is not None:
+                    _plot_recording(Path(args.plot), row, threshold, args.llr)
+            if writer is not None:
+                writer.write({key: row[key] for key in writer.columns})
+    where = f" -> {args.output}" if args.output else ""
+    print(f"{scored} recordings scored, {failed} skipped{where}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _not_done(files: list[Path], done: set[str]) -> list[Path]:
+    """``files`` whose path (as given, or resolved) is not among ``done``."""
+    resolved = {str(Path(name).resolve()) for name in done}
+    return [f for f in files if str(f) not in done and str(f.resolve()) not in resolved]
+
+
+def _plot_recording(folder: Path, row: dict[str, Any], threshold: float | None, llr: bool) -> None:
+    """DIR/<the file's path, made a file name>.png: its window scores over time."""
+    from utils.plots import plot_window_scores
+
+    key = "llr" if llr else "score"
+    windows = row["window_scores"]
+    name = re.sub(r"[^\w.-]+", "_", str(Path(row["file"]))).strip("_") + ".png"
+    plot_window_scores(
+        folder / name, [w["start_s"] for w in windows], [w["end_s"] for w in windows],
+        [w[key] for w in windows], threshold, title=f"{row['file']}: {row['decision']} "
+        f"({key} {row[key]:.4g}, mean of {len(windows)} windows)",
+        what="calibrated LLR" if llr else "score",
+    )
 
 
 def _decision_threshold(args: argparse.Namespace, saved: float | None) -> tuple[float | None, str]:

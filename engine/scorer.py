@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,14 @@ from engine.score_batches import (
     resolve_scoring_amp,
     score_loader,
 )
-from engine.score_windows import decide, score_audio_files
+from engine.score_windows import (
+    MIN_DURATION_S,
+    FileScore,
+    WindowScorer,
+    decide,
+    iter_audio_scores,
+    torch_window_scorer,
+)
 from engine.scoring_model import load_scoring_model
 from models.frontends import build_frontend
 from utils.calibration import Calibration
@@ -60,6 +67,21 @@ class Scorer:
         if self.amp_reason:
             print(self.amp_reason, file=sys.stderr)
             self.amp_reason = ""
+
+    def window_scorer(self) -> tuple[int, WindowScorer]:
+        """(window length in samples, `engine.score_windows.WindowScorer`) for scoring recordings: the
+        front end of the input recipe (checked against the model's input shape), then the model."""
+        cfg = _scoring_cfg(self)
+        frontend = build_frontend(cfg["frontend"], device=self.device)  # the device matters to SSL only
+        check_feature_shape(
+            cfg["model"]["input_shape"], frontend.feature_shape,
+            f"{self.source}: front end {cfg['frontend'].get('model', frontend.name)}",
+        )
+        self.announce()
+        return int(frontend.n_samples), torch_window_scorer(
+            self.model, self.loss_fn, frontend, self.device, amp=self.amp, fixed_batch=self.fixed_batch,
+            channels_last=True,
+        )
 
 
 def load_scorer(
@@ -113,39 +135,60 @@ def require_calibration(scorer: Scorer) -> Calibration:
     return scorer.calibration
 
 
-def score_recordings(
-    scorer: Scorer, files: Sequence[Path], *, crop: str = "windows", threshold: float | None = None,
-    llr: bool = False, progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Score audio files (any length, rate, channels) -> one result row per file (file, score, decision,
-    threshold, windows, duration_s); decisions at ``threshold`` (None: scores only).
+#: Columns of a per-recording result row, in order (``llr`` only with LLRs, ``window_scores`` on request).
+RESULT_COLUMNS = ("file", "score", "llr", "decision", "threshold", "windows", "duration_s", "status", "error",
+                  "window_scores")
+
+
+def result_columns(llr: bool = False, window_scores: bool = False) -> list[str]:
+    """The columns of `iter_recording_rows`' rows for these options."""
+    skip = {name for name, on in (("llr", llr), ("window_scores", window_scores)) if not on}
+    return [name for name in RESULT_COLUMNS if name not in skip]
+
+
+def iter_recording_rows(
+    scorer: Any, files: Sequence[Path], *, crop: str = "windows", threshold: float | None = None,
+    llr: bool = False, window_scores: bool = False, min_duration_s: float = MIN_DURATION_S,
+    progress: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """Score audio files (any length, rate, channels) -> one result row per file, in order, as each is
+    done: file, score, decision, threshold, windows, duration_s, status (``ok`` or ``error``) and error
+    (why a file was skipped: unreadable, empty, shorter than ``min_duration_s``; its score is None).
+    Decisions at ``threshold`` (None: scores only). ``scorer``: a `Scorer`, or any object with the same
+    ``calibration``, ``source``, ``batch_size``, ``announce()`` and ``window_scorer()`` (the ONNX Runtime
+    scorer, `engine.onnx_scoring`). The model is set up (and its input checked) before this returns.
 
     ``llr``: rows also carry ``llr``, the checkpoint's calibration of the score (`require_calibration`), and
-    the decision compares the LLR with ``threshold`` (e.g. `utils.calibration.bayes_threshold`)."""
+    the decision compares the LLR with ``threshold`` (e.g. `utils.calibration.bayes_threshold`).
+    ``window_scores``: rows also carry each window's ``start_s``, ``end_s``, ``score`` (and ``llr``)."""
     calibration = require_calibration(scorer) if llr else None
-    cfg = _scoring_cfg(scorer)
-    frontend = build_frontend(cfg["frontend"], device=scorer.device)  # the device matters to SSL only
-    check_feature_shape(
-        cfg["model"]["input_shape"], frontend.feature_shape,
-        f"{scorer.source}: front end {cfg['frontend'].get('model', frontend.name)}",
+    window, score_windows = scorer.window_scorer()
+    results = iter_audio_scores(
+        files, score_windows, window, crop=crop, batch_size=scorer.batch_size,
+        threshold=None if llr else threshold, min_duration_s=min_duration_s, progress=progress,
     )
-    scorer.announce()
-    results = score_audio_files(
-        files, scorer.model, scorer.loss_fn, frontend, scorer.device, crop=crop, batch_size=scorer.batch_size,
-        amp=scorer.amp, channels_last=True, fixed_batch=scorer.fixed_batch,
-        threshold=None if llr else threshold, progress=progress,
-    )
-    rows = []
-    for r in results:
-        row: dict[str, Any] = {"file": r.path, "score": r.score}
-        decision = r.decision
-        if calibration is not None:
-            row["llr"] = float(calibration.apply(np.array([r.score]))[0])
-            decision = decide(row["llr"], threshold)
-        row.update({"decision": decision or "n/a", "threshold": threshold, "windows": r.n_windows,
-                    "duration_s": round(r.duration_s, 3)})
-        rows.append(row)
-    return rows
+    columns = result_columns(llr, window_scores)
+    return ({key: value for key, value in _result_row(r, calibration, threshold).items() if key in columns}
+            for r in results)
+
+
+def _result_row(r: FileScore, calibration: Calibration | None, threshold: float | None) -> dict[str, Any]:
+    """Every column of `RESULT_COLUMNS` for one recording."""
+    if not r.ok:
+        return {"file": r.path, "score": None, "llr": None, "decision": "n/a", "threshold": threshold,
+                "windows": 0, "duration_s": None, "status": "error", "error": r.error, "window_scores": []}
+    windows = [{"start_s": start, "end_s": end, "score": score} for start, end, score in r.windows]
+    row: dict[str, Any] = {"file": r.path, "score": r.score, "llr": None}
+    decision = r.decision
+    if calibration is not None:
+        row["llr"] = float(calibration.apply(np.array([r.score]))[0])
+        decision = decide(row["llr"], threshold)
+        window_llrs = calibration.apply(np.array([w["score"] for w in windows]))
+        for window, llr in zip(windows, window_llrs, strict=True):
+            window["llr"] = float(llr)
+    row.update({"decision": decision or "n/a", "threshold": threshold, "windows": r.n_windows,
+                "duration_s": round(r.duration_s, 3), "status": "ok", "error": "", "window_scores": windows})
+    return row
 
 
 def to_llr(scorer: Scorer, scores: Scores) -> Scores:

@@ -1,4 +1,5 @@
-"""Loading a trained countermeasure for scoring: our checkpoints or converted released weights."""
+"""Loading a trained countermeasure for scoring: our checkpoints, converted released weights, or model
+packages (a folder or a Hugging Face hub id, `models.package`)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from engine.partitions import waveform_settings
 from models import build_model
 from models.countermeasure import WithFrontEnd
 from models.frontends import build_frontend
-from models.import_released import BACKEND_KEY_PREFIX, SSL_KEY_PREFIX, load_model_weights
+from models.import_released import load_model_weights, released_weights
 from models.losses import build_loss
+from models.package import CONFIG_NAME, TrainedWeights, is_package, locate_model, read_package
 from utils.calibration import Calibration
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
@@ -33,7 +35,8 @@ class ScoringModel:
 
     ``input_cfg`` is the recipe as the scorer sees it: its ``frontend`` turns audio into ``model``'s input
     of ``model.input_shape``. It is ``cfg`` itself, except for files that hold the SSL front end's own
-    weights (fine-tuned XLS-R-AASIST, converted releases): ``model`` then runs front end and back end
+    weights (fine-tuned XLS-R-AASIST, converted releases, packages with the front end included): ``model``
+    then runs front end and back end
     (`models.countermeasure.WithFrontEnd`) on raw waves, and ``input_cfg`` names the ``waveform`` front end.
     """
 
@@ -64,35 +67,42 @@ def stored_calibration(path: str | os.PathLike, container: dict[str, Any]) -> Ca
         raise UserError(f"{path}: {exc}") from None
 
 
+def read_trained(path: str | os.PathLike) -> TrainedWeights:
+    """What a trained-model file holds: ``best.pt`` / ``last.pt`` (our checkpoints), a ``.safetensors``
+    weights file from ``models.import_released``, or a model package folder (`models.package`)."""
+    path = Path(path)
+    if path.is_dir():
+        if not is_package(path):
+            raise UserError(f"{path}: a folder, but not a model package (no {CONFIG_NAME})")
+        return read_package(path)[0]
+    if path.suffix == ".safetensors":
+        return released_weights(*load_model_weights(path))
+    state = load_checkpoint(path, map_location="cpu")
+    best = state.get("best") or {}
+    threshold = best.get("threshold", state.get("threshold"))
+    trained = TrainedWeights(
+        config=dict(state.get("config", {})), model_state=state["model"], loss_state=state.get("loss", {}),
+        frontend_sha256=state.get("frontend_sha256"), calibration=state.get(CALIBRATION_KEY),
+        threshold=float(threshold) if threshold is not None else None,
+        source={"file": path.name, "kind": "checkpoint of main_train.py", "epoch": best.get("epoch")},
+    )
+    if state.get("frontend_state") is not None:  # fine-tuned front end
+        trained.frontend_state = state["frontend_state"]
+        trained.frontend_settings = state.get("frontend_settings") or trained.config.get("frontend")
+    return trained
+
+
 def load_scoring_model(
     path: str | os.PathLike, device: torch.device, ssl_model: str | None = None
 ) -> ScoringModel:
-    """Load ``best.pt`` / ``last.pt`` (our checkpoints) or a ``.safetensors`` weights file from
-    ``models.import_released``. ``ssl_model`` replaces the SSL front end's model id/directory recorded
-    in the file (e.g. a local copy of XLS-R). Weights that do not fit the recorded model -> `UserError`."""
-    path = Path(path)
-    frontend_state: dict[str, Any] | None = None
-    frontend_settings: dict[str, Any] | None = None
-    if path.suffix == ".safetensors":
-        model_state, meta = load_model_weights(path)
-        cfg = dict(meta.get("config", {}))
-        loss_state: dict[str, Any] = {}
-        threshold = meta.get("threshold")
-        calibration = stored_calibration(path, meta)
-        if any(key.startswith(SSL_KEY_PREFIX) for key in model_state):  # converted XLS-R-AASIST release
-            frontend_state = {"model." + k: v for k, v in _strip(model_state, SSL_KEY_PREFIX).items()}
-            model_state = _strip(model_state, BACKEND_KEY_PREFIX)
-            frontend_settings = {**cfg.get("frontend", {}), "architecture": meta.get("ssl_architecture")}
-    else:
-        state = load_checkpoint(path, map_location="cpu")
-        cfg = dict(state.get("config", {}))
-        model_state, loss_state = state["model"], state.get("loss", {})
-        best = state.get("best") or {}
-        threshold = best.get("threshold", state.get("threshold"))
-        calibration = stored_calibration(path, state)
-        if state.get("frontend_state") is not None:  # fine-tuned front end
-            frontend_state = state["frontend_state"]
-            frontend_settings = state.get("frontend_settings") or cfg.get("frontend")
+    """Load ``best.pt`` / ``last.pt`` (our checkpoints), a ``.safetensors`` weights file from
+    ``models.import_released``, or a model package given as a folder or a hub id (`models.package`).
+    ``ssl_model`` replaces the SSL front end's model id/directory recorded in the file (e.g. a local
+    copy of XLS-R). Weights that do not fit the recorded model -> `UserError`."""
+    path = locate_model(path)
+    trained = read_trained(path)
+    calibration = stored_calibration(path, {CALIBRATION_KEY: trained.calibration})
+    cfg = trained.config
     for section in ("frontend", "model", "loss"):
         if not isinstance(cfg.get(section), dict):
             raise UserError(f"{path}: no '{section}' config recorded in the file")
@@ -103,22 +113,23 @@ def load_scoring_model(
                 f"SSL model override: {path} uses the "
                 f"'{cfg['frontend'].get('name')}' front end, not an SSL model"
             )
-        if frontend_state is not None:
-            raise UserError(f"SSL model override: {path} holds its own (fine-tuned) SSL weights")
+        if trained.frontend_state is not None:
+            raise UserError(f"SSL model override: {path} holds its own SSL weights")
         cfg["frontend"]["model"] = ssl_model
     model = build_model(cfg["model"])
     loss_fn = build_loss(cfg["loss"])
     try:
-        model.load_state_dict(model_state)
-        if loss_state:
-            loss_fn.load_state_dict(loss_state)
+        model.load_state_dict(trained.model_state)
+        if trained.loss_state:
+            loss_fn.load_state_dict(trained.loss_state)
     except RuntimeError as exc:
         first = " ".join(str(exc).split())[:200]
         raise UserError(f"{path}: weights do not fit the recorded model config ({first})") from None
+    threshold = trained.threshold
     threshold = float(threshold) if threshold is not None and math.isfinite(float(threshold)) else None
     input_cfg = cfg
-    if frontend_state is not None:
-        model = _with_frontend(path, model, frontend_settings, frontend_state, device)
+    if trained.frontend_state is not None:
+        model = _with_frontend(path, model, trained, device)
         waveform = waveform_settings(cfg)
         model_cfg = {**cfg["model"], "input_shape": [waveform["n_samples"]]}
         input_cfg = {**cfg, "frontend": waveform, "model": model_cfg}
@@ -127,24 +138,27 @@ def load_scoring_model(
     )
 
 
-def _strip(state: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """The entries of ``state`` under ``prefix``, without it."""
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-
-
 def _with_frontend(
-    path: Path, model: nn.Module, settings: dict[str, Any], state: dict[str, Any], device: torch.device
+    path: Path, model: nn.Module, trained: TrainedWeights, device: torch.device
 ) -> WithFrontEnd:
-    """The back end ``model`` behind the front end of ``settings`` holding the weights ``state``."""
-    # trainable: the float32 differentiable path the model was trained with (the frozen path rounds
-    # features to float16 for the store); under inference_mode it computes no gradients.
-    settings = {**settings, "trainable": True}
-    if settings.get("architecture") is None:
+    """The back end ``model`` behind the front end that ``trained`` holds the weights of."""
+    settings = dict(trained.frontend_settings or {})
+    if trained.frontend_frozen:
+        # a frozen pretrained model copied into a package: the frozen path, exactly as from its hub id
+        # (float64 normalisation, features rounded as stored), in float32 whatever the device
+        settings.update(trainable=False, dtype="fp32")
+    else:
+        # fine-tuned: the float32 differentiable path the model was trained with (the frozen path rounds
+        # features to float16 for the store); under inference_mode it computes no gradients.
+        settings["trainable"] = True
+    if settings.get("name", "ssl") == "ssl" and settings.get("architecture") is None:
         raise UserError(f"{path}: no SSL architecture recorded beside the front end's weights")
     frontend = build_frontend(settings, device)
     try:
-        frontend.load_state_dict(state)
+        frontend.load_state_dict(trained.frontend_state)
     except RuntimeError as exc:
         first = " ".join(str(exc).split())[:200]
-        raise UserError(f"{path}: SSL weights do not fit the recorded architecture ({first})") from None
+        raise UserError(f"{path}: front end weights do not fit the recorded architecture ({first})") from None
+    if trained.frontend_frozen and trained.frontend_sha256 not in (None, frontend.content_hash()):
+        raise UserError(f"{path}: the included front end's weights differ from the content hash recorded")
     return WithFrontEnd(model, frontend)

@@ -44,6 +44,7 @@ import json
 import os
 import pickle
 import re
+import struct
 import sys
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -55,6 +56,7 @@ import torch
 from models.aasist import AASIST, AASISTL
 from models.lcnn import LCNN
 from models.nes2net_x import Nes2NetX
+from models.package import TrainedWeights
 from models.xlsr_aasist import XLSRAASISTBackEnd
 from models.xlsr_mamba import XLSRMambaBackEnd
 from utils.errors import UserError, run_cli
@@ -124,6 +126,21 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
+#: How a torch checkpoint begins: a zip archive (torch >= 1.6), or a pickle of protocol 2 or later
+#: (the legacy format starts with a pickled magic number).
+CHECKPOINT_MAGICS = (b"PK\x03\x04", b"\x80")
+
+
+def _check_looks_like_checkpoint(path: Path) -> None:
+    """`UserError` unless ``path`` starts like a torch checkpoint (text, audio, ... would otherwise reach
+    the unpickler, which reads any bytes as opcodes and fails with an arbitrary exception)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head.startswith(CHECKPOINT_MAGICS):
+        what = "an empty file" if not head else "neither a zip archive nor a pickle"
+        raise UserError(f"{path}: not a torch checkpoint ({what})")
+
+
 def _refused_globals(path: Path) -> list[str]:
     """Globals the pickle names outside the allowlist (static scan: nothing is unpickled)."""
     try:
@@ -183,6 +200,7 @@ def read_released_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
             return {k.removeprefix("module."): v for k, v in load_file(str(path), device="cpu").items()}
         except (SafetensorError, OSError, ValueError) as exc:
             raise UserError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+    _check_looks_like_checkpoint(path)
     with torch.serialization.safe_globals(_stand_ins()):
         refused = _refused_globals(path)
         if refused:
@@ -194,7 +212,9 @@ def read_released_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             raise UserError(f"{path}: {_explain_refusal(str(exc))}") from None
-        except (RuntimeError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, KeyError, IndexError, ValueError,
+                TypeError, UnicodeDecodeError, struct.error) as exc:
+            # a damaged pickle: the unpickler fails on whatever opcode the bytes happen to spell
             raise UserError(f"{path}: not a readable torch checkpoint ({_first_line(exc)})") from None
 
     if isinstance(obj, PickledModule):
@@ -204,6 +224,24 @@ def read_released_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]
     else:
         raise UserError(f"{path}: expected a whole-model pickle or a state dict, got {type(obj).__name__}")
     return {key.removeprefix("module."): value for key, value in tensors.items()}
+
+
+def released_weights(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> TrainedWeights:
+    """A weights file's tensors and meta (`load_model_weights`) as `TrainedWeights`: a converted
+    XLS-R-AASIST release keeps its fine-tuned SSL model under ``ssl.``, its back end under ``backend.``."""
+    cfg = dict(meta.get("config", {}))
+    trained = TrainedWeights(config=cfg, model_state=state, threshold=meta.get("threshold"),
+                             calibration=meta.get("calibration"), source=dict(meta.get("source") or {}))
+    if any(key.startswith(SSL_KEY_PREFIX) for key in state):
+        trained.frontend_state = {"model." + k: v for k, v in _under(state, SSL_KEY_PREFIX).items()}
+        trained.model_state = _under(state, BACKEND_KEY_PREFIX)
+        trained.frontend_settings = {**cfg.get("frontend", {}), "architecture": meta.get("ssl_architecture")}
+    return trained
+
+
+def _under(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` under ``prefix``, without it."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def check_against_model(state: Mapping[str, torch.Tensor], model: torch.nn.Module, source: object) -> None:
@@ -489,12 +527,10 @@ _RELEASE_SOURCES = {
 }
 
 
-def convert_released(
-    src: str | os.PathLike,
-    out: str | os.PathLike,
-    ssl_architecture: Mapping[str, Any] = XLSR_300M_ARCHITECTURE,
-) -> dict[str, Any]:
-    """Convert the released checkpoint ``src`` (kind from `release_kind`) into ``out``; return the meta.
+def convert_released_weights(
+    src: str | os.PathLike, ssl_architecture: Mapping[str, Any] = XLSR_300M_ARCHITECTURE
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The released checkpoint ``src`` (kind from `release_kind`) converted -> (state dict, meta).
 
     ``ssl_architecture`` (Wav2Vec2Config keyword arguments) describes the SSL model of an
     XLS-R-AASIST release; it is recorded in the meta as ``ssl_architecture``.
@@ -526,7 +562,31 @@ def convert_released(
         **extra,
         "source": {"file": Path(src).name, "sha256": sha256_of(src), "kind": description},
     }
-    save_model_weights(out, state, meta)
+    return state, meta
+
+
+def convert_released(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    ssl_architecture: Mapping[str, Any] = XLSR_300M_ARCHITECTURE,
+    package: bool = False,
+    license: str = "other",
+) -> dict[str, Any]:
+    """Convert the released checkpoint ``src`` into the weights file ``out``; return the meta.
+
+    ``package``: write a model package folder ``out`` instead (`models.package`; ``license``: the
+    weights' license for its model card, "other" by default: see the release's own terms).
+    """
+    state, meta = convert_released_weights(src, ssl_architecture)
+    if not package:
+        save_model_weights(out, state, meta)
+        return meta
+    from models.model_card import render_model_card
+    from models.package import package_config, write_package
+
+    trained = released_weights(state, meta)
+    config = package_config(trained)
+    write_package(out, trained, config, render_model_card(config, license))
     return meta
 
 
@@ -540,7 +600,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_model_weights for scoring). The kind is recognised from the tensor names.",
     )
     parser.add_argument("src", type=Path, help="released checkpoint (.pt, whole-model pickle or state dict)")
-    parser.add_argument("out", type=Path, help="output weights file (.safetensors)")
+    parser.add_argument("out", type=Path, help="output weights file (.safetensors), or folder with --package")
+    parser.add_argument(
+        "--package",
+        action="store_true",
+        help="write a model package folder OUT (config.json, model.safetensors, model card README.md) that "
+        "generate_score.py --checkpoint takes, instead of one .safetensors file",
+    )
+    parser.add_argument("--license", default="other", help="--package: the weights' license for the card")
     parser.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -548,14 +615,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "allowlist of inert classes, but it is still a pickle.",
     )
     args = parser.parse_args(argv)
-    if not args.trust_pickle:
+    pickled = args.src.suffix != ".safetensors"  # a safetensors release holds tensors only
+    if pickled and not args.trust_pickle:
         raise UserError(
             f"{args.src}: refusing to read a pickle without --trust-pickle (a pickle can run code when "
             "loaded; this converter reads it with an allowlist of inert classes, re-run with "
             "--trust-pickle if you trust the file's source)"
         )
-    print(PICKLE_WARNING.format(path=args.src), file=sys.stderr)
-    meta = convert_released(args.src, args.out)
+    if pickled and args.src.is_file():
+        _check_looks_like_checkpoint(args.src)  # no pickle warning about a text file
+    if pickled:
+        print(PICKLE_WARNING.format(path=args.src), file=sys.stderr)
+    meta = convert_released(args.src, args.out, package=args.package, license=args.license)
     print(f"wrote {args.out} (source sha256 {meta['source']['sha256']})")
     return 0
 

@@ -355,3 +355,19 @@ def test_ssl_backend_release_gives_the_original_logits_with_columns_swapped(
         logits = ours(features)[1]
     torch.testing.assert_close(logits, expected[:, [1, 0]], rtol=1e-6, atol=1e-6)
     assert not torch.equal(logits, expected)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    from utils.errors import run_cli
+
+    text = tmp_path / "notes.pt"
+    text.write_text("hello, this is not a checkpoint\n")  # the unpickler would read 'h' as an opcode
+    pickle_like = tmp_path / "damaged.pt"
+    pickle_like.write_bytes(b"\x80\x02}q\x00(X\x01")  # a pickle cut short
+    # the text file gets its error only; the damaged pickle the pickle warning first
+    for src, reason, n_lines in ((text, "not a torch checkpoint (neither a zip archive nor a pickle)", 1),
+                                 (pickle_like, "not a readable torch checkpoint", 2)):
+        assert run_cli(main, [str(src), str(tmp_path / "o.safetensors"), "--trust-pickle"]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == n_lines and lines[-1].startswith(f"error: {src}: {reason}")
+    assert not (tmp_path / "o.safetensors").exists()

@@ -101,3 +101,44 @@ def plot_evaluation(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def plot_window_scores(
+    path: str | os.PathLike,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    scores: np.ndarray,
+    threshold: float | None = None,
+    title: str = "",
+    what: str = "score",
+) -> None:
+    """Write a PNG of one recording's window scores over time: each window (``starts``..``ends``, seconds)
+    as a horizontal segment at its score, the window centres joined by a line, and the decision
+    ``threshold`` (windows below it, where the recording looks spoofed, drawn red). ``what`` names the
+    score on the y axis (e.g. "calibrated LLR")."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    starts, ends, scores = (np.asarray(a, dtype=np.float64) for a in (starts, ends, scores))
+    spoofed = scores < threshold if threshold is not None else np.zeros(scores.shape, dtype=bool)
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    ax.plot((starts + ends) / 2, scores, color="grey", linewidth=0.8)
+    for colour, mask, label in (("tab:blue", ~spoofed, "window (bona fide side)"),
+                                ("tab:red", spoofed, "window (spoof side)")):
+        if mask.any():
+            ax.hlines(scores[mask], starts[mask], ends[mask], colors=colour, linewidth=2.5, label=label)
+    if threshold is not None:
+        ax.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:.4g}")
+    ax.set_xlim(0, max(float(ends.max()), 1e-3))
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel(f"{what} (higher = more bona fide)")
+    ax.grid(True, linewidth=0.4, alpha=0.6)
+    ax.legend(fontsize=8, loc="best")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
