@@ -58,6 +58,8 @@ def test_frontend_tags() -> None:
     assert store_tag({"name": "ssl", "model": "facebook/wav2vec2-xls-r-300m"}) == "ssl-wav2vec2-xls-r-300m"
     assert store_tag({"name": "ssl", "model": "/models/xlsr/", "layer": 12}) == "ssl-xlsr-layer12"
     assert store_tag({"name": "ssl", "model": "random:tiny", "layer": -1}) == "ssl-random-tiny"
+    # every transformer layer (XLS-R-SLS's input) is another store
+    assert store_tag({"name": "ssl", "model": "random:tiny", "layers": "all"}) == "ssl-random-tiny-all-layers"
     assert store_dir("feat", "f0", "dev") == Path("feat/f0/dev")
     assert store_dir_for("feat", {"name": "f0"}, "dev") == Path("feat/f0/dev")
     assert store_dir_for("feat", {"name": "f0"}, "eval", "la2021") == Path("feat/f0/la2021-eval")
@@ -336,3 +338,14 @@ def test_variable_length_rows_are_checked(tmp_path) -> None:
     with pytest.raises(ValueError, match="at most one variable"):
         ShardWriter(tmp_path / "two", VAR_INDEX, SETTINGS, (None, None), np.float32)
     assert FeatureStore(tmp_path, allow_partial=True).get_batch([]) == []  # no row written yet: empty file
+
+
+def test_store_tags_need_no_prior_import_of_the_front_ends() -> None:
+    """Front ends register on first use: a fresh process asking for a tag finds them."""
+    import subprocess
+    import sys
+
+    code = "from models.frontends.base import store_tag; print(store_tag({'name': 'f0', 'tiling': 'repeat'}))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "f0-repeat"

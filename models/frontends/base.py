@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.registry import make_register
+from models.registry import discover, make_register
 from utils.errors import UserError
 
 FRONTENDS: dict[str, type] = {}
@@ -41,25 +40,6 @@ def check_waves(waves: Sequence[np.ndarray]) -> list[np.ndarray]:
 #: Settings that change how features are computed (speed, memory, precision), not which: a store's tag
 #: ignores them (the store still records them and checks them on reopen).
 COMPUTE_SETTINGS = frozenset({"batch_size", "dtype", "device", "compile"})
-
-
-def _f0_tag(settings: Mapping[str, Any]) -> str:
-    """``f0`` (mirror tiling, 600 frames), ``f0-repeat``, ``f0-200frames``."""
-    tiling = settings.get("tiling", "mirror")
-    frames = int(settings.get("n_frames", 600))
-    return "f0" + ("" if tiling == "mirror" else f"-{tiling}") + ("" if frames == 600 else f"-{frames}frames")
-
-
-def _ssl_tag(settings: Mapping[str, Any]) -> str:
-    """``ssl-<model name>`` plus ``-layer<L>`` when not the last layer."""
-    model = str(settings.get("model", "ssl")).rstrip("/\\")
-    model = re.sub(r"[^A-Za-z0-9._-]+", "_", model.replace(":", "-").split("/")[-1]) or "model"
-    layer = settings.get("layer", -1)
-    return f"ssl-{model}" if layer in (-1, None) else f"ssl-{model}-layer{layer}"
-
-
-#: The tags of the stores made before front ends named their own (so that those stores still open).
-_FIRST_TAGS = {"f0": _f0_tag, "ssl": _ssl_tag}
 
 
 def _canonical(value: Any) -> str:
@@ -92,10 +72,8 @@ class FrontEnd(nn.Module):
 
         Default: the name alone when every chosen setting (a constructor argument, `COMPUTE_SETTINGS` aside)
         is at its default, else the name and a digest of the ones that differ, e.g. ``mfcc-3f2a9c01d4``.
-        F0 and SSL keep the readable tags their stores have always had (``f0-repeat``, ``ssl-xlsr-layer12``).
+        A subclass may override it for readable tags (F0 and SSL keep those their stores have always had).
         """
-        if cls.name in _FIRST_TAGS:
-            return _FIRST_TAGS[cls.name](settings)
         params = inspect.signature(cls).parameters
         empty = inspect.Parameter.empty
         differing = {
@@ -140,7 +118,9 @@ class FrontEnd(nn.Module):
 def store_tag(settings: Mapping[str, Any]) -> str:
     """The store tag of the front end ``settings`` name (`FrontEnd.store_tag`), without building it; an
     unknown name raises `UserError`."""
+    discover()
     cls = FRONTENDS.get(settings.get("name"))
     if cls is None:
-        raise UserError(f"front end name must be one of {sorted(FRONTENDS)}, got {settings.get('name')!r}")
+        known = ", ".join(sorted(FRONTENDS))
+        raise UserError(f"unknown front end {settings.get('name')!r}; known front ends: {known}")
     return cls.store_tag(settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -64,6 +64,14 @@ class F0SubbandFrontEnd(FrontEnd):
     name = "f0"
     store_dtype = np.float32
     derived_settings = frozenset({"window", "log"})
+
+    @classmethod
+    def store_tag(cls, settings: Mapping[str, Any]) -> str:
+        """``f0`` (mirror tiling, 600 frames), ``f0-repeat``, ``f0-200frames``: the tags stores always had."""
+        tiling = settings.get("tiling", "mirror")
+        frames = int(settings.get("n_frames", 600))
+        suffix = ("" if tiling == "mirror" else f"-{tiling}") + ("" if frames == 600 else f"-{frames}frames")
+        return "f0" + suffix
 
     def __init__(
         self,

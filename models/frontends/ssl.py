@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +256,16 @@ class SSLFrontEnd(FrontEnd):
     name = "ssl"
     store_dtype = np.float16
     derived_settings = frozenset({"tiling", "random_weights", "model_type", "hidden_size", "frames"})
+
+    @classmethod
+    def store_tag(cls, settings: Mapping[str, Any]) -> str:
+        """``ssl-<model name>``, plus ``-layer<L>`` when not the last layer or ``-all-layers`` with
+        ``layers: all`` (the first two are the tags stores always had)."""
+        model = str(settings.get("model", "ssl")).rstrip("/\\")
+        model = re.sub(r"[^A-Za-z0-9._-]+", "_", model.replace(":", "-").split("/")[-1]) or "model"
+        layer = settings.get("layer", -1)
+        tag = f"ssl-{model}" if layer in (-1, None) else f"ssl-{model}-layer{layer}"
+        return tag + ("-all-layers" if settings.get("layers", "last") == "all" else "")
 
     def __init__(
         self,
