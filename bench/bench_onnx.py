@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_preprocess import interleaved  # noqa: E402
 
 from engine.export import export_onnx  # noqa: E402
 from engine.onnx_scoring import load_onnx_scorer  # noqa: E402
@@ -65,19 +67,6 @@ def make_checkpoint(name: str, folder: Path) -> Path:
     return path
 
 
-def interleaved(variants: dict[str, Callable[[], int]], rounds: int) -> dict[str, float]:
-    """Run each ``variants[name]() -> items done`` ``rounds`` times in rotating order -> items/s."""
-    seconds = dict.fromkeys(variants, 0.0)
-    items = dict.fromkeys(variants, 0)
-    names = list(variants)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            start = time.perf_counter()
-            items[name] += variants[name]()
-            seconds[name] += time.perf_counter() - start
-    return {name: items[name] / seconds[name] for name in names}
-
-
 def bench_system(name: str, work: Path, rounds: int, batches: Sequence[int]) -> dict[str, float]:
     """utterances/s of PyTorch and ONNX Runtime at each batch size -> {"b1 ratio": ..., ...}."""
     checkpoint = make_checkpoint(name, work)
@@ -95,8 +84,8 @@ def bench_system(name: str, work: Path, rounds: int, batches: Sequence[int]) -> 
         rng = np.random.default_rng(batch)
         windows = list((0.1 * rng.standard_normal((batch, window))).astype(np.float32))
         diff = np.abs(torch_scores(windows) - onnx_scores(windows)).max()  # also a warm-up of both
-        speed = interleaved({"pytorch": lambda w=windows, f=torch_scores: len(f(w)),
-                             "onnxruntime": lambda w=windows, f=onnx_scores: len(f(w))}, rounds)
+        speed = interleaved({"pytorch": lambda _r, w=windows, f=torch_scores: len(f(w)),
+                             "onnxruntime": lambda _r, w=windows, f=onnx_scores: len(f(w))}, rounds)
         ratios[f"b{batch}"] = speed["onnxruntime"] / speed["pytorch"]
         print(f"  batch {batch:2d}: PyTorch {speed['pytorch']:7.2f} utt/s, ONNX Runtime "
               f"{speed['onnxruntime']:7.2f} utt/s, ratio {ratios[f'b{batch}']:.2f}x "

@@ -21,8 +21,6 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import torch
 
 from utils.errors import UserError
+from utils.io import atomic_dir
 
 PACKAGE_FORMAT = "asvspoof-toolkit-package/1"
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
@@ -139,32 +138,18 @@ def write_package(
     from safetensors.torch import save_file
 
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out}: already exists and is not an empty folder")
     tensors = {MODEL_PREFIX + k: v for k, v in weights.model_state.items()}
     tensors.update({LOSS_PREFIX + k: v for k, v in weights.loss_state.items()})
     tensors.update({FRONTEND_PREFIX + k: v for k, v in (weights.frontend_state or {}).items()})
     # safetensors refuses views and shared storage
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": PACKAGE_FORMAT})
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         (tmp / CARD_NAME).write_text(card)
-        tmp.chmod(0o777 & ~_umask())
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def read_package(path: str | os.PathLike) -> tuple[TrainedWeights, dict[str, Any]]:

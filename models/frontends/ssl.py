@@ -6,8 +6,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import torch
 
 from models.frontends.base import FrontEnd, check_waves, register_frontend
 from utils.errors import UserError
+from utils.io import atomic_dir
 from utils.precision import resolve_amp
 from utils.tiling import fix_length_batch
 
@@ -83,18 +82,9 @@ def save_random_model(kind: str, out_dir: str | os.PathLike) -> Path:
     from transformers import Wav2Vec2FeatureExtractor
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise UserError(f"{out_dir}: already exists and is not an empty directory")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, "directory") as tmp:
         build_random_model(kind).save_pretrained(tmp)
         Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(tmp)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
