@@ -37,6 +37,9 @@ def chunk_length(delta: torch.Tensor, A: torch.Tensor, max_chunk: int = MAX_CHUN
     `MAX_LOG_SPAN`: the largest per-step |Δ·A| bounds it. delta: (B, D, L) after softplus; A: (D, N) ≤ 0."""
     if delta.device.type == "meta":  # shape-only runs (FLOP counts) have no values to bound
         return max_chunk
+    if torch.compiler.is_exporting():
+        # an exported graph cannot branch on values: the plain recurrence is exact for any decay
+        return 1
     step = float((delta.detach().amax(dim=(0, 2)) * A.detach().abs().amax(dim=1)).max())
     if not math.isfinite(step):
         return 1
