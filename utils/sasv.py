@@ -1,0 +1,234 @@
+"""ASVspoof 5 Track 2 (SASV) measures: a-DCF, min t-DCF (ASVspoof 5 variant) and concurrent t-EER.
+
+Plain numpy, no torch (docs/evaluation.md, "Track 2 (SASV)"). The arithmetic follows the official
+ASVspoof 5 evaluation package (asvspoof-challenge/asvspoof5, `evaluation-package/`: `a_dcf.py` and
+`calculate_modules.py`), so the values equal it to floating-point rounding:
+
+- a-DCF (Shim et al., Odyssey 2024): one DET point per trial of the SASV scores sorted stably
+  (target, nontarget, spoof order on ties), minimum of the normalised cost over those points;
+- min t-DCF: the revised (2021) t-DCF of the CM scores with fixed ASV error rates, by default the
+  organisers' pooled ones (`ORGANISER_ASV_RATES`);
+- concurrent t-EER (Kinnunen et al., "Tandem assessment of spoofing countermeasures and automatic
+  speaker verification: fundamentals", IEEE/ACM TASLP 2020, and the t-EER paper, IEEE TPAMI 2023):
+  the package's `compute_teer` tries every CM threshold at every ASV threshold (N·M work). For a
+  fixed ASV threshold its tandem difference Pmiss_tdm − Pfa_tdm is non-decreasing along the CM DET
+  points, so the CM point nearest to zero is found by bisection for all ASV thresholds at once:
+  O(M log N) and the same point (`teer_exact`). `teer_accelerated` is the package's decimated
+  coarse-to-fine search, which can miss that point; the evaluator prints it beside the exact value.
+
+Scores are higher = more target / more bona fide. Every rate is a fraction (the package prints the
+t-EER in percent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from utils.metrics import AsvRates, CostModel, DetCurve, MetricError, asv_error_rates, det_curve, min_tdcf
+
+#: Spoofing prevalence of the concurrent t-EER; any value in (0, 1) gives the same point (TPAMI 2023).
+RHO_SPOOF = 0.5
+
+
+@dataclass(frozen=True)
+class SasvCosts:
+    """a-DCF cost model of ASVspoof 5: priors of target / nontarget / spoof trials and the three costs."""
+
+    ptrg: float = (1 - 0.05) * 0.99
+    pnontrg: float = (1 - 0.05) * 0.01
+    pspf: float = 0.05
+    cmiss: float = 1.0
+    cfa_asv: float = 10.0
+    cfa_cm: float = 10.0
+
+
+SASV_COSTS = SasvCosts()
+
+#: ASVspoof 5 t-DCF costs: Pspoof 0.05, Cmiss 1, Cfa 10, Cfa_spoof 10 (the 2019 CostModel's defaults).
+TDCF_COSTS = CostModel()
+
+#: The organisers' ASV error rates pooled over the ASVspoof 5 evaluation set, used by the official
+#: package when no ASV scores are given (Pfa of nontargets, Pmiss of targets, Pfa of spoofs).
+ORGANISER_ASV_RATES = AsvRates(
+    eer=float("nan"),
+    threshold=float("nan"),
+    pfa=0.01881016557566423,
+    pmiss=0.01880141010575793,
+    pmiss_spoof=1 - 0.4607082907604729,
+    pfa_spoof=0.4607082907604729,
+)
+
+
+def _sorted_labels(tar: np.ndarray, non: np.ndarray, spf: np.ndarray) -> np.ndarray:
+    """Labels 0 = target, 1 = nontarget, 2 = spoof in stable ascending score order (ties keep that order)."""
+    for n, what in ((len(tar), "target"), (len(non), "nontarget"), (len(spf), "spoof")):
+        if n == 0:
+            raise MetricError(f"no {what} trials: the SASV measures need target, nontarget and spoof trials")
+    scores = np.concatenate((tar, non, spf)).astype(np.float64, copy=False)
+    labels = np.repeat(np.arange(3, dtype=np.int8), (len(tar), len(non), len(spf)))
+    return labels[np.argsort(scores, kind="mergesort")]
+
+
+def a_dcf(tar: np.ndarray, non: np.ndarray, spf: np.ndarray, costs: SasvCosts = SASV_COSTS) -> float:
+    """Normalised minimum a-DCF of SASV scores: tar (T,), non (N,), spf (S,) float64, higher = accept.
+
+    Cost at each of the T + N + S + 1 DET points (one per trial, stable sort): Cmiss·Ptrg·Pmiss +
+    Cfa_asv·Pnontrg·Pfa_non + Cfa_cm·Pspf·Pfa_spf, divided by min(all-accept cost, all-reject cost).
+    """
+    labels = _sorted_labels(tar, non, spf)
+    n_tar, n_non, n_spf = len(tar), len(non), len(spf)
+    frr = np.concatenate(([0.0], np.cumsum(labels == 0) / n_tar))
+    far_asv = np.concatenate(([1.0], (n_non - np.cumsum(labels == 1)) / n_non))
+    far_cm = np.concatenate(([1.0], (n_spf - np.cumsum(labels == 2)) / n_spf))
+    cost = (costs.cmiss * costs.ptrg) * frr + (costs.cfa_asv * costs.pnontrg) * far_asv
+    cost = cost + (costs.cfa_cm * costs.pspf) * far_cm
+    all_accept = costs.cfa_asv * costs.pnontrg + costs.cfa_cm * costs.pspf
+    return float(np.min(cost / min(all_accept, costs.cmiss * costs.ptrg)))
+
+
+def asv_rates_from_scores(tar: np.ndarray, non: np.ndarray, spf: np.ndarray) -> AsvRates:
+    """ASV error rates at the ASV EER threshold (target vs nontarget), as the package derives them.
+
+    The package's `calculate_aDCF_tdcf_tEER` takes the third value of `obtain_asv_error_rates`, the
+    fraction of spoofs the ASV *rejects*, as Pfa_spf; this keeps that choice so the min t-DCF equals it.
+    """
+    rates = asv_error_rates(tar, non, spf)
+    return AsvRates(rates.eer, rates.threshold, rates.pfa, rates.pmiss, rates.pfa_spoof, rates.pmiss_spoof)
+
+
+def sasv_min_tdcf(bona_cm: np.ndarray, spoof_cm: np.ndarray, asv: AsvRates = ORGANISER_ASV_RATES) -> float:
+    """Normalised min t-DCF of CM scores (B,) bona fide and (S,) spoof: revised 2021 form, `TDCF_COSTS`."""
+    return min_tdcf(bona_cm, spoof_cm, asv, TDCF_COSTS, revised=True)
+
+
+@dataclass(frozen=True)
+class AsvCurves:
+    """ASV error curves over the T + N + S + 1 thresholds (one per trial, stable sort): arrays (M,)."""
+
+    pmiss: np.ndarray
+    pfa_non: np.ndarray
+    pfa_spf: np.ndarray
+
+
+def asv_curves(tar: np.ndarray, non: np.ndarray, spf: np.ndarray) -> AsvCurves:
+    """Pmiss of targets and Pfa of nontargets and spoofs at every ASV threshold (the package's arithmetic)."""
+    labels = _sorted_labels(tar, non, spf)
+    return AsvCurves(
+        pmiss=np.concatenate(([0.0], np.cumsum(labels == 0) / len(tar))),
+        pfa_non=np.concatenate(([1.0], 1 - np.cumsum(labels == 1) / len(non))),
+        pfa_spf=np.concatenate(([1.0], 1 - np.cumsum(labels == 2) / len(spf))),
+    )
+
+
+def _tandem_gap(cm: DetCurve, a: np.ndarray, b: np.ndarray, c: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """Pmiss_tdm − Pfa_tdm at CM points `i`, ASV rates (a, b, c) = (Pmiss, Pfa_non, Pfa_spf); broadcast."""
+    pm, pf = cm.frr[i], cm.far[i]
+    pmiss_tdm = pm + (1 - pm) * a
+    pfa_tdm = (1 - RHO_SPOOF) * (1 - pm) * b + RHO_SPOOF * pf * c
+    return pmiss_tdm - pfa_tdm
+
+
+def _nearest_cm_points(cm: DetCurve, asv: AsvCurves) -> np.ndarray:
+    """For every ASV threshold, the first CM point minimising |Pmiss_tdm − Pfa_tdm|: int array (M,).
+
+    Bisection for the first point with a non-negative gap, then the package's first-minimum rule on
+    the few points around it (the gap is monotone up to rounding).
+    """
+    a, b, c = asv.pmiss, asv.pfa_non, asv.pfa_spf
+    n_points = cm.frr.size
+    lo = np.zeros(a.size, dtype=np.int64)
+    hi = np.full(a.size, n_points, dtype=np.int64)
+    while True:
+        active = np.flatnonzero(lo < hi)
+        if active.size == 0:
+            break
+        mid = (lo[active] + hi[active]) // 2
+        up = _tandem_gap(cm, a[active], b[active], c[active], mid) >= 0
+        hi[active[up]] = mid[up]
+        lo[active[~up]] = mid[~up] + 1
+    window = np.clip(lo[:, None] + np.arange(-2, 2), 0, n_points - 1)
+    gaps = np.abs(_tandem_gap(cm, a[:, None], b[:, None], c[:, None], window))
+    return window[np.arange(a.size), np.argmin(gaps, axis=1)]
+
+
+def teer_search(cm: DetCurve, asv: AsvCurves) -> tuple[float, int, int] | None:
+    """The package's concurrent t-EER point: (t-EER as a fraction, ASV index, CM index), or None.
+
+    Among ASV thresholds where Pmiss_asv < ½(Pfa_non + Pfa_spf), each with its nearest CM point,
+    the first whose |Pfa_non/Pfa_spf − Pfa_cm/(1 − Pmiss_cm)| is smallest; the t-EER there is
+    Pfa_spf·Pfa_cm. None when no threshold qualifies (the package fails there).
+    """
+    cm_idx = _nearest_cm_points(cm, asv)
+    a, b, c = asv.pmiss, asv.pfa_non, asv.pfa_spf
+    allowed = a < (1 - RHO_SPOOF) * b + RHO_SPOOF * c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crit = np.abs(b / c - cm.far[cm_idx] / (1 - cm.frr[cm_idx]))
+    crit = np.where(allowed & (crit < np.inf), crit, np.inf)
+    j = int(np.argmin(crit))
+    if not crit[j] < np.inf:
+        return None
+    i = int(cm_idx[j])
+    return float(c[j] * cm.far[i]), j, i
+
+
+def _take(cm: DetCurve, asv: AsvCurves, cm_sel: np.ndarray | slice, asv_sel: np.ndarray | slice):
+    cm_part = DetCurve(cm.frr[cm_sel], cm.far[cm_sel], cm.thresholds[cm_sel])
+    return cm_part, AsvCurves(asv.pmiss[asv_sel], asv.pfa_non[asv_sel], asv.pfa_spf[asv_sel])
+
+
+def teer_accelerated(
+    cm: DetCurve, asv: AsvCurves, size_decimated: int = 3000, bin_width: int = 1600
+) -> float | None:
+    """The package's `compute_teer_accelerated` (a fraction, or None where the package fails).
+
+    Search every (len // size_decimated)-th ASV and CM point, then every point within `bin_width`
+    of the one found; without decimation (fewer than `size_decimated` points) this is the exact t-EER.
+    """
+    ds_asv = asv.pmiss.size // size_decimated
+    ds_cm = cm.frr.size // size_decimated
+    if ds_asv == 0 or ds_cm == 0:
+        found = teer_search(cm, asv)
+        return None if found is None else found[0]
+    coarse = teer_search(*_take(cm, asv, slice(None, None, ds_cm), slice(None, None, ds_asv)))
+    if coarse is None:
+        return None
+    j, i = coarse[1] * ds_asv, coarse[2] * ds_cm
+    asv_sel = slice(max(j - bin_width, 0), min(j + bin_width, asv.pmiss.size))
+    cm_sel = slice(max(i - bin_width, 0), min(i + bin_width, cm.frr.size))
+    fine = teer_search(*_take(cm, asv, cm_sel, asv_sel))
+    return None if fine is None else fine[0]
+
+
+@dataclass(frozen=True)
+class TandemTrials:
+    """CM and ASV scores of one SASV trial list, split by ASV label: each array (T,), (N,) or (S,)."""
+
+    cm_tar: np.ndarray
+    cm_non: np.ndarray
+    cm_spf: np.ndarray
+    asv_tar: np.ndarray
+    asv_non: np.ndarray
+    asv_spf: np.ndarray
+
+    def curves(self) -> tuple[DetCurve, AsvCurves]:
+        """CM DET curve (target + nontarget vs spoof) and ASV curves, paired as in the package."""
+        cm = det_curve(np.concatenate((self.cm_tar, self.cm_non)), self.cm_spf)
+        return cm, asv_curves(self.asv_tar, self.asv_non, self.asv_spf)
+
+
+@dataclass(frozen=True)
+class TEer:
+    """Concurrent t-EER (fractions): `exact` over all threshold pairs, `approx` the package's decimated."""
+
+    exact: float | None
+    approx: float | None
+
+
+def t_eer(trials: TandemTrials, with_approx: bool = True) -> TEer:
+    """Exact concurrent t-EER of a tandem trial list and, if asked, the package's approximation."""
+    cm, asv = trials.curves()
+    found = teer_search(cm, asv)
+    approx = teer_accelerated(cm, asv) if with_approx else None
+    return TEer(None if found is None else found[0], approx)
