@@ -160,16 +160,20 @@ def teer_search(cm: DetCurve, asv: AsvCurves) -> tuple[float, int, int] | None:
     the first whose |Pfa_non/Pfa_spf − Pfa_cm/(1 − Pmiss_cm)| is smallest; the t-EER there is
     Pfa_spf·Pfa_cm. None when no threshold qualifies (the package fails there).
     """
-    cm_idx = _nearest_cm_points(cm, asv)
     a, b, c = asv.pmiss, asv.pfa_non, asv.pfa_spf
-    allowed = a < (1 - RHO_SPOOF) * b + RHO_SPOOF * c
-    with np.errstate(divide="ignore", invalid="ignore"):
-        crit = np.abs(b / c - cm.far[cm_idx] / (1 - cm.frr[cm_idx]))
-    crit = np.where(allowed & (crit < np.inf), crit, np.inf)
-    j = int(np.argmin(crit))
-    if not crit[j] < np.inf:
+    # Only thresholds in the allowed region with spoofs accepted can win (Pfa_spf = 0 makes the
+    # criterion infinite or NaN, which the package never picks), so only those need a CM point.
+    rows = np.flatnonzero((a < (1 - RHO_SPOOF) * b + RHO_SPOOF * c) & (c > 0))
+    if rows.size == 0:
         return None
-    i = int(cm_idx[j])
+    cm_idx = _nearest_cm_points(cm, AsvCurves(a[rows], b[rows], c[rows]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crit = np.abs(b[rows] / c[rows] - cm.far[cm_idx] / (1 - cm.frr[cm_idx]))
+    crit[~(crit < np.inf)] = np.inf
+    k = int(np.argmin(crit))
+    if not crit[k] < np.inf:
+        return None
+    j, i = int(rows[k]), int(cm_idx[k])
     return float(c[j] * cm.far[i]), j, i
 
 
