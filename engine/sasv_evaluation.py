@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from utils.metrics import AsvRates, MetricError
-from utils.sasv import ORGANISER_ASV_RATES, TandemTrials, a_dcf, asv_rates_from_scores, sasv_min_tdcf, t_eer
+from utils.sasv import ORGANISER_ASV_RATES, TandemTrials, a_dcf, asv_rates_from_scores, sasv_measures
 from utils.sasv_files import SasvTrials, read_asv_only, read_sasv
 from utils.scorefiles import ASV_KEYS
 
@@ -47,21 +47,17 @@ def _cell(
     """Measures of one condition from boolean row masks (n,); None if a class has no trials."""
     if not (tar.any() and non.any() and spf.any()):
         return None
-    out = {"a_dcf": a_dcf(trials.sasv[tar], trials.sasv[non], trials.sasv[spf])}
+    sasv = (trials.sasv[tar], trials.sasv[non], trials.sasv[spf])
     if trials.cm is None or trials.asv is None:
-        return out | {"min_tdcf": None, "t_eer": None}
+        return {"a_dcf": a_dcf(*sasv), "min_tdcf": None, "t_eer": None}
     rates: AsvRates = ORGANISER_ASV_RATES
     if org is not None:
         labels, scores = org
         in_cell = tar | non | spf
         rates = asv_rates_from_scores(*(scores[in_cell & (labels == k)] for k in ASV_KEYS))
     cm, asv = trials.cm, trials.asv
-    out["min_tdcf"] = sasv_min_tdcf(cm[tar | non], cm[spf], rates)
-    teer = t_eer(TandemTrials(cm[tar], cm[non], cm[spf], asv[tar], asv[non], asv[spf]), with_approx=approx)
-    out["t_eer"] = teer.exact
-    if approx:
-        out["t_eer_package"] = teer.approx
-    return out
+    tandem = TandemTrials(cm[tar], cm[non], cm[spf], asv[tar], asv[non], asv[spf])
+    return sasv_measures(tandem, sasv, rates, approx)
 
 
 def _per_cell(trials: SasvTrials, org: tuple | None) -> dict:

@@ -26,7 +26,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from utils.metrics import AsvRates, CostModel, DetCurve, MetricError, asv_error_rates, det_curve, min_tdcf
+from utils.metrics import (
+    AsvRates,
+    CostModel,
+    DetCurve,
+    MetricError,
+    SortedTrials,
+    asv_error_rates,
+    check_cm_scores,
+    det_curve,
+    min_tdcf,
+    min_tdcf_from_det,
+)
 
 #: Spoofing prevalence of the concurrent t-EER; any value in (0, 1) gives the same point (TPAMI 2023).
 RHO_SPOOF = 0.5
@@ -228,6 +239,29 @@ class TEer:
 
     exact: float | None
     approx: float | None
+
+
+def sasv_measures(
+    trials: TandemTrials,
+    sasv: tuple[np.ndarray, np.ndarray, np.ndarray],
+    asv_rates: AsvRates = ORGANISER_ASV_RATES,
+    approx: bool = True,
+) -> dict[str, float | None]:
+    """a_dcf of the SASV scores (target, nontarget, spoof), min_tdcf and t_eer of the CM and ASV scores
+    (fractions); with `approx` also t_eer_package. The CM scores are sorted once for both CM measures."""
+    cm_trials = SortedTrials(np.concatenate((trials.cm_tar, trials.cm_non)), trials.cm_spf)
+    check_cm_scores(cm_trials)
+    cm = cm_trials.det()
+    asv = asv_curves(trials.asv_tar, trials.asv_non, trials.asv_spf)
+    found = teer_search(cm, asv)
+    out = {
+        "a_dcf": a_dcf(*sasv),
+        "min_tdcf": min_tdcf_from_det(cm, asv_rates, TDCF_COSTS, revised=True),
+        "t_eer": None if found is None else found[0],
+    }
+    if approx:
+        out["t_eer_package"] = teer_accelerated(cm, asv)
+    return out
 
 
 def t_eer(trials: TandemTrials, with_approx: bool = True) -> TEer:
