@@ -47,6 +47,17 @@ def test_measures_equal_the_package(seed: int) -> None:
     assert teer.approx == teer.exact
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_exact_teer_on_thousands_of_trials(seed: int) -> None:
+    """Enough ASV thresholds for the bracketed bisection to use many brackets; ties in both systems."""
+    rng = np.random.default_rng(100 + seed)
+    sizes = rng.integers(600, 1500, size=3)
+    cm = [np.round(rng.normal(m, 1, n), 1 + seed) for m, n in zip((2, 1.5, -1), sizes, strict=True)]
+    asv = [np.round(rng.normal(m, 1, n), 1 + seed) for m, n in zip((2, -1, 0.8), sizes, strict=True)]
+    expected = official.compute_teer(*official.teer_inputs(*cm, *asv)) / 100
+    assert t_eer(TandemTrials(*cm, *asv), with_approx=False).exact == pytest.approx(expected, abs=TOL)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_decimated_search_equals_the_package(seed: int) -> None:
     """With a small decimation size the package's coarse-to-fine search runs, and we follow it."""

@@ -141,27 +141,60 @@ def _tandem_gap(cm: DetCurve, a: np.ndarray, b: np.ndarray, c: np.ndarray, i: np
     return pmiss_tdm - pfa_tdm
 
 
-def _nearest_cm_points(cm: DetCurve, asv: AsvCurves) -> np.ndarray:
-    """For every ASV threshold, the first CM point minimising |Pmiss_tdm − Pfa_tdm|: int array (M,).
+def _first_nonnegative(cm: DetCurve, asv: AsvCurves, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per ASV threshold, the first CM point in [lo, hi) with a non-negative tandem gap (hi if none).
 
-    Bisection for the first point with a non-negative gap, then the package's first-minimum rule on
-    the few points around it (the gap is monotone up to rounding).
+    Bisection for all thresholds at once; `lo` and `hi` (int arrays, (M,)) are updated in place.
+    Narrow brackets step together on whole arrays (cheaper than indexing the unfinished ones).
     """
     a, b, c = asv.pmiss, asv.pfa_non, asv.pfa_spf
-    n_points = cm.frr.size
-    lo = np.zeros(a.size, dtype=np.int64)
-    hi = np.full(a.size, n_points, dtype=np.int64)
-    while True:
-        active = np.flatnonzero(lo < hi)
-        if active.size == 0:
-            break
+    narrow = np.flatnonzero(hi - lo <= 64)
+    if narrow.size:
+        la, ha = lo[narrow], hi[narrow]
+        an, bn, cn = a[narrow], b[narrow], c[narrow]
+        for _ in range(int((ha - la).max()).bit_length()):
+            open_ = la < ha
+            mid = (la + ha) // 2
+            up = _tandem_gap(cm, an, bn, cn, np.minimum(mid, cm.frr.size - 1)) >= 0
+            ha = np.where(open_ & up, mid, ha)
+            la = np.where(open_ & ~up, mid + 1, la)
+        lo[narrow], hi[narrow] = la, ha
+    active = np.flatnonzero(lo < hi)
+    while active.size:
         mid = (lo[active] + hi[active]) // 2
         up = _tandem_gap(cm, a[active], b[active], c[active], mid) >= 0
         hi[active[up]] = mid[up]
         lo[active[~up]] = mid[~up] + 1
-    window = np.clip(lo[:, None] + np.arange(-2, 2), 0, n_points - 1)
-    gaps = np.abs(_tandem_gap(cm, a[:, None], b[:, None], c[:, None], window))
-    return window[np.arange(a.size), np.argmin(gaps, axis=1)]
+        active = active[lo[active] < hi[active]]
+    return lo
+
+
+def _nearest_cm_points(cm: DetCurve, asv: AsvCurves, stride: int = 128) -> np.ndarray:
+    """For every ASV threshold, the first CM point minimising |Pmiss_tdm − Pfa_tdm|: int array (M,).
+
+    The gap grows along the CM points and, at a fixed CM point, with the ASV threshold (Pmiss_asv
+    rises, both Pfa fall), so the crossing moves down as the ASV threshold rises. A full bisection
+    at every `stride`-th threshold brackets the crossing of those in between, whose bisections are
+    then short. The package's first-minimum rule is applied on the few points around each crossing
+    (the gap is monotone up to rounding, hence the margins).
+    """
+    n_asv, n_points = asv.pmiss.size, cm.frr.size
+    coarse = np.unique(np.append(np.arange(0, n_asv, stride), n_asv - 1))
+    lo = np.zeros(coarse.size, dtype=np.int64)
+    k = _first_nonnegative(cm, _take_asv(asv, coarse), lo, np.full(coarse.size, n_points, dtype=np.int64))
+    seg = np.searchsorted(coarse, np.arange(n_asv), side="right") - 1
+    margin = 3
+    hi = np.minimum(k[seg] + margin, n_points)
+    lo = np.maximum(k[np.minimum(seg + 1, coarse.size - 1)] - margin, 0)
+    crossing = _first_nonnegative(cm, asv, lo, hi)
+    window = np.clip(crossing[:, None] + np.arange(-2, 2), 0, n_points - 1)
+    a, b, c = asv.pmiss[:, None], asv.pfa_non[:, None], asv.pfa_spf[:, None]
+    gaps = np.abs(_tandem_gap(cm, a, b, c, window))
+    return window[np.arange(n_asv), np.argmin(gaps, axis=1)]
+
+
+def _take_asv(asv: AsvCurves, sel: np.ndarray | slice) -> AsvCurves:
+    return AsvCurves(asv.pmiss[sel], asv.pfa_non[sel], asv.pfa_spf[sel])
 
 
 def teer_search(cm: DetCurve, asv: AsvCurves) -> tuple[float, int, int] | None:
@@ -177,7 +210,7 @@ def teer_search(cm: DetCurve, asv: AsvCurves) -> tuple[float, int, int] | None:
     rows = np.flatnonzero((a < (1 - RHO_SPOOF) * b + RHO_SPOOF * c) & (c > 0))
     if rows.size == 0:
         return None
-    cm_idx = _nearest_cm_points(cm, AsvCurves(a[rows], b[rows], c[rows]))
+    cm_idx = _nearest_cm_points(cm, _take_asv(asv, rows))
     with np.errstate(divide="ignore", invalid="ignore"):
         crit = np.abs(b[rows] / c[rows] - cm.far[cm_idx] / (1 - cm.frr[cm_idx]))
     crit[~(crit < np.inf)] = np.inf
@@ -189,8 +222,7 @@ def teer_search(cm: DetCurve, asv: AsvCurves) -> tuple[float, int, int] | None:
 
 
 def _take(cm: DetCurve, asv: AsvCurves, cm_sel: np.ndarray | slice, asv_sel: np.ndarray | slice):
-    cm_part = DetCurve(cm.frr[cm_sel], cm.far[cm_sel], cm.thresholds[cm_sel])
-    return cm_part, AsvCurves(asv.pmiss[asv_sel], asv.pfa_non[asv_sel], asv.pfa_spf[asv_sel])
+    return DetCurve(cm.frr[cm_sel], cm.far[cm_sel], cm.thresholds[cm_sel]), _take_asv(asv, asv_sel)
 
 
 def teer_accelerated(
