@@ -15,8 +15,10 @@ A trial is identified by (spk, filename); scores and keys must hold the same tri
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -71,18 +73,26 @@ def read_header_table(path: str | os.PathLike, required: tuple[str, ...], what: 
             f"{where(path, 1)}: the header must name the columns '{' '.join(required)}' "
             f"(missing {', '.join(missing)}; got '{' '.join(first)}')"
         )
-    table = split_table(path, text, len(names), " ".join(first))
+    # Millions of short-lived token lists: the cyclic garbage collector would rescan them over and
+    # over (half the parse time) and can find no cycles among strings.
+    gc.disable()
+    try:
+        table = split_table(path, text, len(names), " ".join(first))
+    finally:
+        gc.enable()
     if table.line_numbers.size < 2:
         raise UserError(f"{path}: no trials after the header")
     columns = {name: list(col[1:]) for name, col in zip(names, table.columns, strict=True)}
     return HeaderTable(path, columns, table.line_numbers[1:])
 
 
-def trial_ids(table: HeaderTable) -> np.ndarray:
-    """'spk filename' of every row, checked unique: str array (n,)."""
-    ids = np.char.add(np.char.add(np.array(table.columns["spk"]), " "), np.array(table.columns["filename"]))
-    check_unique(table.path, ids, table.line_numbers, what="trial (spk, filename)")
-    return ids
+def trial_index(table: HeaderTable) -> dict[str, int]:
+    """'spk filename' -> row of every row; a trial given twice raises `UserError` naming both lines."""
+    ids = [f"{spk} {name}" for spk, name in zip(table.columns["spk"], table.columns["filename"], strict=True)]
+    index = {trial: k for k, trial in enumerate(ids)}
+    if len(index) < len(ids):
+        check_unique(table.path, ids, table.line_numbers, what="trial (spk, filename)")
+    return index
 
 
 @dataclass(frozen=True)
@@ -110,24 +120,22 @@ def _optional_scores(scores: HeaderTable, name: str) -> np.ndarray | None:
 
 
 def _join(scores: HeaderTable, keys: HeaderTable) -> np.ndarray:
-    """Row of `scores` for each row of `keys`; a trial in one file only is an error naming its line."""
-    score_ids, key_ids = trial_ids(scores), trial_ids(keys)
-    order = np.argsort(score_ids)
-    pos = np.clip(np.searchsorted(score_ids, key_ids, sorter=order), 0, score_ids.size - 1)
-    rows = order[pos]
-    found = score_ids[rows] == key_ids
-    if not found.all():
-        k = int(np.argmin(found))
-        raise UserError(
-            f"{where(keys.path, keys.line_numbers[k])}: trial '{key_ids[k]}' has no score in {scores.path}"
-        )
-    if score_ids.size != key_ids.size:
-        extra = np.ones(score_ids.size, dtype=bool)
+    """Row of `scores` for each row of `keys`: int array (n_keys,); a trial in one file only is an error
+    naming its line."""
+    score_index, key_index = trial_index(scores), trial_index(keys)
+    rows = np.fromiter(map(score_index.get, key_index, repeat(-1)), dtype=np.int64, count=len(key_index))
+    if (rows < 0).any():
+        k = int(np.argmax(rows < 0))
+        trial = list(key_index)[k]
+        line = where(keys.path, keys.line_numbers[k])
+        raise UserError(f"{line}: trial '{trial}' has no score in {scores.path}")
+    if len(score_index) != len(key_index):
+        extra = np.ones(len(score_index), dtype=bool)
         extra[rows] = False
         k = int(np.argmax(extra))
-        raise UserError(
-            f"{where(scores.path, scores.line_numbers[k])}: trial '{score_ids[k]}' is not in {keys.path}"
-        )
+        trial = list(score_index)[k]
+        line = where(scores.path, scores.line_numbers[k])
+        raise UserError(f"{line}: trial '{trial}' is not in {keys.path}")
     return rows
 
 
