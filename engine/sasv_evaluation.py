@@ -60,22 +60,29 @@ def _cell(
     return sasv_measures(tandem, sasv, rates, approx)
 
 
+def _groups(values: np.ndarray | None, keep: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Sorted names of `values[keep]` and every row's index among them (-1 if not one of them)."""
+    if values is None:
+        return [], np.full(keep.size, -1)
+    names, codes = np.unique(values, return_inverse=True)
+    wanted = np.unique(codes[keep])
+    remap = np.full(names.size, -1)
+    remap[wanted] = np.arange(wanted.size)
+    return names[wanted].tolist(), remap[codes]
+
+
 def _per_cell(trials: SasvTrials, org: tuple | None) -> dict:
     """per_cell[attack][codec] with ``pooled`` first on both axes, as the package's full tables."""
     is_spoof = trials.cm_label == "spoof"
-    attacks, codecs = [POOLED], [POOLED]
-    if trials.attack is not None:
-        attacks += sorted(set(trials.attack[is_spoof].tolist()))
-    if trials.codec is not None:
-        codecs += sorted(set(trials.codec.tolist()))
-    table: dict = {attack: {} for attack in attacks}
-    everything = np.ones(trials.sasv.size, dtype=bool)
-    for codec in codecs:
-        in_codec = everything if codec == POOLED else trials.codec == codec
-        tar = in_codec & (trials.asv_label == "target")
-        non = in_codec & (trials.asv_label == "nontarget")
-        for attack in attacks:
-            spf = in_codec & (is_spoof if attack == POOLED else trials.attack == attack)
+    attacks, attack_of = _groups(trials.attack, is_spoof)
+    codecs, codec_of = _groups(trials.codec, np.ones(is_spoof.size, dtype=bool))
+    table: dict = {attack: {} for attack in (POOLED, *attacks)}
+    is_tar, is_non = trials.asv_label == "target", trials.asv_label == "nontarget"
+    for c, codec in enumerate((POOLED, *codecs)):
+        in_codec = np.ones(is_spoof.size, dtype=bool) if c == 0 else codec_of == c - 1
+        tar, non = in_codec & is_tar, in_codec & is_non
+        for a, attack in enumerate((POOLED, *attacks)):
+            spf = in_codec & (is_spoof if a == 0 else attack_of == a - 1)
             try:
                 table[attack][codec] = _cell(trials, tar, non, spf, org, approx=False)
             except MetricError as exc:
