@@ -262,6 +262,17 @@ def main_sasv(args: argparse.Namespace) -> int:
         raise UserError("--sasv-scores and --sasv-keys go together")
     if args.scores is not None:
         raise UserError(f"{args.scores}: give either a CM score file or --sasv-scores, not both")
+    cm_only = {
+        "--protocol": args.protocol,
+        "--asv-metadata": args.asv_metadata,
+        "--calibrate": args.calibrate,
+        "--plot": args.plot,
+        "--subset": args.subset,
+    }
+    given = [flag for flag, value in cm_only.items() if value is not None]
+    if given or args.allow_negated or args.metrics != "asvspoof2019":
+        flag = given[0] if given else "--allow-negated" if args.allow_negated else "--metrics"
+        raise UserError(f"{flag} is for CM score files; --sasv-scores takes --sasv-keys, --asv-scores")
     ev = evaluate_sasv(SasvRequest(args.sasv_scores, args.sasv_keys, args.asv_scores))
     print(format_sasv(ev.result))
     for note in ev.notes:

@@ -235,3 +235,9 @@ def test_flags_go_together(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     scores, _, _ = write_files(tmp_path)
     code, _, err = run(["--sasv-scores", scores], capsys)
     assert code == 2 and "--sasv-scores and --sasv-keys go together" in err
+
+
+def test_cm_flags_are_refused_with_sasv_scores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scores, keys, _ = write_files(tmp_path)
+    code, _, err = run(["--sasv-scores", scores, "--sasv-keys", keys, "--plot", tmp_path / "p.png"], capsys)
+    assert code == 2 and "--plot is for CM score files" in err
