@@ -47,6 +47,15 @@ def test_measures_equal_the_package(seed: int) -> None:
     assert teer.approx == teer.exact
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_dcf_with_heavy_ties(seed: int) -> None:
+    """Integer scores: most DET points lie inside tie groups, where the package's order decides."""
+    rng = np.random.default_rng(50 + seed)
+    sizes = rng.integers(5, 200, size=3)
+    sasv = [np.round(rng.normal(m, 2, n)) for m, n in zip((2, -1, 0.5), sizes, strict=True)]
+    assert a_dcf(*sasv) == pytest.approx(official.a_dcf(*sasv), abs=TOL)
+
+
 @pytest.mark.parametrize("seed", range(2))
 def test_exact_teer_on_thousands_of_trials(seed: int) -> None:
     """Enough ASV thresholds for the bracketed bisection to use many brackets; ties in both systems."""

@@ -72,11 +72,15 @@ ORGANISER_ASV_RATES = AsvRates(
 )
 
 
-def _sorted_labels(tar: np.ndarray, non: np.ndarray, spf: np.ndarray) -> np.ndarray:
-    """Labels 0 = target, 1 = nontarget, 2 = spoof in stable ascending score order (ties keep that order)."""
+def _need_all(tar: np.ndarray, non: np.ndarray, spf: np.ndarray) -> None:
     for n, what in ((len(tar), "target"), (len(non), "nontarget"), (len(spf), "spoof")):
         if n == 0:
             raise MetricError(f"no {what} trials: the SASV measures need target, nontarget and spoof trials")
+
+
+def _sorted_labels(tar: np.ndarray, non: np.ndarray, spf: np.ndarray) -> np.ndarray:
+    """Labels 0 = target, 1 = nontarget, 2 = spoof in stable ascending score order (ties keep that order)."""
+    _need_all(tar, non, spf)
     scores = np.concatenate((tar, non, spf)).astype(np.float64, copy=False)
     labels = np.repeat(np.arange(3, dtype=np.int8), (len(tar), len(non), len(spf)))
     return labels[np.argsort(scores, kind="mergesort")]
@@ -87,12 +91,19 @@ def a_dcf(tar: np.ndarray, non: np.ndarray, spf: np.ndarray, costs: SasvCosts = 
 
     Cost at each of the T + N + S + 1 DET points (one per trial, stable sort): Cmiss·Ptrg·Pmiss +
     Cfa_asv·Pnontrg·Pfa_non + Cfa_cm·Pspf·Pfa_spf, divided by min(all-accept cost, all-reject cost).
+    Rejecting a nontarget or spoof lowers the cost and rejecting a target raises it (each term is
+    monotone, rounding included), so the minimum lies at the point just before a target is rejected
+    or at the last point; only those are evaluated, from one sort per class.
     """
-    labels = _sorted_labels(tar, non, spf)
-    n_tar, n_non, n_spf = len(tar), len(non), len(spf)
-    frr = np.concatenate(([0.0], np.cumsum(labels == 0) / n_tar))
-    far_asv = np.concatenate(([1.0], (n_non - np.cumsum(labels == 1)) / n_non))
-    far_cm = np.concatenate(([1.0], (n_spf - np.cumsum(labels == 2)) / n_spf))
+    _need_all(tar, non, spf)
+    tar_sorted = np.sort(tar)
+    # Ties: targets come first in the package's order, so only strictly lower others are rejected.
+    n_rej = np.append(np.searchsorted(np.sort(non), tar_sorted, side="left"), len(non))
+    s_rej = np.append(np.searchsorted(np.sort(spf), tar_sorted, side="left"), len(spf))
+    t_rej = np.arange(len(tar) + 1)
+    frr = t_rej / len(tar)
+    far_asv = (len(non) - n_rej) / len(non)
+    far_cm = (len(spf) - s_rej) / len(spf)
     cost = (costs.cmiss * costs.ptrg) * frr + (costs.cfa_asv * costs.pnontrg) * far_asv
     cost = cost + (costs.cfa_cm * costs.pspf) * far_cm
     all_accept = costs.cfa_asv * costs.pnontrg + costs.cfa_cm * costs.pspf
