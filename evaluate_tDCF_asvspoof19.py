@@ -6,6 +6,8 @@
   attack × codec tables (docs/evaluation.md); LA min t-DCF with the 2021 ASV scores (--asv-scores score.txt
   --asv-metadata keys/LA/ASV/trial_metadata.txt).
 - In-the-Wild (--protocol meta.csv): pooled EER and a score histogram.
+- ASVspoof 5 Track 2 (--sasv-scores FILE --sasv-keys FILE): a-DCF, min t-DCF and the exact concurrent
+  t-EER, pooled and per attack × codec (docs/evaluation.md, "Track 2 (SASV)").
 - --metrics asvspoof5 adds minDCF, actDCF, Cllr, minCllr (docs/evaluation.md); --calibrate fits an affine
   score-to-LLR map on development scores and applies it to the scores first.
 Scores: higher = more bona fide. The work is in utils/ and data/; this file parses flags and prints.
@@ -28,6 +30,7 @@ from pathlib import Path
 from data.corpora import corpus_names, get_corpus
 from data.corpora.trial_metadata import SUBSET_CHOICES
 from engine.evaluation import EvalRequest, evaluate_scores, fit_file_calibration, protocol_corpus
+from engine.sasv_evaluation import POOLED, SasvRequest, evaluate_sasv
 from utils.conditions import format_condition_tables
 from utils.errors import UserError, run_cli
 from utils.io import atomic_write_text
@@ -60,6 +63,23 @@ def _add_metric_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_sasv_arguments(parser: argparse.ArgumentParser) -> None:
+    """--sasv-scores, --sasv-keys (ASVspoof 5 Track 2; --asv-scores then takes the organisers' ASV file)."""
+    parser.add_argument(
+        "--sasv-scores",
+        type=Path,
+        metavar="FILE",
+        help="ASVspoof 5 Track 2 score file 'spk filename cm-score asv-score sasv-score' (header line); "
+        "prints a-DCF, min t-DCF and t-EER; --asv-scores may then give the organisers' ASV scores",
+    )
+    parser.add_argument(
+        "--sasv-keys",
+        type=Path,
+        metavar="FILE",
+        help="its key file 'spk filename cm-label asv-label' (attack and codec columns: per-cell tables)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     layouts = "; ".join(f"{name}: '{cols}'" for name, cols in SCORE_LAYOUTS.items())
     parser = argparse.ArgumentParser(
@@ -68,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "as the official ASVspoof 2019 evaluation code computes them.",
         epilog=f"Score layouts: {layouts}. Higher score = more bona fide.",
     )
-    parser.add_argument("scores", type=Path, help="CM score file")
+    parser.add_argument("scores", type=Path, nargs="?", help="CM score file (not with --sasv-scores)")
     parser.add_argument(
         "--format",
         default="auto",
@@ -104,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="2021 LA: the ASV keys keys/LA/ASV/trial_metadata.txt, joined to --asv-scores on (model, trial)",
     )
     _add_metric_arguments(parser)
+    _add_sasv_arguments(parser)
     parser.add_argument(
         "--json", type=Path, metavar="PATH", help="also write the numbers (fractions) as JSON"
     )
@@ -206,6 +227,61 @@ def format_2021_report(result: dict, layout_track: str) -> str:
     return "\n".join(lines) + "\n" + format_condition_tables(layout, result)
 
 
+def _num(x: float | None, scale: float = 1.0) -> str:
+    return "-" if x is None else f"{scale * x:.5f}"
+
+
+def format_sasv(result: dict) -> str:
+    """A Track 2 result dict as plain text: pooled measures, then an attack × codec table per measure."""
+    lines = [
+        f"SASV scores: {result['sasv_scores']} ({result['n_target']:,} target, "
+        f"{result['n_nontarget']:,} nontarget, {result['n_spoof']:,} spoof)",
+        f"  ASV error rates for the t-DCF: {result['asv_rates']}",
+        f"  a-DCF {_num(result['a_dcf'])}   min t-DCF {_num(result['min_tdcf'])}   "
+        f"t-EER {_num(result['t_eer'], 100)} %",
+    ]
+    approx = result.get("t_eer_package")
+    if result["t_eer"] is not None and approx != result["t_eer"]:
+        lines.append(f"  the official package's decimated t-EER search gives {_num(approx, 100)} %")
+    table = result.get("per_cell")
+    if table:
+        codecs = list(table[POOLED])
+        header = f"{'':<8}" + "".join(f"{c:>10}" for c in codecs)
+        measures = (("a_dcf", "a-DCF", 1), ("min_tdcf", "min t-DCF", 1), ("t_eer", "t-EER %", 100))
+        for key, name, scale in measures:
+            lines += ["", f"{name} (rows: attack, columns: codec)", header]
+            for attack, row in table.items():
+                cells = [_num(None if row[c] is None else row[c][key], scale) for c in codecs]
+                lines.append(f"{attack:<8}" + "".join(f"{v:>10}" for v in cells))
+    return "\n".join(lines)
+
+
+def main_sasv(args: argparse.Namespace) -> int:
+    """Track 2: evaluate, print, and write --json."""
+    if args.sasv_scores is None or args.sasv_keys is None:
+        raise UserError("--sasv-scores and --sasv-keys go together")
+    if args.scores is not None:
+        raise UserError(f"{args.scores}: give either a CM score file or --sasv-scores, not both")
+    cm_only = {
+        "--protocol": args.protocol,
+        "--asv-metadata": args.asv_metadata,
+        "--calibrate": args.calibrate,
+        "--plot": args.plot,
+        "--subset": args.subset,
+    }
+    given = [flag for flag, value in cm_only.items() if value is not None]
+    if given or args.allow_negated or args.metrics != "asvspoof2019":
+        flag = given[0] if given else "--allow-negated" if args.allow_negated else "--metrics"
+        raise UserError(f"{flag} is for CM score files; --sasv-scores takes --sasv-keys, --asv-scores")
+    ev = evaluate_sasv(SasvRequest(args.sasv_scores, args.sasv_keys, args.asv_scores))
+    print(format_sasv(ev.result))
+    for note in ev.notes:
+        print(note)
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(ev.result, indent=2) + "\n")
+    return 0
+
+
 FLAG_NAMES = {
     "protocol": "--protocol",
     "subset": "--subset",
@@ -217,6 +293,10 @@ FLAG_NAMES = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.sasv_scores is not None or args.sasv_keys is not None:
+        return main_sasv(args)
+    if args.scores is None:
+        raise UserError("give a CM score file (or --sasv-scores FILE --sasv-keys FILE)")
     try:
         costs = CostModel(ptar=args.priors[0], pnon=args.priors[1], pspoof=args.priors[2])
     except MetricError as exc:
