@@ -67,6 +67,9 @@ class Corpus:
     subsets: ClassVar[tuple[str, ...]] = ()
     #: the per-condition tables it is evaluated with (`utils.conditions`), None: pooled and per attack
     conditions: ClassVar[ConditionLayout | None] = None
+    #: evaluated with the ASVspoof 5 Track 1 tables (minDCF, actDCF, Cllr, minCllr, EER per attack x codec;
+    #: `utils.track1`) from its rows' ``attack`` and ``codec``
+    track1_tables: ClassVar[bool] = False
     #: where the organisers' ASV files lie under the root, for messages; None: the corpus has none
     asv_scores_hint: ClassVar[str | None] = None
     asv_metadata_hint: ClassVar[str | None] = None
