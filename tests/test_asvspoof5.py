@@ -4,6 +4,7 @@ evaluation (utils/track1.py, evaluate_tDCF_asvspoof19.py) against the evaluation
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,10 @@ from official_asvspoof5 import track1_full
 
 from data.corpora import detect_corpus, get_corpus, read_protocol
 from data.corpora.__main__ import main as check_main
+from evaluate_tDCF_asvspoof19 import main as evaluate_main
 from utils.errors import UserError, run_cli
 from utils.metrics import min_cllr
+from utils.scorefiles import read_scores, write_scores
 from utils.track1 import track1_tables
 
 ATTACKS = ("A17", "A18", "A19", "A20")
@@ -175,3 +178,101 @@ def test_track1_ties_count_bona_fide_first() -> None:
     oracle = track1_full(scores, np.where(is_bona, "bonafide", "spoof"), np.array(["bonafide", "A1"] * 3),
                          np.array(["-"] * 6))["pooled"]["pooled"]
     assert oracle == {"min_dcf": 1.0, "act_dcf": 1.0, "cllr": 1.0, "eer": 1.0}
+
+
+# --------------------------------------------------------------------------------- the evaluator CLI
+
+
+def run_eval(argv: list, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = run_cli(evaluate_main, [str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def write_eval_files(tmp_path: Path, t: dict[str, np.ndarray]) -> dict[str, Path]:
+    """The protocol, our 'utt_id attack key score' file, the package's score and key files (shuffled)."""
+    protocol = tmp_path / "ASVspoof5.eval.track_1.tsv"
+    protocol.write_text(protocol_text(t))
+    ours = tmp_path / "scores.txt"
+    write_scores(ours, t["ids"].tolist(), t["scores"], t["attacks"].tolist(), t["keys"].tolist())
+    order = np.random.default_rng(1).permutation(t["ids"].size)
+    package_scores = tmp_path / "package_scores.tsv"
+    package_scores.write_text(
+        "filename\tcm-score\n" + "".join(f"{t['ids'][i]}\t{t['scores'][i]}\n" for i in order)
+    )
+    package_keys = tmp_path / "package_keys.tsv"
+    package_keys.write_text(
+        "filename\tcm-label\n" + "".join(f"{t['ids'][i]}\t{t['keys'][i]}\n" for i in order)
+    )
+    return {"protocol": protocol, "ours": ours, "scores": package_scores, "keys": package_keys}
+
+
+def test_track1_cli_json_equals_the_package(tmp_path: Path, capsys) -> None:
+    t = generate_trials()
+    files = write_eval_files(tmp_path, t)
+    oracle = track1_full(t["scores"], t["keys"], t["attacks"], t["codecs"])
+    for scores in (files["ours"], files["scores"]):
+        out_json = tmp_path / "r.json"
+        code, out, err = run_eval([scores, "--protocol", files["protocol"], "--json", out_json], capsys)
+        assert (code, err) == (0, "")
+        result = json.loads(out_json.read_text())
+        assert result["format"] == ("asvspoof5" if scores == files["scores"] else "id-attack-key-score")
+        assert (result["n_bonafide"], result["n_spoof"]) == (int(np.sum(t["keys"] == "bonafide")),
+                                                            int(np.sum(t["keys"] == "spoof")))
+        for key, value in oracle["pooled"]["pooled"].items():
+            assert result[key] == pytest.approx(value, abs=1e-12, rel=0)
+        assert result["per_cell"]["A20"]["C03"] is None
+        assert set(result["per_cell"]["A17"]["C01"]) == {"min_dcf", "act_dcf", "cllr", "min_cllr", "eer"}
+        for attack, row in oracle.items():
+            for codec, expected in row.items():
+                for key, value in (expected or {}).items():
+                    assert result["per_cell"][attack][codec][key] == pytest.approx(value, abs=1e-12, rel=0)
+        pooled = oracle["pooled"]["pooled"]
+        assert f"pooled: minDCF {pooled['min_dcf']:.6f}   actDCF {pooled['act_dcf']:.6f}" in out
+        assert "minDCF: attack x codec" in out and out.count("\nA20 ") == 5
+
+
+def test_the_package_key_file_gives_the_pooled_measures(tmp_path: Path, capsys) -> None:
+    t = generate_trials()
+    files = write_eval_files(tmp_path, t)
+    out_json = tmp_path / "r.json"
+    code, _, err = run_eval([files["scores"], "--protocol", files["keys"], "--json", out_json], capsys)
+    assert (code, err) == (0, "")
+    result = json.loads(out_json.read_text())
+    expected = track1_full(t["scores"], t["keys"], t["attacks"], t["codecs"])["pooled"]["pooled"]
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value, abs=1e-12, rel=0)
+    assert result["codecs"] == [] and list(result["per_cell"]["pooled"]) == ["pooled"]
+
+
+def test_bad_package_files_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    t = generate_trials(20)
+    files = write_eval_files(tmp_path, t)
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("filename\tcm-score\nE_0000000000\t0.5\nE_0000000001\tlow\n")
+    code, out, err = run_eval([bad, "--protocol", files["protocol"]], capsys)
+    assert (code, out, err) == (2, "", f"error: {bad}:3: score 'low' is not a number\n")
+    bad.write_text("filename\tcm-score\n")
+    assert run_eval([bad, "--protocol", files["protocol"]], capsys)[2] == (
+        f"error: {bad}:1: no scores after the header\n"
+    )
+    bad.write_text("filename\tcm-score\nE_0000000000\t0.5\n")
+    err = run_eval([bad, "--protocol", files["protocol"]], capsys)[2]
+    assert err == f"error: {files['protocol']}: 19 of 20 protocol trials have no score in {bad} " \
+        "(first: E_0000000001, E_0000000002, E_0000000003, ...)\n"
+
+
+def test_generate_score_format_asvspoof5_round_trips(checkpoint, tiny_corpus: Path, tmp_path: Path) -> None:
+    import generate_score
+
+    path, _, _ = checkpoint
+    argv = ["--checkpoint", str(path), "--features", str(tiny_corpus / "feats"), "--partition", "eval",
+            "--no-progress"]
+    ours, package = tmp_path / "ours.txt", tmp_path / "package.tsv"
+    assert generate_score.main([*argv, "--output", str(ours)]) == 0
+    assert generate_score.main([*argv, "--output", str(package), "--format", "asvspoof5"]) == 0
+    lines = package.read_text().splitlines()
+    assert lines[0] == "filename\tcm-score" and all(len(line.split("\t")) == 2 for line in lines[1:])
+    a, b = read_scores(ours), read_scores(package)
+    assert b.fmt == "asvspoof5" and b.keys is None
+    assert b.utt_ids.tolist() == a.utt_ids.tolist() and b.scores.tolist() == a.scores.tolist()
