@@ -411,17 +411,31 @@ def evaluate_conditions(
     return result, bonafide, spoof, spoof_trials.rows
 
 
+def protocol_order(
+    scores_path: Path, protocol: Path, protocol_format: str, scored: np.ndarray, listed: np.ndarray
+) -> np.ndarray:
+    """Index into the protocol's trials (``listed``) of every scored utt_id (``scored``), (n,); ids missing
+    from either side raise `UserError` as in `matched_rows`."""
+    if scored.shape == listed.shape and np.array_equal(scored, listed):
+        return np.arange(listed.size)
+    index = dict(zip(listed.tolist(), range(listed.size), strict=True))
+    found = [index.get(utt, -1) for utt in scored.tolist()]
+    if -1 in found or len(found) != listed.size:
+        matched_rows(scores_path, protocol, protocol_format, scored.tolist())  # raises the detailed error
+    return np.array(found)
+
+
 def evaluate_track1(
-    req: EvalRequest, cm: CMScores, scores: np.ndarray, notes: list[str]
+    req: EvalRequest, corpus: Corpus, cm: CMScores, scores: np.ndarray, notes: list[str]
 ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """Result dict of an ASVspoof 5 Track 1 evaluation (`utils.track1`: pooled measures and
     ``per_cell[attack][codec]``) and its bona fide, spoof, spoof attack arrays."""
-    rows = matched_rows(req.scores, req.protocol, req.protocol_format, cm.utt_ids.tolist())
-    is_bona = np.array([row.key == BONAFIDE for row in rows], dtype=bool)
+    trials = corpus.trial_columns(req.protocol, read_text(req.protocol, "protocol file"))
+    order = protocol_order(req.scores, req.protocol, req.protocol_format, cm.utt_ids, trials.utt_ids)
+    is_bona = trials.keys[order] == BONAFIDE
     two_classes(is_bona, str(req.scores))
-    attacks = np.array([row.attack for row in rows])
-    with_codecs = any("codec" in row.extra for row in rows)
-    codecs = np.array([row.extra.get("codec", "-") for row in rows]) if with_codecs else None
+    attacks = trials.attacks[order]
+    codecs = None if trials.codecs is None else trials.codecs[order]
     negated = req.allow_negated and maybe_negate(
         scores[is_bona], scores[~is_bona], notes, req.name("allow_negated")
     )
@@ -466,7 +480,7 @@ def evaluate_scores(req: EvalRequest, corpus: Corpus | None = None) -> Evaluatio
     cm = read_scores(req.scores, req.score_format)
     scores = cm.scores if req.calibration is None else req.calibration.apply(cm.scores)
     if corpus is not None and corpus.track1_tables:
-        result, bonafide, spoof, groups = evaluate_track1(req, cm, scores, notes)
+        result, bonafide, spoof, groups = evaluate_track1(req, corpus, cm, scores, notes)
     elif corpus is not None and corpus.conditions is not None:
         result, bonafide, spoof, groups = evaluate_conditions(req, corpus, cm, scores, notes)
     else:

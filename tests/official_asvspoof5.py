@@ -82,3 +82,19 @@ def track1_full(
             spoof = scores[in_codec & chosen]
             table[attack][codec] = track1(bona, spoof) if bona.size and spoof.size else None
     return table
+
+
+def track1_full_frame(frame) -> dict[str, dict[str, dict[str, float] | None]]:
+    """`track1_full` as the package runs it: pandas queries per cell on a frame with the package's columns
+    ``cm-score``, ``cm_label``, ``attack_anon`` ('bonafide' on bona fide rows) and ``codec``."""
+    attack_list = ["pooled", *sorted(frame["attack_anon"].unique())[:-1]]
+    codec_list = ["pooled", *sorted(frame["codec"].unique())]
+    table: dict[str, dict[str, dict[str, float] | None]] = {a: {} for a in attack_list}
+    for codec in codec_list:
+        part = frame if codec == "pooled" else frame.query(f'codec == "{codec}"')
+        bona = part.query('cm_label == "bonafide"')["cm-score"].to_numpy()
+        for attack in attack_list:
+            query = 'cm_label == "spoof"' if attack == "pooled" else f'attack_anon == "{attack}"'
+            spoof = part.query(query)["cm-score"].to_numpy()
+            table[attack][codec] = track1(bona, spoof) if bona.size and spoof.size else None
+    return table

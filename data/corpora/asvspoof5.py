@@ -19,10 +19,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from data.corpora.base import Corpus, register_corpus
+import numpy as np
+
+from data.corpora.base import Corpus, TrialColumns, register_corpus
 from data.protocols import ProtocolRow, extra_fields, rows_from_columns
 from utils.errors import UserError, where
-from utils.scorefiles import CM_KEYS, check_unique, check_values, split_table
+from utils.scorefiles import BONAFIDE, CM_KEYS, check_unique, check_values, split_table
 
 _FILES = {"train": "train.tsv", "dev": "dev.track_1.tsv", "eval": "eval.track_1.tsv"}
 _AUDIO = {"train": ("flac_T",), "dev": ("flac_D",), "eval": ("flac_E_eval", "flac_E")}
@@ -64,22 +66,40 @@ class ASVspoof5(Corpus):
     def parse(
         self, path: Path, text: str, root: Path | None = None, partition: str | None = None
     ) -> list[ProtocolRow]:
-        head = text.lstrip().split("\n", 1)[0].split()
-        if tuple(t.lower() for t in head) == KEY_HEADER:
-            return _parse_key_file(path, text)
+        trials = self.trial_columns(path, text)
+        ids = trials.utt_ids.tolist()
+        speakers = _speakers(path, text, len(ids))
+        paths = None if root is None or partition is None else self.audio_paths(root, partition, ids)
+        cache: dict = {}
+        extra = None
+        if trials.codecs is not None:
+            extra = [extra_fields({"codec": codec}, cache) for codec in trials.codecs.tolist()]
+        return rows_from_columns(speakers, ids, trials.attacks.tolist(), trials.keys.tolist(), paths, extra)
+
+    def trial_columns(self, path: Path, text: str) -> TrialColumns:
+        if _is_key_file(text):
+            return _key_file_columns(path, text)
         table = split_table(path, text, 10, COLUMNS)
         keys = check_values(table, _KEY, CM_KEYS, "key")
-        ids = table.columns[_FILE]
-        check_unique(path, ids, table.line_numbers)
-        cache: dict = {}
-        extra = [extra_fields({"codec": codec}, cache) for codec in table.columns[_CODEC]]
-        paths = None if root is None or partition is None else self.audio_paths(root, partition, ids)
-        return rows_from_columns(
-            table.columns[_SPEAKER], ids, table.columns[_ATTACK], keys.tolist(), paths, extra
-        )
+        check_unique(path, table.columns[_FILE], table.line_numbers)
+        attacks = np.array(table.columns[_ATTACK])
+        attacks[keys == BONAFIDE] = "-"
+        return TrialColumns(np.array(table.columns[_FILE]), keys, attacks, np.array(table.columns[_CODEC]))
 
 
-def _parse_key_file(path: Path, text: str) -> list[ProtocolRow]:
+def _is_key_file(text: str) -> bool:
+    head = text.lstrip().split("\n", 1)[0].split()
+    return tuple(t.lower() for t in head) == KEY_HEADER
+
+
+def _speakers(path: Path, text: str, n: int) -> list[str]:
+    """The speaker column of a protocol (``unknown`` for the package's key file)."""
+    if _is_key_file(text):
+        return [UNKNOWN] * n
+    return list(split_table(path, text, 10, COLUMNS).columns[_SPEAKER])
+
+
+def _key_file_columns(path: Path, text: str) -> TrialColumns:
     """The evaluation package's ``filename	cm-label`` key file (header on the first non-blank line)."""
     lines = text.splitlines()
     first = next(i for i, line in enumerate(lines) if line.strip())
@@ -88,7 +108,6 @@ def _parse_key_file(path: Path, text: str) -> list[ProtocolRow]:
     if not body.strip():
         raise UserError(f"{where(path, first + 1)}: no trials after the header")
     table = split_table(path, body, 2, "\t".join(KEY_HEADER))
-    keys = check_values(table, 1, CM_KEYS, "cm-label").tolist()
-    ids = table.columns[0]
-    check_unique(path, ids, table.line_numbers)
-    return rows_from_columns([UNKNOWN] * len(ids), ids, [UNKNOWN] * len(ids), keys)
+    keys = check_values(table, 1, CM_KEYS, "cm-label")
+    check_unique(path, table.columns[0], table.line_numbers)
+    return TrialColumns(np.array(table.columns[0]), keys, np.where(keys == BONAFIDE, "-", UNKNOWN), None)
