@@ -92,13 +92,19 @@ def track1_tables(
     per_cell: dict[str, dict[str, dict[str, float] | None]] = {}
     row_labels = [POOLED, *attack_names.tolist()]
     col_labels = [POOLED, *codec_names.tolist()] if codecs is not None else [POOLED]
+    codec_code = codec_code.astype(np.int16)  # small integer keys: numpy's stable sort is a radix sort
     for r, row in enumerate(row_labels):
-        keep = slice(None) if r == 0 else bona | (row_code == r - 1)
-        rs, rb, rt, rc = s[keep], bona[keep], terms[keep], codec_code[keep]
-        cells: dict[str, dict[str, float] | None] = {}
-        for c, col in enumerate(col_labels):
-            sel = slice(None) if c == 0 else rc == c - 1
-            cells[col] = sorted_cell_measures(rs[sel], rb[sel], rt[sel], costs)
+        keep = np.ones(s.size, bool) if r == 0 else bona | (row_code == r - 1)
+        rs, rb, rt = s[keep], bona[keep], terms[keep]
+        cells = {POOLED: sorted_cell_measures(rs, rb, rt, costs)}
+        if codecs is not None:
+            # Grouped by codec, score order kept within each group: every cell is one contiguous slice.
+            by_codec = np.argsort(codec_code[keep], kind="stable")
+            rs, rb, rt = rs[by_codec], rb[by_codec], rt[by_codec]
+            bounds = np.cumsum(np.bincount(codec_code[keep], minlength=codec_names.size))
+            for c, col in enumerate(col_labels[1:]):
+                cut = slice(bounds[c - 1] if c else 0, bounds[c])
+                cells[col] = sorted_cell_measures(rs[cut], rb[cut], rt[cut], costs)
         per_cell[row] = cells
     return {
         "pooled": per_cell[POOLED][POOLED],
