@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import recipe
 from official_asvspoof5 import track1_full
 
 from data.corpora import detect_corpus, get_corpus, read_protocol
@@ -56,7 +57,7 @@ def protocol_text(t: dict[str, np.ndarray]) -> str:
 
 
 def write_layout(root: Path, n_per_partition: int = 6, eval_folder: str = "flac_E_eval") -> None:
-    """A tiny ASVspoof 5 tree: three protocols and their FLACs (0.5 s of noise each)."""
+    """A tiny ASVspoof 5 tree: three protocols and their FLACs (1 s of noise, louder for spoof)."""
     (root / "ASVspoof5_protocols").mkdir(parents=True)
     for prefix, folder, name in (
         ("T", "flac_T", "ASVspoof5.train.tsv"),
@@ -69,8 +70,9 @@ def write_layout(root: Path, n_per_partition: int = 6, eval_folder: str = "flac_
             utt = f"{prefix}_{i:010d}"
             key = "bonafide" if i % 3 == 0 else "spoof"
             label = "bonafide" if key == "bonafide" else f"A{i % 4 + 1:02d}"
-            lines.append(f"{prefix}_{i % 2:04d} {utt} M - - - - {label} {key} -\n")
-            noise = np.random.default_rng(i).standard_normal(8000) * 0.1
+            codec = "-" if i % 2 else "C01"
+            lines.append(f"{prefix}_{i % 2:04d} {utt} M {codec} - - - {label} {key} -\n")
+            noise = np.random.default_rng(i).standard_normal(16000) * (0.05 if key == "bonafide" else 0.2)
             sf.write(root / folder / f"{utt}.flac", noise, 16000, format="FLAC", subtype="PCM_16")
         (root / "ASVspoof5_protocols" / name).write_text("".join(lines))
 
@@ -298,3 +300,31 @@ def test_generate_score_format_asvspoof5_round_trips(checkpoint, tiny_corpus: Pa
     a, b = read_scores(ours), read_scores(package)
     assert b.fmt == "asvspoof5" and b.keys is None
     assert b.utt_ids.tolist() == a.utt_ids.tolist() and b.scores.tolist() == a.scores.tolist()
+
+
+def test_a_generated_asvspoof5_corpus_runs_the_whole_recipe(tmp_path: Path, capfd) -> None:
+    """preprocess -> train -> score -> evaluate with run_recipe.py on the asvspoof5 layout; the evaluation
+    is the Track 1 one (per attack x codec)."""
+    import run_recipe
+
+    root = tmp_path / "ASVspoof5"
+    write_layout(root, n_per_partition=9)
+    config = recipe(tmp_path, "demo_xlsr_lcnn", frontend={"name": "f0", "n_frames": 24},
+                    model={"name": "lcnn", "input_shape": [1, 45, 24]},
+                    data={"dataset": "asvspoof5", "train": "train", "dev": "dev", "eval": "eval"})
+    out = tmp_path / "out"
+    argv = ["--config", str(config), "--data-root", str(root), "--out", str(out), "--name", "a5",
+            "--no-progress", "train.epochs=1", "train.batch_size=4", "train.amp=none", "train.compile=false"]
+    assert run_cli(run_recipe.main, argv) == 0, capfd.readouterr().err
+    scores = read_scores(out / "scores" / "a5_eval.txt")
+    assert scores.utt_ids.tolist() == [f"E_{i:010d}" for i in range(9)]
+    result = json.loads((out / "eval" / "a5_eval.json").read_text())
+    assert result["protocol"] == str(root / "ASVspoof5_protocols" / "ASVspoof5.eval.track_1.tsv")
+    assert (result["n_bonafide"], result["n_spoof"], result["codecs"]) == (3, 6, ["-", "C01"])
+    attacks = np.where(scores.keys == "bonafide", "bonafide", scores.attacks)
+    codecs = np.array(["C01", "-"] * 4 + ["C01"])
+    expected = track1_full(scores.scores, scores.keys, attacks, codecs)
+    for attack, row in expected.items():
+        for codec, cell in row.items():
+            for key, value in (cell or {}).items():
+                assert result["per_cell"][attack][codec][key] == pytest.approx(value, abs=1e-12)
