@@ -8,6 +8,10 @@
 - In-the-Wild (--protocol meta.csv): pooled EER and a score histogram.
 - ASVspoof 5 Track 2 (--sasv-scores FILE --sasv-keys FILE): a-DCF, min t-DCF and the exact concurrent
   t-EER, pooled and per attack × codec (docs/evaluation.md, "Track 2 (SASV)").
+- ASVspoof 5 Track 1 (--protocol ASVspoof5.eval.track_1.tsv, or the evaluation package's key file
+  'filename<TAB>cm-label'): minDCF, actDCF, Cllr, minCllr, EER pooled and per attack x codec
+  (docs/evaluation.md).
+  Score files may be the package's 'filename<TAB>cm-score' with its header.
 - --metrics asvspoof5 adds minDCF, actDCF, Cllr, minCllr (docs/evaluation.md); --calibrate fits an affine
   score-to-LLR map on development scores and applies it to the scores first.
 Scores: higher = more bona fide. The work is in utils/ and data/; this file parses flags and prints.
@@ -34,9 +38,10 @@ from engine.sasv_evaluation import POOLED, SasvRequest, evaluate_sasv
 from utils.conditions import format_condition_tables
 from utils.errors import UserError, run_cli
 from utils.io import atomic_write_text
-from utils.metrics import CostModel, MetricError, SortedTrials
+from utils.metrics import CostModel, MetricError, SortedTrials, eer_from_det
 from utils.report import format_histogram
 from utils.scorefiles import SCORE_FORMATS, SCORE_LAYOUTS
+from utils.track1 import format_track1_tables
 
 
 def _add_metric_arguments(parser: argparse.ArgumentParser) -> None:
@@ -282,6 +287,20 @@ def main_sasv(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_track1_report(result: dict) -> str:
+    """An ASVspoof 5 Track 1 result dict as plain text: the pooled measures, then one attack x codec table
+    per measure."""
+    return (
+        f"CM scores:  {result['cm_scores']} ({result['n_bonafide']:,} bona fide, "
+        f"{result['n_spoof']:,} spoof; ASVspoof 5 Track 1, protocol {result['protocol']})\n"
+        f"pooled: minDCF {result['min_dcf']:.6f}   actDCF {result['act_dcf']:.6f}   "
+        f"Cllr {result['cllr']:.6f} bits   minCllr {result['min_cllr']:.6f} bits   "
+        f"EER {_pct(result['eer'])} %\n"
+        "(Pspoof 0.05, Cmiss 1, Cfa 10; actDCF and Cllr need calibrated LLRs)"
+        + format_track1_tables(result)
+    )
+
+
 FLAG_NAMES = {
     "protocol": "--protocol",
     "subset": "--subset",
@@ -327,8 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev = evaluate_scores(req, corpus)
     result = ev.result
     per_condition = corpus is not None and corpus.conditions is not None
-    report = format_2021_report(result, result["track"]) if per_condition else format_report(result)
-    if args.metrics == "asvspoof5":
+    track1 = corpus is not None and corpus.track1_tables
+    if track1:
+        report = format_track1_report(result)
+    else:
+        report = format_2021_report(result, result["track"]) if per_condition else format_report(result)
+    if args.metrics == "asvspoof5" and not track1:
         report += "\n" + format_asvspoof5(result)
     if "histogram" in result:
         report += "\n\nscore histogram\n" + format_histogram(result["histogram"])
@@ -343,7 +366,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         trials = SortedTrials(ev.bonafide, ev.spoof, ev.spoof_groups)
         dets = {"pooled": trials.det(), **{g: trials.det(g) for g in trials.group_names.tolist()}}
         plot_evaluation(
-            args.plot, dets, ev.bonafide, ev.spoof, title=str(args.scores), threshold=result["eer_threshold"]
+            args.plot,
+            dets,
+            ev.bonafide,
+            ev.spoof,
+            title=str(args.scores),
+            threshold=eer_from_det(dets["pooled"])[1],
         )
     return 0
 

@@ -156,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         "results as .csv or .json (otherwise printed only)",
     )
     parser.add_argument(
+        "--format",
+        choices=("id-attack-key-score", "asvspoof5"),
+        default="id-attack-key-score",
+        help="partition mode: score file layout; asvspoof5 writes the ASVspoof 5 evaluation package's "
+        "tab-separated 'filename<TAB>cm-score' with a header line (default: %(default)s)",
+    )
+    parser.add_argument(
         "--crop",
         choices=("windows", "first"),
         default="windows",
@@ -221,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              dataset=args.dataset, num_workers=args.num_workers, progress=progress)
     if args.llr:
         scores = to_llr(scorer, scores)
-    write_partition_scores(scores, args.output)
+    write_partition_scores(scores, args.output, args.format)
     n_bona = int((scores.labels == 0).sum())
     what = "calibrated LLRs" if args.llr else "scores"
     summary = f"{len(scores.utt_ids)} utterances scored -> {args.output} ({what}"

@@ -2,7 +2,7 @@
 
 Ours: the exact concurrent t-EER plus the a-DCF and the min t-DCF (utils/sasv.py, the CM DET curve shared).
 Baseline: the official package's approximate t-EER alone (`compute_teer_accelerated` after its curve
-functions, transcribed in tests/official_asvspoof5.py), on the same scores in the same run, and the
+functions, transcribed in tests/official_asvspoof5_track2.py), on the same scores in the same run, and the
 package's computation of all three (its per-trial a-DCF loop, min t-DCF, approximate t-EER). Prints the
 times, the ratios (target: at most 0.2x the approximate t-EER), the values, and the CPU; `--cli` also
 times the evaluator CLI end to end on the same trials written as the official tab-separated files.
@@ -25,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
-import official_asvspoof5 as official  # noqa: E402
+import official_asvspoof5_track2 as official  # noqa: E402
 
 from utils.sasv import TandemTrials, sasv_measures  # noqa: E402
 

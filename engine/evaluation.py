@@ -30,7 +30,7 @@ from data.corpora.trial_metadata import (
     subset_mask,
     subset_name,
 )
-from data.protocols import first_ids
+from data.protocols import ProtocolRow, first_ids
 from utils.calibration import Calibration, SeparableScoresWarning, fit_calibration
 from utils.conditions import AsvTrials, Trials, condition_tables
 from utils.errors import UserError
@@ -47,6 +47,7 @@ from utils.scorefiles import (
     read_text,
     rename_legacy_attacks,
 )
+from utils.track1 import track1_tables
 
 if TYPE_CHECKING:
     from data.corpora.trial_metadata import TrialMetadata
@@ -106,6 +107,28 @@ class Evaluation:
     notes: list[str]
 
 
+def matched_rows(
+    scores_path: Path, protocol: Path, protocol_format: str, utt_ids: list[str]
+) -> list[ProtocolRow]:
+    """The protocol row of every scored trial, in score-file order; ids missing from either side raise
+    `UserError` (every protocol trial must have exactly one score)."""
+    rows = {row.utt_id: row for row in read_protocol(protocol, protocol_format)}
+    unknown = [utt for utt in utt_ids if utt not in rows]
+    if unknown:
+        raise UserError(
+            f"{scores_path}: {len(unknown)} utt_ids are not in the protocol {protocol} "
+            f"(first: {first_ids(unknown)})"
+        )
+    if len(rows) != len(utt_ids):
+        scored = set(utt_ids)
+        unscored = [utt for utt in rows if utt not in scored]
+        raise UserError(
+            f"{protocol}: {len(unscored)} of {len(rows)} protocol trials have no score in "
+            f"{scores_path} (first: {first_ids(unscored)})"
+        )
+    return [rows[utt] for utt in utt_ids]
+
+
 def keys_and_attacks(
     scores_path: Path,
     protocol: Path | None,
@@ -130,21 +153,7 @@ def keys_and_attacks(
                 + ", ".join(f"{a}->{LEGACY_ATTACK_IDS[a]}" for a in renamed)
             )
         return keys, attacks
-    rows = {row.utt_id: row for row in read_protocol(protocol, protocol_format)}
-    unknown = [utt for utt in utt_ids if utt not in rows]
-    if unknown:
-        raise UserError(
-            f"{scores_path}: {len(unknown)} utt_ids are not in the protocol {protocol} "
-            f"(first: {first_ids(unknown)})"
-        )
-    if len(rows) != len(utt_ids):
-        scored = set(utt_ids)
-        unscored = [utt for utt in rows if utt not in scored]
-        raise UserError(
-            f"{protocol}: {len(unscored)} of {len(rows)} protocol trials have no score in "
-            f"{scores_path} (first: {first_ids(unscored)})"
-        )
-    matched = [rows[utt] for utt in utt_ids]
+    matched = matched_rows(scores_path, protocol, protocol_format, utt_ids)
     protocol_keys = np.array([row.key for row in matched])
     if keys is not None:
         n_differ = int(np.count_nonzero(protocol_keys != keys))
@@ -402,6 +411,56 @@ def evaluate_conditions(
     return result, bonafide, spoof, spoof_trials.rows
 
 
+def protocol_order(
+    scores_path: Path, protocol: Path, protocol_format: str, scored: np.ndarray, listed: np.ndarray
+) -> np.ndarray:
+    """Index into the protocol's trials (``listed``) of every scored utt_id (``scored``), (n,); ids missing
+    from either side raise `UserError` as in `matched_rows`."""
+    if scored.shape == listed.shape and np.array_equal(scored, listed):
+        return np.arange(listed.size)
+    index = dict(zip(listed.tolist(), range(listed.size), strict=True))
+    found = [index.get(utt, -1) for utt in scored.tolist()]
+    if -1 in found or len(found) != listed.size:
+        matched_rows(scores_path, protocol, protocol_format, scored.tolist())  # raises the detailed error
+    return np.array(found)
+
+
+def evaluate_track1(
+    req: EvalRequest, corpus: Corpus, cm: CMScores, scores: np.ndarray, notes: list[str]
+) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """Result dict of an ASVspoof 5 Track 1 evaluation (`utils.track1`: pooled measures and
+    ``per_cell[attack][codec]``) and its bona fide, spoof, spoof attack arrays."""
+    trials = corpus.trial_columns(req.protocol, read_text(req.protocol, "protocol file"))
+    order = protocol_order(req.scores, req.protocol, req.protocol_format, cm.utt_ids, trials.utt_ids)
+    is_bona = trials.keys[order] == BONAFIDE
+    two_classes(is_bona, str(req.scores))
+    attacks = trials.attacks[order]
+    codecs = None if trials.codecs is None else trials.codecs[order]
+    negated = req.allow_negated and maybe_negate(
+        scores[is_bona], scores[~is_bona], notes, req.name("allow_negated")
+    )
+    if negated:
+        scores = -scores
+    try:
+        tables = track1_tables(scores, is_bona, attacks, codecs)
+    except MetricError as exc:
+        raise UserError(f"{req.scores}: {exc}") from None
+    result = {
+        "cm_scores": str(req.scores),
+        "protocol": str(req.protocol),
+        "format": cm.fmt,
+        "track": "asvspoof5-track1",
+        "negated": negated,
+        "n_bonafide": int(np.count_nonzero(is_bona)),
+        "n_spoof": int(np.count_nonzero(~is_bona)),
+        **tables["pooled"],
+        "attacks": tables["attacks"],
+        "codecs": tables["codecs"],
+        "per_cell": tables["per_cell"],
+    }
+    return result, scores[is_bona], scores[~is_bona], attacks[~is_bona]
+
+
 def evaluate_scores(req: EvalRequest, corpus: Corpus | None = None) -> Evaluation:
     """Evaluate ``req`` (``corpus``: from `protocol_corpus`, which runs first when not given).
 
@@ -420,11 +479,14 @@ def evaluate_scores(req: EvalRequest, corpus: Corpus | None = None) -> Evaluatio
         )
     cm = read_scores(req.scores, req.score_format)
     scores = cm.scores if req.calibration is None else req.calibration.apply(cm.scores)
-    if corpus is not None and corpus.conditions is not None:
+    if corpus is not None and corpus.track1_tables:
+        result, bonafide, spoof, groups = evaluate_track1(req, corpus, cm, scores, notes)
+    elif corpus is not None and corpus.conditions is not None:
         result, bonafide, spoof, groups = evaluate_conditions(req, corpus, cm, scores, notes)
     else:
         result, bonafide, spoof, groups = evaluate_2019(req, corpus, cm, scores, notes)
-    if req.metrics == "asvspoof5":
+    # Track 1 results hold the ASVspoof 5 measures already.
+    if req.metrics == "asvspoof5" and not (corpus is not None and corpus.track1_tables):
         try:
             result.update(asvspoof5_measures(bonafide, spoof))
         except MetricError as exc:

@@ -217,9 +217,20 @@ def gather_scores(local: Scores) -> Scores:
     )
 
 
-def write_partition_scores(scores: Scores, path: str | os.PathLike) -> None:
-    """Write ``utt_id attack key score`` lines (atomically) with `utils.scorefiles.write_scores`."""
-    from utils.scorefiles import write_scores
+#: the score file layouts a partition's scores can be written in (`write_partition_scores`)
+PARTITION_SCORE_FORMATS = ("id-attack-key-score", "asvspoof5")
 
+
+def write_partition_scores(scores: Scores, path: str | os.PathLike, fmt: str = "id-attack-key-score") -> None:
+    """Write a partition's scores atomically: ``utt_id attack key score`` lines
+    (`utils.scorefiles.write_scores`), or with ``fmt`` ``asvspoof5`` the evaluation package's
+    ``filename<TAB>cm-score`` file with its header (no keys)."""
+    from utils.scorefiles import write_asvspoof5_scores, write_scores
+
+    if fmt not in PARTITION_SCORE_FORMATS:
+        raise ValueError(f"unknown score format {fmt!r}")
+    if fmt == "asvspoof5":
+        write_asvspoof5_scores(path, scores.utt_ids, scores.scores)
+        return
     keys = ["bonafide" if int(label) == 0 else "spoof" for label in scores.labels]
     write_scores(path, scores.utt_ids, scores.scores, attacks=scores.attacks, keys=keys)

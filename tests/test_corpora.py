@@ -35,6 +35,7 @@ SAMPLES = {
     "la2021": ("m.txt", "LA_0009 LA_E_9332881 alaw ita_tx A07 spoof notrim eval\n"),
     "df2021": ("d.txt", "LA_0023 DF_E_2000011 nocodec asvspoof A14 spoof notrim progress unknown - - - -\n"),
     "itw": ("meta.csv", "file,speaker,label\n0.wav,Alec Guinness,spoof\n"),
+    "asvspoof5": ("ASVspoof5.eval.track_1.tsv", "E_0001 E_0000000001 F C05 4 123 A19 A19 spoof -\n"),
 }
 
 
@@ -49,19 +50,23 @@ def toy():
 
 
 def test_registry_names_titles_and_the_default() -> None:
-    assert corpus_names() == ("df2021", "itw", "la2019", "la2021")
+    assert corpus_names() == ("asvspoof5", "df2021", "itw", "la2019", "la2021")
     assert default_corpus() is get_corpus("la2019") is get_corpus(" LA2019 ")
     assert {c: get_corpus(c).title for c in corpus_names()} == {
+        "asvspoof5": "ASVspoof 5 eval",
         "df2021": "2021 DF eval", "itw": "In-the-Wild", "la2019": "2019 LA eval", "la2021": "2021 LA eval"
     }
     assert {c: get_corpus(c).partitions for c in corpus_names()} == {
+        "asvspoof5": ("train", "dev", "eval"),
         "df2021": ("eval",), "itw": ("eval",), "la2019": ("train", "dev", "eval"), "la2021": ("eval",)
     }
     assert [c for c in corpus_names() if get_corpus(c).conditions is not None] == ["df2021", "la2021"]
     assert [c for c in corpus_names() if not get_corpus(c).has_attacks] == ["itw"]
     with pytest.raises(UserError) as info:
-        get_corpus("asvspoof5")
-    assert str(info.value) == "unknown corpus 'asvspoof5'; expected one of df2021, itw, la2019, la2021"
+        get_corpus("asvspoof6")
+    assert str(info.value) == (
+        "unknown corpus 'asvspoof6'; expected one of asvspoof5, df2021, itw, la2019, la2021"
+    )
 
 
 def test_store_names_keep_the_2019_partitions_plain() -> None:
@@ -119,7 +124,7 @@ def test_a_second_default_or_a_clash_is_refused() -> None:
 
     with pytest.raises(ValueError, match="registered twice"):
         register_corpus(Clash)
-    assert corpus_names() == ("df2021", "itw", "la2019", "la2021")
+    assert corpus_names() == ("asvspoof5", "df2021", "itw", "la2019", "la2021")
 
 
 # --- python -m data.corpora check --------------------------------------------------------------------------

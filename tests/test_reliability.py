@@ -342,7 +342,8 @@ BAD_CASES = [
         "U1 x y z w\n",
         [],
         ":1: cannot tell the score layout from 5 columns 'U1 x y z w'; expected one of "
-        "'utt_id score'; 'utt_id attack key score'; 'uttid_attack score key' (or pass the format explicitly)",
+        "'utt_id score'; 'utt_id attack key score'; 'uttid_attack score key'; "
+        "'filename cm-score (header line, tab-separated)' (or pass the format explicitly)",
     ),
     ("\n\n", [], ": the file is empty"),
     (

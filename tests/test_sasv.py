@@ -1,5 +1,5 @@
 """ASVspoof 5 Track 2 (SASV): utils/sasv.py and `evaluate_tDCF_asvspoof19.py --sasv-scores` against the
-official package's arithmetic (tests/official_asvspoof5.py), on generated trials with tied scores."""
+official package's arithmetic (tests/official_asvspoof5_track2.py), on generated trials with tied scores."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-import official_asvspoof5 as official
+import official_asvspoof5_track2 as official
 import pytest
 
 from evaluate_tDCF_asvspoof19 import format_sasv, main

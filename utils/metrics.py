@@ -82,7 +82,7 @@ class DetCurve:
     thresholds: np.ndarray
 
 
-def _det_from_sorted(sorted_scores: np.ndarray, sorted_is_pos: np.ndarray) -> DetCurve:
+def det_from_sorted(sorted_scores: np.ndarray, sorted_is_pos: np.ndarray) -> DetCurve:
     """DET points from scores sorted stably (positives first); the same arithmetic as the official code."""
     n = sorted_scores.size
     n_pos = int(np.count_nonzero(sorted_is_pos))
@@ -131,9 +131,9 @@ class SortedTrials:
     def det(self, group: str | None = None) -> DetCurve:
         """DET curve of all positives against all negatives, or against the negatives of `group`."""
         if group is None:
-            return _det_from_sorted(self.scores, self.is_pos)
+            return det_from_sorted(self.scores, self.is_pos)
         keep = self.is_pos | (self._group_codes() == self._group_code(group))
-        return _det_from_sorted(self.scores[keep], self.is_pos[keep])
+        return det_from_sorted(self.scores[keep], self.is_pos[keep])
 
     def n_unique(self, group: str | None = None) -> int:
         """Number of distinct scores among all trials (or the positives plus the negatives of `group`)."""
@@ -285,7 +285,7 @@ class DcfCosts:
 ASVSPOOF5_COSTS = DcfCosts()
 
 
-def _normalised_dcf(pmiss, pfa, pspoof: float, cmiss: float, cfa: float):
+def normalised_dcf(pmiss, pfa, pspoof: float, cmiss: float, cfa: float):
     """ASVspoof 5 DCF Cmiss·(1−Pspoof)·Pmiss + Cfa·Pspoof·Pfa over min(Cmiss·(1−Pspoof), Cfa·Pspoof)."""
     return (cmiss * (1 - pspoof) * pmiss + cfa * pspoof * pfa) / min(cmiss * (1 - pspoof), cfa * pspoof)
 
@@ -302,7 +302,7 @@ def min_dcf(
     normalised by min(Cmiss·(1−Pspoof), Cfa·Pspoof) (= 0.5 with the defaults).
     """
     det = det_curve(bonafide_scores, spoof_scores)
-    dcf = _normalised_dcf(det.frr, det.far, pspoof, cmiss, cfa)
+    dcf = normalised_dcf(det.frr, det.far, pspoof, cmiss, cfa)
     k = int(np.argmin(dcf))
     return float(dcf[k]), float(det.thresholds[k])
 
@@ -320,7 +320,7 @@ def act_dcf(
     threshold = -np.log(cmiss * (1 - pspoof) / (cfa * pspoof))
     pmiss = np.count_nonzero(bona < threshold) / bona.size
     pfa = np.count_nonzero(spoof >= threshold) / spoof.size
-    return float(_normalised_dcf(pmiss, pfa, pspoof, cmiss, cfa)), float(threshold)
+    return float(normalised_dcf(pmiss, pfa, pspoof, cmiss, cfa)), float(threshold)
 
 
 def cllr(bonafide_scores: np.ndarray, spoof_scores: np.ndarray) -> float:
@@ -419,12 +419,37 @@ def min_cllr(bonafide_scores: np.ndarray, spoof_scores: np.ndarray) -> float:
     values, inverse = np.unique(np.concatenate((bona, spoof)), return_inverse=True)
     n_bona = np.bincount(inverse[: bona.size], minlength=values.size)
     n_all = np.bincount(inverse, minlength=values.size)
+    return min_cllr_from_counts(n_bona, n_all)
+
+
+def _prune_to_hull(block_bona: np.ndarray, block_all: np.ndarray, passes: int = 50) -> tuple[list, list]:
+    """Pool PAV blocks in vectorised passes before the sequential pass: a block boundary whose left block's
+    posterior is not below the right block's lies above the cumulative (trials, bona fide) diagram's convex
+    minorant, so PAV pools across it whatever else it pools; removing every such boundary at once, a few
+    passes over, leaves the sequential loop little to do (the same blocks in the end)."""
+    x = np.concatenate(([0], np.cumsum(block_all, dtype=np.int64)))
+    y = np.concatenate(([0], np.cumsum(block_bona, dtype=np.int64)))
+    for _ in range(passes):
+        dx, dy = np.diff(x), np.diff(y)
+        # interior point k+1 goes when dy[k]/dx[k] >= dy[k+1]/dx[k+1] (integer cross-multiplication)
+        drop = dy[:-1] * dx[1:] >= dy[1:] * dx[:-1]
+        if not drop.any():
+            break
+        keep = np.concatenate(([True], ~drop, [True]))
+        x, y = x[keep], y[keep]
+    return np.diff(y).tolist(), np.diff(x).tolist()
+
+
+def min_cllr_from_counts(n_bona: np.ndarray, n_all: np.ndarray) -> float:
+    """`min_cllr` from the trial counts per distinct score in ascending score order: bona fide trials and
+    all trials, (n_values,) integers each (both classes present)."""
+    n_bona_total = int(n_bona.sum())
+    n_spoof_total = int(n_all.sum()) - n_bona_total
     # Adjacent pure blocks of one class have equal posteriors (0 or 1), so PAV may pool them up front;
     # this leaves few blocks for the Python loop when the classes are well separated.
     kind = np.where(n_bona == 0, 0, np.where(n_bona == n_all, 1, 2))
     starts = np.flatnonzero(np.concatenate(([True], (kind[1:] != kind[:-1]) | (kind[1:] == 2))))
-    block_bona = np.add.reduceat(n_bona, starts).tolist()
-    block_all = np.add.reduceat(n_all, starts).tolist()
+    block_bona, block_all = _prune_to_hull(np.add.reduceat(n_bona, starts), np.add.reduceat(n_all, starts))
     stack_bona: list[int] = []
     stack_all: list[int] = []
     for b, n in zip(block_bona, block_all, strict=True):
@@ -438,8 +463,8 @@ def min_cllr(bonafide_scores: np.ndarray, spoof_scores: np.ndarray) -> float:
     ns = np.array(stack_all, dtype=np.float64) - nb
     mixed = (nb > 0) & (ns > 0)
     nb, ns = nb[mixed], ns[mixed]
-    llr = np.log(nb / ns) - np.log(bona.size / spoof.size)
-    bits = (nb @ np.logaddexp(0, -llr) / bona.size + ns @ np.logaddexp(0, llr) / spoof.size) / np.log(2)
+    llr = np.log(nb / ns) - np.log(n_bona_total / n_spoof_total)
+    bits = (nb @ np.logaddexp(0, -llr) / n_bona_total + ns @ np.logaddexp(0, llr) / n_spoof_total) / np.log(2)
     return float(0.5 * bits)
 
 

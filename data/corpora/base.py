@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+import numpy as np
+
 from data.protocols import ProtocolRow
 from utils.errors import UserError
 from utils.scorefiles import read_text
@@ -39,6 +41,17 @@ class AsvFiles:
 
     scores: Path
     metadata: Path | None = None
+
+
+@dataclass(frozen=True)
+class TrialColumns:
+    """A protocol's trials as arrays of shape (n,): utt_ids, keys (``bonafide``/``spoof``), attacks (``-`` for
+    bona fide) and codecs (None when the protocol has no codec column)."""
+
+    utt_ids: np.ndarray
+    keys: np.ndarray
+    attacks: np.ndarray
+    codecs: np.ndarray | None
 
 
 class Corpus:
@@ -67,6 +80,9 @@ class Corpus:
     subsets: ClassVar[tuple[str, ...]] = ()
     #: the per-condition tables it is evaluated with (`utils.conditions`), None: pooled and per attack
     conditions: ClassVar[ConditionLayout | None] = None
+    #: evaluated with the ASVspoof 5 Track 1 tables (minDCF, actDCF, Cllr, minCllr, EER per attack x codec;
+    #: `utils.track1`) from its rows' ``attack`` and ``codec``
+    track1_tables: ClassVar[bool] = False
     #: where the organisers' ASV files lie under the root, for messages; None: the corpus has none
     asv_scores_hint: ClassVar[str | None] = None
     asv_metadata_hint: ClassVar[str | None] = None
@@ -114,6 +130,18 @@ class Corpus:
         """The rows of protocol file ``path`` (content ``text``); with ``root`` and ``partition`` (from
         `read`) each row carries its audio path. Malformed lines and duplicate ids raise `UserError`."""
         raise NotImplementedError
+
+    def trial_columns(self, path: Path, text: str) -> TrialColumns:
+        """The trials of protocol file ``path`` (content ``text``) as arrays, for evaluation (corpora may read
+        them faster than `parse`); errors as in `parse`."""
+        rows = self.parse(path, text)
+        codecs = [row.extra.get("codec") for row in rows]
+        return TrialColumns(
+            np.array([row.utt_id for row in rows]),
+            np.array([row.key for row in rows]),
+            np.array([row.attack for row in rows]),
+            None if any(c is None for c in codecs) else np.array(codecs),
+        )
 
     def detect(self, path: Path, first_line: str) -> bool:
         """Whether a protocol file whose first non-blank line is ``first_line`` is this corpus's. Claims
