@@ -25,15 +25,16 @@ allowlist mapping each module class of docs/systems/xlsr_lcnn.md (``model.LCNN``
 ``torch.nn.modules.*``, ``DataParallel``) to an inert stand-in that only stores the pickled
 attributes; tensors, storages, ``OrderedDict`` and ``set`` come from torch's own weights-only
 allowlist. A pickle naming any other global is refused before anything is rebuilt. Even so, the
-converter runs only with ``--trust-pickle``. The plain state dicts of the AASIST releases go
-through the same weights-only loader.
+converter runs only with ``--trust-pickle``. Plain state dicts (the AASIST, XLS-R-AASIST and Nes2Net-X
+releases: tensors in an ``OrderedDict``, which ``torch.load(weights_only=True)`` reads as they are) and
+``.safetensors`` files need no such flag (`needs_trust`).
 
 Output: a ``.safetensors`` file with the weights (keys of the model) and, in its metadata, a JSON
 description: the recipe part needed to use it (front end, model, loss for scoring) and the source
 file's name and SHA-256. `load_model_weights` reads it back.
 
     python -m models.import_released anti-spoofing_feat_model.pt xlsr_lcnn_released.safetensors --trust-pickle
-    python -m models.import_released LA_model.pth xlsr_aasist_la.safetensors --trust-pickle
+    python -m models.import_released LA_model.pth xlsr_aasist_la.safetensors
 """
 
 from __future__ import annotations
@@ -139,6 +140,18 @@ def _check_looks_like_checkpoint(path: Path) -> None:
     if not head.startswith(CHECKPOINT_MAGICS):
         what = "an empty file" if not head else "neither a zip archive nor a pickle"
         raise UserError(f"{path}: not a torch checkpoint ({what})")
+
+
+def needs_trust(path: Path) -> bool:
+    """Whether reading ``path`` needs the allowlist of stand-in classes (a whole-model pickle): a plain state
+    dict of tensors is read by ``torch.load(weights_only=True)`` as it is, which runs no code, and a
+    safetensors file holds tensors only. A legacy (pre-zip) pickle cannot be scanned, so it needs trust."""
+    if path.suffix == ".safetensors":
+        return False
+    try:
+        return bool(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except (ValueError, RuntimeError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError):
+        return True
 
 
 def _refused_globals(path: Path) -> list[str]:
@@ -611,19 +624,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--trust-pickle",
         action="store_true",
-        help="required: confirm that you trust SRC. It is read with a weights-only unpickler and an "
-        "allowlist of inert classes, but it is still a pickle.",
+        help="required for whole-model pickles (the XLS-R-LCNN release): confirm that you trust SRC. It is "
+        "read with a weights-only unpickler and an allowlist of inert classes, but it is still a pickle. "
+        "Plain state dicts (AASIST, XLS-R-AASIST, Nes2Net-X releases) and .safetensors files need no flag.",
     )
     args = parser.parse_args(argv)
-    pickled = args.src.suffix != ".safetensors"  # a safetensors release holds tensors only
+    if args.src.is_file() and args.src.suffix != ".safetensors":
+        _check_looks_like_checkpoint(args.src)  # text, audio, ...: say so before anything about pickles
+    pickled = needs_trust(args.src) if args.src.is_file() else True
     if pickled and not args.trust_pickle:
         raise UserError(
             f"{args.src}: refusing to read a pickle without --trust-pickle (a pickle can run code when "
             "loaded; this converter reads it with an allowlist of inert classes, re-run with "
             "--trust-pickle if you trust the file's source)"
         )
-    if pickled and args.src.is_file():
-        _check_looks_like_checkpoint(args.src)  # no pickle warning about a text file
     if pickled:
         print(PICKLE_WARNING.format(path=args.src), file=sys.stderr)
     meta = convert_released(args.src, args.out, package=args.package, license=args.license)
