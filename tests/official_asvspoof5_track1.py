@@ -13,21 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# The ASVspoof 5 package's compute_det_curve has the 2019 script's arithmetic.
+from official_asvspoof2019 import compute_det_curve as det_curve
+
 PSPOOF, CMISS, CFA = 0.05, 1, 10
-
-
-def det_curve(target: np.ndarray, nontarget: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(frr, far, thresholds): one point per trial plus the all-accept point; ties: targets first."""
-    n = target.size + nontarget.size
-    scores = np.concatenate((target, nontarget))
-    labels = np.concatenate((np.ones(target.size), np.zeros(nontarget.size)))
-    idx = np.argsort(scores, kind="mergesort")
-    labels = labels[idx]
-    tar_sums = np.cumsum(labels)
-    non_sums = nontarget.size - (np.arange(1, n + 1) - tar_sums)
-    frr = np.concatenate(([0], tar_sums / target.size))
-    far = np.concatenate(([1], non_sums / nontarget.size))
-    return frr, far, np.concatenate(([scores[idx[0]] - 0.001], scores[idx]))
 
 
 def eer(frr: np.ndarray, far: np.ndarray) -> float:

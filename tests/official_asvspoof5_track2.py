@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# The ASVspoof 5 package's compute_det_curve has the 2019 script's arithmetic.
+from official_asvspoof2019 import compute_det_curve as det_curve
+
 PSPOOF = 0.05
 PTAR, PNON = (1 - PSPOOF) * 0.99, (1 - PSPOOF) * 0.01
 ORG_PFA_NON, ORG_PMISS, ORG_PFA_SPF = 0.01881016557566423, 0.01880141010575793, 0.4607082907604729
@@ -38,20 +41,6 @@ def a_dcf(trg: np.ndarray, nontrg: np.ndarray, spf: np.ndarray) -> float:
     )
     normed = cost / min(np.array([10 * PNON + 10 * PSPOOF]), np.array([1 * PTAR]))
     return float(normed[np.argmin(normed)])
-
-
-def det_curve(tar: np.ndarray, non: np.ndarray):
-    n = tar.size + non.size
-    scores = np.concatenate((tar, non))
-    labels = np.concatenate((np.ones(tar.size), np.zeros(non.size)))
-    idx = np.argsort(scores, kind="mergesort")
-    labels = labels[idx]
-    tar_sums = np.cumsum(labels)
-    non_sums = non.size - (np.arange(1, n + 1) - tar_sums)
-    frr = np.concatenate((np.atleast_1d(0), tar_sums / tar.size))
-    far = np.concatenate((np.atleast_1d(1), non_sums / non.size))
-    thr = np.concatenate((np.atleast_1d(scores[idx[0]] - 0.001), scores[idx]))
-    return frr, far, thr
 
 
 def asv_curves(tar: np.ndarray, non: np.ndarray, spf: np.ndarray):
