@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import LCNN, make_release
+from conftest import LCNN, SHARED, make_release
 from torch import nn
 
 from models.import_released import RELEASED_CONFIG, load_model_weights, main, save_model_weights
@@ -375,3 +375,33 @@ def test_a_file_that_is_not_a_checkpoint_is_a_one_line_error(tmp_path: Path, cap
         lines = capsys.readouterr().err.splitlines()
         assert len(lines) == n_lines and lines[-1].startswith(f"error: {src}: {reason}")
     assert not (tmp_path / "o.safetensors").exists()
+
+
+RELEASES = SHARED / "released_weights"
+
+
+@pytest.mark.parametrize("file", ["AASIST.pth", "AASIST-L.pth", "asvspoof5_baseline_AASIST.pth"])
+def test_real_releases_give_the_reference_logits_with_columns_swapped(file: str, tmp_path: Path) -> None:
+    """The released clovaai AASIST / AASIST-L and ASVspoof 5 baseline weights (plain state dicts: no
+    --trust-pickle) against the reference model's logits on the same waves (../shared/released_weights)."""
+    import json
+
+    import numpy as np
+
+    from models import build_model
+
+    if not (RELEASES / "meta.json").is_file():
+        pytest.skip("../shared/released_weights is not present")
+    meta = json.loads((RELEASES / "meta.json").read_text())["files"][file]
+    assert hashlib.sha256((RELEASES / file).read_bytes()).hexdigest() == meta["sha256"]
+    out = tmp_path / "w.safetensors"
+    assert main([str(RELEASES / file), str(out)]) == 0
+    state, converted = load_model_weights(out)
+    model = build_model(converted["config"]["model"]).eval()
+    model.load_state_dict(state)
+    waves = torch.from_numpy(np.load(RELEASES / "input.npy"))
+    with torch.no_grad():
+        logits = model(waves)[1].numpy()
+    reference = np.load(RELEASES / meta["logits"])
+    # measured: at most 1.6e-5 apart (float32 reductions in another order)
+    np.testing.assert_allclose(logits, reference[:, [1, 0]], rtol=1e-5, atol=5e-5)
