@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,16 @@ from utils.metrics import DetCurve, eer_from_det
 # Axis range of the DET plot, as rates (fractions); points beyond it are clipped onto the border.
 DET_LIMITS = (5e-5, 0.6)
 DET_TICKS = (0.0001, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+
+
+def _save_png(fig: Any, path: str | os.PathLike, dpi: int) -> None:
+    """Lay out ``fig``, write it to ``path`` as PNG atomically, and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
 
 
 def det_corners(det: DetCurve) -> tuple[np.ndarray, np.ndarray]:
@@ -97,10 +108,7 @@ def plot_evaluation(
     ax_hist.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _save_png(fig, path, dpi=110)
 
 
 def plot_window_scores(
@@ -138,7 +146,4 @@ def plot_window_scores(
     ax.legend(fontsize=8, loc="best")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    _save_png(fig, path, dpi=100)
