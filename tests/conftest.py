@@ -166,6 +166,23 @@ def recipe(tmp_path: Path, name: str, **sections: dict) -> Path:
     return path
 
 
+def run_tiny_f0_recipe(tmp_path: Path, data_root: Path, dataset: str, name: str) -> Path:
+    """run_recipe.py over every stage with a tiny F0 + LCNN recipe (24 frames, one epoch) on the corpus
+    ``dataset`` under ``data_root``; returns the output folder (its run is named ``name``). Exit 0 is
+    asserted with the stderr of the run in the message."""
+    import run_recipe
+    from utils.errors import run_cli
+
+    config = recipe(tmp_path, "demo_xlsr_lcnn", frontend={"name": "f0", "n_frames": 24},
+                    model={"name": "lcnn", "input_shape": [1, 45, 24]},
+                    data={"dataset": dataset, "train": "train", "dev": "dev", "eval": "eval"})
+    out = tmp_path / "out"
+    argv = ["--config", str(config), "--data-root", str(data_root), "--out", str(out), "--name", name,
+            "--no-progress", "train.epochs=1", "train.batch_size=4", "train.amp=none", "train.compile=false"]
+    assert run_cli(run_recipe.main, argv) == 0
+    return out
+
+
 # --- An untrained checkpoint and a few recordings for generate_score.py ---------------------------------
 
 THRESHOLD = 0.05

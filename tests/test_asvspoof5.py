@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import recipe
+from conftest import run_tiny_f0_recipe
 from official_asvspoof5_track1 import track1_full
 
 from data.corpora import detect_corpus, get_corpus, read_protocol
@@ -302,20 +302,12 @@ def test_generate_score_format_asvspoof5_round_trips(checkpoint, tiny_corpus: Pa
     assert b.utt_ids.tolist() == a.utt_ids.tolist() and b.scores.tolist() == a.scores.tolist()
 
 
-def test_a_generated_asvspoof5_corpus_runs_the_whole_recipe(tmp_path: Path, capfd) -> None:
+def test_a_generated_asvspoof5_corpus_runs_the_whole_recipe(tmp_path: Path) -> None:
     """preprocess -> train -> score -> evaluate with run_recipe.py on the asvspoof5 layout; the evaluation
     is the Track 1 one (per attack x codec)."""
-    import run_recipe
-
     root = tmp_path / "ASVspoof5"
     write_layout(root, n_per_partition=9)
-    config = recipe(tmp_path, "demo_xlsr_lcnn", frontend={"name": "f0", "n_frames": 24},
-                    model={"name": "lcnn", "input_shape": [1, 45, 24]},
-                    data={"dataset": "asvspoof5", "train": "train", "dev": "dev", "eval": "eval"})
-    out = tmp_path / "out"
-    argv = ["--config", str(config), "--data-root", str(root), "--out", str(out), "--name", "a5",
-            "--no-progress", "train.epochs=1", "train.batch_size=4", "train.amp=none", "train.compile=false"]
-    assert run_cli(run_recipe.main, argv) == 0, capfd.readouterr().err
+    out = run_tiny_f0_recipe(tmp_path, root, "asvspoof5", "a5")
     scores = read_scores(out / "scores" / "a5_eval.txt")
     assert scores.utt_ids.tolist() == [f"E_{i:010d}" for i in range(9)]
     result = json.loads((out / "eval" / "a5_eval.json").read_text())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import recipe, write_corpus
+from conftest import run_tiny_f0_recipe, write_corpus
 
 from data.corpora import (
     Corpus,
@@ -211,7 +211,6 @@ def test_an_unimportable_corpus_module_is_a_one_line_error(tmp_path: Path) -> No
 def test_a_toy_corpus_runs_the_whole_recipe(tmp_path: Path, toy, monkeypatch, capfd) -> None:
     """preprocess -> train -> score -> evaluate with run_recipe.py, every stage a subprocess that finds the
     toy corpus through ANTISPOOF_CORPORA; F0 features into the store the corpus names."""
-    import run_recipe
     from data.store import FeatureStore
     from utils.metrics import compute_eer
     from utils.scorefiles import read_scores
@@ -221,13 +220,7 @@ def test_a_toy_corpus_runs_the_whole_recipe(tmp_path: Path, toy, monkeypatch, ca
     monkeypatch.setenv("ANTISPOOF_CORPORA", "toy_corpus")
     python_path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     monkeypatch.setenv("PYTHONPATH", python_path)
-    config = recipe(tmp_path, "demo_xlsr_lcnn", frontend={"name": "f0", "n_frames": 24},
-                    model={"name": "lcnn", "input_shape": [1, 45, 24]},
-                    data={"dataset": "toy", "train": "train", "dev": "dev", "eval": "eval"})
-    out = tmp_path / "out"
-    argv = ["--config", str(config), "--data-root", str(root), "--out", str(out), "--name", "toy",
-            "--no-progress", "train.epochs=1", "train.batch_size=4", "train.amp=none", "train.compile=false"]
-    assert run_cli(run_recipe.main, argv) == 0, capfd.readouterr().err
+    out = run_tiny_f0_recipe(tmp_path, root, "toy", "toy")
     for partition, rows in written.items():
         store = FeatureStore(out / "features" / "f0-24frames" / f"toy-{partition}")
         assert store.complete and store.utt_ids == [r.utt_id for r in rows]
