@@ -18,7 +18,8 @@ SCRIPTS = [
     "preprocess.py", "main_train.py", "generate_score.py", "evaluate_tDCF_asvspoof19.py", "run_recipe.py"
 ]
 MODULES = ["data.demo", "data.augment", "data.corpora", "models.import_released", "engine.demo",
-           "engine.calibrate_checkpoint", "engine.cross_corpus"]
+           "engine.calibrate_checkpoint", "engine.cross_corpus", "engine.package", "engine.export",
+           "engine.average", "engine.recipe_schema"]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
