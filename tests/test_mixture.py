@@ -1,0 +1,210 @@
+"""Several corpora in one training run (data/mixture.py, ``data.train``/``data.dev`` as lists of sources,
+``train.draws_per_epoch``): the sampler's proportions, determinism and rank slices; the source schema's
+one-line errors; a run on two tiny corpora (the toy corpus of tests/toy_corpus.py and a generated 2019 LA
+one) with per-source dev EERs, killed with SIGKILL and resumed to the same weights and history."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import recipe
+from test_reliability import COMMON, kill_after_first_epoch_then_resume
+from torch.utils.data import Dataset
+
+from data.corpora import register_corpus, unregister_corpus
+from data.mixture import MixtureDataset, MixtureSampler, mixture_order
+from engine.recipe_schema import load_recipe
+from utils.errors import UserError
+from utils.metrics import compute_eer
+from utils.scorefiles import read_scores
+
+TESTS = Path(__file__).resolve().parent
+
+# --- the sampler ----------------------------------------------------------------------------------------
+
+
+def test_draws_follow_the_weights_and_exhaust_a_source_before_repeating_it() -> None:
+    sizes, weights = [5, 20], [1.0, 3.0]
+    order = mixture_order(sizes, weights, 400, seed=0, epoch=0)
+    small = order[order < 5]
+    # P(small) = 1/4: 97 of 400 draws for this seed (binomial sd 8.7), and over all epochs about a quarter
+    assert (small.numel(), (order >= 5).sum().item()) == (97, 303)
+    assert order[:8].tolist() == [11, 5, 22, 18, 24, 9, 2, 15]
+    for source, items in ((0, small), (1, order[order >= 5] - 5)):
+        size = sizes[source]
+        for start in range(0, items.numel() - size + 1, size):  # each full round is a permutation
+            assert sorted(items[start : start + size].tolist()) == list(range(size))
+    counts = [(mixture_order(sizes, weights, 400, seed=0, epoch=e) < 5).sum().item() for e in range(6)]
+    assert counts == [97, 97, 101, 96, 88, 96]
+    assert mixture_order(sizes, weights, 4000, seed=0, epoch=0).lt(5).sum().item() == 986
+
+
+def test_the_order_depends_only_on_the_seed_and_the_epoch() -> None:
+    sampler = MixtureSampler([3, 4], [1.0, 1.0], 10, seed=7)
+    sampler.set_epoch(2)
+    torch.manual_seed(123)  # the global RNG plays no part
+    first = list(sampler)
+    torch.manual_seed(456)
+    assert list(sampler) == first == [6, 2, 0, 4, 1, 5, 3, 1, 6, 4]
+    assert list(MixtureSampler([3, 4], [1.0, 1.0], 10, seed=7)) != first  # epoch 0
+    other_seed = MixtureSampler([3, 4], [1.0, 1.0], 10, seed=8)
+    other_seed.set_epoch(2)
+    assert list(other_seed) != first
+    assert len(MixtureSampler([3, 4], [1.0, 2.0])) == 7  # draws: the sum of the sizes
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+def test_the_ranks_slices_interleave_to_the_whole_order(world_size: int) -> None:
+    """Like DistributedSampler: rank r takes draws r, r + W, ... of the order padded with its start."""
+    samplers = [MixtureSampler([5, 20], [1.0, 3.0], 10, seed=3, rank=r, world_size=world_size)
+                for r in range(world_size)]
+    for sampler in samplers:
+        sampler.set_epoch(4)
+    full = mixture_order([5, 20], [1.0, 3.0], 10, seed=3, epoch=4).tolist()
+    shares = [list(s) for s in samplers]
+    per_rank = math.ceil(10 / world_size)
+    assert all(len(share) == len(sampler) == per_rank for share, sampler in zip(shares, samplers, strict=True))
+    interleaved = [shares[r][i] for i in range(per_rank) for r in range(world_size)]
+    assert interleaved == (full + full)[: per_rank * world_size]
+
+
+class Items(Dataset):
+    """Items ``(name, i)``; records the epoch and seed it was given."""
+
+    def __init__(self, name: str, n: int) -> None:
+        self.name, self.n, self.epoch_seed = name, n, None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[str, int]:
+        return self.name, i
+
+    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
+        self.epoch_seed = (epoch, seed)
+
+
+def test_the_mixture_dataset_joins_its_sources_end_to_end() -> None:
+    a, b = Items("a", 2), Items("b", 3)
+    mixture = MixtureDataset([a, b], ["a", "b"], [1.0, 2.0])
+    assert len(mixture) == 5 and mixture.sizes == [2, 3]
+    assert [mixture[i] for i in range(5)] == [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("b", 2)]
+    assert mixture.__getitems__([4, 0, 2, 1]) == [("b", 2), ("a", 0), ("b", 0), ("a", 1)]
+    assert mixture.source_of([0, 1, 2, 4]).tolist() == [0, 0, 1, 1]
+    mixture.set_epoch(3, seed=5)  # source k of n gets the run seed 5 * n + k
+    assert (a.epoch_seed, b.epoch_seed) == ((3, 10), (3, 11))
+    with pytest.raises(UserError, match="^data source 'b' has no utterances$"):
+        MixtureDataset([a, Items("b", 0)], ["a", "b"], [1.0, 1.0])
+
+
+# --- the recipe keys ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("train", "line", "message"),
+    [
+        ("  - {partition: train, weigth: 2}\n", 3,
+         "unknown key 'data.train[0].weigth' (did you mean 'data.train[0].weight'?)"),
+        ("  - {partition: train}\n  - {partition: train, weight: 0}\n", 4,
+         "'data.train[1].weight' must be > 0, got 0"),
+        ("  - {partition: train}\n  - {dataset: la2019, partition: train}\n", 4,
+         "data.train[1]: duplicate source name 'la2019-train' (also data.train[0]); give each source its "
+         "own 'name'"),
+        ("  - {dataset: toy}\n", 3, "missing key 'data.train[0].partition' (the partition of the source's corpus)"),
+        ("  - {partition: train, train: x}\n", 3, "unknown key 'data.train[0].train' (did you mean "
+         "'data.train[0].train_crop'?)"),
+    ],
+)
+def test_a_bad_source_is_a_one_line_error_at_its_line(tmp_path: Path, train: str, line: int, message: str) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(f"data:\n  train:\n{train}")
+    with pytest.raises(UserError) as err:
+        load_recipe(path)
+    assert str(err.value) == f"{path}:{line}: {message}"
+
+
+def test_sources_and_draws_can_be_set_by_override(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("data:\n  train: train\n")
+    cfg = load_recipe(path, ["data.dev=[{partition: dev, root: /x, name: a, train_crop: random}]",
+                             "train.draws_per_epoch=100"])
+    assert cfg["data"]["dev"] == [{"partition": "dev", "root": "/x", "name": "a", "train_crop": "random"}]
+    assert cfg["train"]["draws_per_epoch"] == 100
+    with pytest.raises(UserError, match=r"'data.train' must name a partition or list at least one source"):
+        load_recipe(path, ["data.train=[]"])
+
+
+# --- a run on two corpora -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A toy corpus (6 train, 6 dev) and a generated 2019 LA one (6 train, 6 dev)."""
+    import toy_corpus
+
+    from data.demo.__main__ import main as generate_demo
+
+    base = tmp_path_factory.mktemp("two_corpora")
+    toy_corpus.write_toy_corpus(base / "toy", {"train": 6, "dev": 6})
+    generate_demo(["--out", str(base / "LA"), "--n-train", "6", "--n-dev", "6", "--n-eval", "2",
+                   "--workers", "1", "--no-progress"])
+    return {"toy": base / "toy", "la2019": base / "LA"}
+
+
+@pytest.fixture
+def toy_registered(monkeypatch: pytest.MonkeyPatch):
+    """The toy corpus in this process and (ANTISPOOF_CORPORA, PYTHONPATH) in its subprocesses."""
+    import toy_corpus
+
+    register_corpus(toy_corpus.ToyCorpus)
+    monkeypatch.setenv("ANTISPOOF_CORPORA", "toy_corpus")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    yield
+    unregister_corpus(toy_corpus.NAME)
+
+
+def mixed_recipe(tmp_path: Path, roots: dict[str, Path]) -> Path:
+    """A tiny F0 (24 frames) + LCNN recipe training on both corpora (weights 1 and 2, 8 draws per epoch)
+    and selecting on both dev partitions."""
+    def sources(partition: str) -> list[dict]:
+        return [{"dataset": "toy", "partition": partition, "root": str(roots["toy"])},
+                {"dataset": "la2019", "partition": partition, "root": str(roots["la2019"]), "weight": 2.0,
+                 "name": f"la-{partition}"}]
+
+    return recipe(tmp_path, "demo_xlsr_lcnn", frontend={"name": "f0", "n_frames": 24},
+                  model={"name": "lcnn", "input_shape": [1, 45, 24]},
+                  data={"dataset": "la2019", "train": sources("train"), "dev": sources("dev")})
+
+
+def test_a_run_on_two_corpora_resumes_after_sigkill_to_the_same_weights_and_history(
+    two_corpora: dict[str, Path], toy_registered: None, tmp_path: Path
+) -> None:
+    args = ["--config", str(mixed_recipe(tmp_path, two_corpora)), "--on-the-fly", "train.epochs=2",
+            "train.draws_per_epoch=8", "train.amp=none", "train.compile=false", *COMMON]
+    kill_after_first_epoch_then_resume(args, tmp_path, epochs=2)
+    run = tmp_path / "straight"
+    with open(run / "history.csv", newline="") as f:
+        history = list(csv.DictReader(f))
+    assert list(history[0])[-2:] == ["dev_eer_toy-dev", "dev_eer_la-dev"]
+    summary = json.loads((run / "summary.json").read_text())
+    best = history[summary["best_epoch"] - 1]
+    # scores_dev.txt holds best.pt's pooled dev scores: split by corpus (toy ids start with 'dev_')
+    scores = read_scores(run / "scores_dev.txt")
+    expected = {}
+    for name, mask in (("toy-dev", np.char.startswith(scores.utt_ids, "dev_")),
+                       ("la-dev", np.char.startswith(scores.utt_ids, "LA_D_"))):
+        keys, values = scores.keys[mask], scores.scores[mask]
+        assert mask.sum() == 6
+        expected[name] = compute_eer(values[keys == "bonafide"], values[keys == "spoof"])[0]
+        assert float(best[f"dev_eer_{name}"]) == pytest.approx(expected[name], abs=1e-12)
+    assert float(best["dev_eer"]) == pytest.approx(
+        compute_eer(scores.scores[scores.keys == "bonafide"], scores.scores[scores.keys == "spoof"])[0], abs=1e-12)
+    assert summary["dev_eer_sources"] == pytest.approx(expected, abs=1e-12)
+    assert summary["dev_eer"] == pytest.approx(float(best["dev_eer"]), abs=1e-12)
