@@ -90,7 +90,7 @@ def mixture_order(
 ) -> torch.Tensor:
     """(draws,) int64 mixture indices of one epoch (see the module docstring), from (seed, epoch) only."""
     if draws < 1:
-        raise UserError(f"config: train.draws_per_epoch must be at least 1, got {draws}")
+        raise ValueError(f"an epoch needs at least one draw, got {draws}")
     generator = torch.Generator()
     generator.manual_seed(int(seed) * _EPOCH_SEED + int(epoch))
     sources = torch.multinomial(

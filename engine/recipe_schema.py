@@ -23,6 +23,7 @@ keep loading even if a ``train`` key is renamed later.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -107,24 +108,31 @@ class TrainSection:
 
 @dataclass(frozen=True)
 class SourceSection:
-    """One entry of a list of sources in ``data.train`` or ``data.dev`` (docs/training.md, "Training on
-    several corpora"); it may also set any other ``data`` key (e.g. ``dataset``, ``train_crop``)."""
+    """A source in a list in data.train or data.dev; any other data key (e.g. train_crop) is its own."""
 
     partition: str = setting("train", "the partition of the source's corpus")
+    dataset: str | None = setting(None, "the source's corpus (null: data.dataset)")
     weight: float = setting(1.0, "train: draw weight, > 0 (draws per epoch are proportional to it)")
     root: str | None = setting(None, "the source's data root for raw-audio modes (null: --data-root)")
     name: str | None = setting(None, "the source's name in history.csv, logs (null: <dataset>-<partition>)")
 
 
-#: The ``data`` keys a source cannot set (they choose the sources).
+#: The ``data`` keys a source cannot set (they choose the sources), and the keys only a source has.
 _NOT_IN_SOURCE = ("train", "dev", "eval")
 _SOURCE_FIELDS = dataclass_fields(SourceSection)
+_SOURCE_ONLY = ("partition", "weight", "root", "name")
 
 
 def source_fields() -> dict[str, Field]:
     """The keys of a source: `SourceSection`'s (``partition`` required) and every other `DataSection` key."""
     data = {k: f for k, f in dataclass_fields(DataSection).items() if k not in _NOT_IN_SOURCE}
     return {**data, **_SOURCE_FIELDS, "partition": replace(_SOURCE_FIELDS["partition"], required=True)}
+
+
+def source_section() -> Section:
+    """One source's keys as a section (checked like the recipe's sections)."""
+    fields = source_fields()
+    return Section(fields=lambda _values: fields, doc=SourceSection.__doc__ or "")
 
 
 @dataclass(frozen=True)
@@ -143,10 +151,10 @@ def data_sources(data: Mapping[str, Any], key: str) -> list[DataSource]:
     """The sources listed in ``data[key]`` (a list of mappings, already checked by `check_sources`)."""
     out = []
     for entry in data[key]:
-        dataset = entry.get("dataset", data.get("dataset", DataSection.dataset))
+        dataset = entry.get("dataset") or data.get("dataset", DataSection.dataset)
         partition = str(entry["partition"])
         name = entry.get("name") or f"{dataset}-{partition}"
-        rest = {k: v for k, v in entry.items() if k not in _SOURCE_FIELDS}
+        rest = {**{k: v for k, v in entry.items() if k not in _SOURCE_ONLY}, "dataset": dataset}
         out.append(DataSource(str(name), partition, float(entry.get("weight", SourceSection.weight)),
                               entry.get("root"), rest))
     return out
@@ -159,14 +167,14 @@ def check_sources(value: Any, key: str, data: Mapping[str, Any]) -> None:
         return
     if not value:
         raise SettingError(key, f"{key!r} must name a partition or list at least one source")
-    fields = source_fields()
-    section = Section(fields=lambda _values: fields, doc=SourceSection.__doc__ or "")
+    section = source_section()
     names: dict[str, int] = {}
     for i, entry in enumerate(value):
         check_section(entry, section, f"{key}[{i}]")
         weight = entry.get("weight", SourceSection.weight)
-        if not weight > 0:
-            raise SettingError(f"{key}[{i}].weight", f"'{key}[{i}].weight' must be > 0, got {weight!r}")
+        if not 0 < weight < math.inf:
+            where = f"{key}[{i}].weight"
+            raise SettingError(where, f"{where!r} must be > 0 and finite, got {weight!r}")
     for i, source in enumerate(data_sources({**data, key: value}, key)):
         if source.name in names:
             where = f"{key}[{i}].name" if "name" in value[i] else f"{key}[{i}]"
@@ -230,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides, e.g. train.epochs=3")
     args = parser.parse_args(argv)
     if args.config is None:
-        print("\n".join(describe(RECIPE)))
+        print("\n".join(describe({**RECIPE, "data.train[i]": source_section()})))
         return 0
     cfg = load_recipe(args.config, args.overrides)
     print(yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None), end="")

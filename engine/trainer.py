@@ -199,6 +199,8 @@ class TrainSettings:
         micro = micro_batch_size(int(tcfg.get("batch_size", 64)), grad_accum, world_size)
         patience = get(cfg, "train.patience")
         draws = tcfg.get("draws_per_epoch")
+        if draws is not None and int(draws) < 1:
+            raise UserError(f"config: train.draws_per_epoch must be at least 1 (or null), got {draws}")
         model_name = str((cfg.get("model") or {}).get("name", ""))
         amp = resolve_amp(tcfg.get("amp", "auto"), device, "config: train.amp")
         layout = resolve_channels_last(

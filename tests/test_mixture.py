@@ -70,7 +70,7 @@ def test_the_ranks_slices_interleave_to_the_whole_order(world_size: int) -> None
     full = mixture_order([5, 20], [1.0, 3.0], 10, seed=3, epoch=4).tolist()
     shares = [list(s) for s in samplers]
     per_rank = math.ceil(10 / world_size)
-    assert all(len(share) == len(sampler) == per_rank for share, sampler in zip(shares, samplers, strict=True))
+    assert [len(share) for share in shares] == [len(s) for s in samplers] == [per_rank] * world_size
     interleaved = [shares[r][i] for i in range(per_rank) for r in range(world_size)]
     assert interleaved == (full + full)[: per_rank * world_size]
 
@@ -113,16 +113,19 @@ def test_the_mixture_dataset_joins_its_sources_end_to_end() -> None:
         ("  - {partition: train, weigth: 2}\n", 3,
          "unknown key 'data.train[0].weigth' (did you mean 'data.train[0].weight'?)"),
         ("  - {partition: train}\n  - {partition: train, weight: 0}\n", 4,
-         "'data.train[1].weight' must be > 0, got 0"),
+         "'data.train[1].weight' must be > 0 and finite, got 0"),
         ("  - {partition: train}\n  - {dataset: la2019, partition: train}\n", 4,
          "data.train[1]: duplicate source name 'la2019-train' (also data.train[0]); give each source its "
          "own 'name'"),
-        ("  - {dataset: toy}\n", 3, "missing key 'data.train[0].partition' (the partition of the source's corpus)"),
+        ("  - {dataset: toy}\n", 3,
+         "missing key 'data.train[0].partition' (the partition of the source's corpus)"),
         ("  - {partition: train, train: x}\n", 3, "unknown key 'data.train[0].train' (did you mean "
          "'data.train[0].train_crop'?)"),
     ],
 )
-def test_a_bad_source_is_a_one_line_error_at_its_line(tmp_path: Path, train: str, line: int, message: str) -> None:
+def test_a_bad_source_is_a_one_line_error_at_its_line(
+    tmp_path: Path, train: str, line: int, message: str
+) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(f"data:\n  train:\n{train}")
     with pytest.raises(UserError) as err:
@@ -165,7 +168,8 @@ def toy_registered(monkeypatch: pytest.MonkeyPatch):
 
     register_corpus(toy_corpus.ToyCorpus)
     monkeypatch.setenv("ANTISPOOF_CORPORA", "toy_corpus")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    python_path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    monkeypatch.setenv("PYTHONPATH", python_path)
     yield
     unregister_corpus(toy_corpus.NAME)
 
@@ -197,14 +201,16 @@ def test_a_run_on_two_corpora_resumes_after_sigkill_to_the_same_weights_and_hist
     best = history[summary["best_epoch"] - 1]
     # scores_dev.txt holds best.pt's pooled dev scores: split by corpus (toy ids start with 'dev_')
     scores = read_scores(run / "scores_dev.txt")
-    expected = {}
-    for name, mask in (("toy-dev", np.char.startswith(scores.utt_ids, "dev_")),
-                       ("la-dev", np.char.startswith(scores.utt_ids, "LA_D_"))):
+
+    def eer(mask: np.ndarray) -> float:
         keys, values = scores.keys[mask], scores.scores[mask]
-        assert mask.sum() == 6
-        expected[name] = compute_eer(values[keys == "bonafide"], values[keys == "spoof"])[0]
-        assert float(best[f"dev_eer_{name}"]) == pytest.approx(expected[name], abs=1e-12)
-    assert float(best["dev_eer"]) == pytest.approx(
-        compute_eer(scores.scores[scores.keys == "bonafide"], scores.scores[scores.keys == "spoof"])[0], abs=1e-12)
+        return compute_eer(values[keys == "bonafide"], values[keys == "spoof"])[0]
+
+    toy, la = np.char.startswith(scores.utt_ids, "dev_"), np.char.startswith(scores.utt_ids, "LA_D_")
+    assert (toy.sum(), la.sum(), len(scores.utt_ids)) == (6, 6, 12)
+    expected = {"toy-dev": eer(toy), "la-dev": eer(la)}
+    for name, value in expected.items():
+        assert float(best[f"dev_eer_{name}"]) == pytest.approx(value, abs=1e-12)
+    assert float(best["dev_eer"]) == pytest.approx(eer(toy | la), abs=1e-12)
     assert summary["dev_eer_sources"] == pytest.approx(expected, abs=1e-12)
     assert summary["dev_eer"] == pytest.approx(float(best["dev_eer"]), abs=1e-12)
