@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from torch.utils.data import Dataset
 
 from data.corpora import register_corpus, unregister_corpus
 from data.mixture import MixtureDataset, MixtureSampler, mixture_order
+from engine.partitions import open_sources
 from engine.recipe_schema import load_recipe
 from utils.errors import UserError
 from utils.metrics import compute_eer
@@ -148,49 +150,67 @@ def test_sources_and_draws_can_be_set_by_override(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A toy corpus (6 train, 6 dev) and a generated 2019 LA one (6 train, 6 dev)."""
+def two_corpora(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """A toy corpus and a generated 2019 LA one (4 train, 4 dev each; the LA one also 2 eval) with F0
+    stores (24 frames) of both under ``feats``; the toy corpus is registered in this process and, through
+    ANTISPOOF_CORPORA and PYTHONPATH, in subprocesses."""
     import toy_corpus
 
+    import preprocess
     from data.demo.__main__ import main as generate_demo
 
     base = tmp_path_factory.mktemp("two_corpora")
-    toy_corpus.write_toy_corpus(base / "toy", {"train": 6, "dev": 6})
-    generate_demo(["--out", str(base / "LA"), "--n-train", "6", "--n-dev", "6", "--n-eval", "2",
-                   "--workers", "1", "--no-progress"])
-    return {"toy": base / "toy", "la2019": base / "LA"}
-
-
-@pytest.fixture
-def toy_registered(monkeypatch: pytest.MonkeyPatch):
-    """The toy corpus in this process and (ANTISPOOF_CORPORA, PYTHONPATH) in its subprocesses."""
-    import toy_corpus
-
+    roots = {"toy": base / "toy", "la2019": base / "LA", "feats": base / "feats"}
     register_corpus(toy_corpus.ToyCorpus)
-    monkeypatch.setenv("ANTISPOOF_CORPORA", "toy_corpus")
-    python_path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
-    monkeypatch.setenv("PYTHONPATH", python_path)
-    yield
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ANTISPOOF_CORPORA", "toy_corpus")
+        env.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+        toy_corpus.write_toy_corpus(roots["toy"], {"train": 4, "dev": 4})
+        generate_demo(["--out", str(roots["la2019"]), "--n-train", "4", "--n-dev", "4", "--n-eval", "2",
+                       "--workers", "1", "--no-progress"])
+        config = mixed_recipe(base, roots)
+        for dataset in ("toy", "la2019"):
+            assert preprocess.main(["--config", str(config), "--dataset", dataset, "--data-root",
+                                    str(roots[dataset]), "--partitions", "train", "dev", "--out",
+                                    str(roots["feats"]), "--num-workers", "0", "--no-progress"]) == 0
+        yield {**roots, "config": config}
     unregister_corpus(toy_corpus.NAME)
 
 
-def mixed_recipe(tmp_path: Path, roots: dict[str, Path]) -> Path:
-    """A tiny F0 (24 frames) + LCNN recipe training on both corpora (weights 1 and 2, 8 draws per epoch)
-    and selecting on both dev partitions."""
+def mixed_recipe(folder: Path, roots: dict[str, Path]) -> Path:
+    """A tiny F0 (24 frames) + LCNN recipe training on both corpora (weights 1 and 2) and selecting on
+    both dev partitions."""
     def sources(partition: str) -> list[dict]:
         return [{"dataset": "toy", "partition": partition, "root": str(roots["toy"])},
                 {"dataset": "la2019", "partition": partition, "root": str(roots["la2019"]), "weight": 2.0,
                  "name": f"la-{partition}"}]
 
-    return recipe(tmp_path, "demo_xlsr_lcnn", frontend={"name": "f0", "n_frames": 24},
+    return recipe(folder, "demo_xlsr_lcnn", frontend={"name": "f0", "n_frames": 24},
                   model={"name": "lcnn", "input_shape": [1, 45, 24]},
                   data={"dataset": "la2019", "train": sources("train"), "dev": sources("dev")})
 
 
-def test_a_run_on_two_corpora_resumes_after_sigkill_to_the_same_weights_and_history(
-    two_corpora: dict[str, Path], toy_registered: None, tmp_path: Path
+def test_sources_open_from_their_own_roots_and_must_not_share_utterances(
+    two_corpora: dict[str, Path],
 ) -> None:
-    args = ["--config", str(mixed_recipe(tmp_path, two_corpora)), "--on-the-fly", "train.epochs=2",
+    cfg = load_recipe(two_corpora["config"])
+    dev = open_sources(cfg, cfg["data"]["dev"], key="dev", on_the_fly=True)  # no --data-root: each its own
+    assert isinstance(dev, MixtureDataset) and (dev.names, dev.sizes, dev.weights) == (
+        ["toy-dev", "la-dev"], [4, 4], [1.0, 2.0])
+    assert [r.utt_id for r in dev.parts[0].rows] == ["dev_000", "dev_001", "dev_002", "dev_003"]
+    assert dev.parts[1].rows[0].path.startswith(str(two_corpora["la2019"]))
+    twice = [{"dataset": "toy", "partition": "dev", "root": str(two_corpora["toy"]), "name": name}
+             for name in ("a", "b")]
+    with pytest.raises(UserError) as err:
+        open_sources(cfg, twice, key="dev", on_the_fly=True)
+    assert str(err.value) == ("config: data.dev: sources 'a' and 'b' both hold utterance dev_000; "
+                              "list each utterance in one source only")
+
+
+def test_a_run_on_two_corpora_resumes_after_sigkill_to_the_same_weights_and_history(
+    two_corpora: dict[str, Path], tmp_path: Path
+) -> None:
+    args = ["--config", str(two_corpora["config"]), "--features", str(two_corpora["feats"]), "train.epochs=2",
             "train.draws_per_epoch=8", "train.amp=none", "train.compile=false", *COMMON]
     kill_after_first_epoch_then_resume(args, tmp_path, epochs=2)
     run = tmp_path / "straight"
@@ -207,7 +227,7 @@ def test_a_run_on_two_corpora_resumes_after_sigkill_to_the_same_weights_and_hist
         return compute_eer(values[keys == "bonafide"], values[keys == "spoof"])[0]
 
     toy, la = np.char.startswith(scores.utt_ids, "dev_"), np.char.startswith(scores.utt_ids, "LA_D_")
-    assert (toy.sum(), la.sum(), len(scores.utt_ids)) == (6, 6, 12)
+    assert (toy.sum(), la.sum(), len(scores.utt_ids)) == (4, 4, 8)
     expected = {"toy-dev": eer(toy), "la-dev": eer(la)}
     for name, value in expected.items():
         assert float(best[f"dev_eer_{name}"]) == pytest.approx(value, abs=1e-12)
