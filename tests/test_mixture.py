@@ -18,11 +18,14 @@ import torch
 from conftest import recipe
 from test_reliability import COMMON, kill_after_first_epoch_then_resume
 from torch.utils.data import Dataset
+from torch.utils.data.distributed import DistributedSampler
 
 from data.corpora import register_corpus, unregister_corpus
 from data.mixture import MixtureDataset, MixtureSampler, mixture_order
 from engine.partitions import open_sources
 from engine.recipe_schema import load_recipe
+from engine.trainer import make_loader
+from utils.distributed import DistInfo
 from utils.errors import UserError
 from utils.metrics import compute_eer
 from utils.scorefiles import read_scores
@@ -104,6 +107,20 @@ def test_the_mixture_dataset_joins_its_sources_end_to_end() -> None:
     assert (a.epoch_seed, b.epoch_seed) == ((3, 10), (3, 11))
     with pytest.raises(UserError, match="^data source 'b' has no utterances$"):
         MixtureDataset([a, Items("b", 0)], ["a", "b"], [1.0, 1.0])
+
+
+def test_the_trainer_draws_a_mixture_or_a_fixed_epoch_size_and_else_keeps_its_shuffle() -> None:
+    info = DistInfo()
+    mixture = MixtureDataset([Items("a", 2), Items("b", 3)], ["a", "b"], [1.0, 2.0])
+    _, sampler = make_loader(mixture, 2, info, True, 5, 0)
+    assert isinstance(sampler, MixtureSampler) and (sampler.sizes, sampler.weights, len(sampler)) == (
+        [2, 3], [1.0, 2.0], 5)
+    _, sampler = make_loader(Items("a", 4), 2, info, True, 5, 0, draws=10)  # one partition, 10 per epoch
+    assert isinstance(sampler, MixtureSampler) and (sampler.sizes, len(sampler)) == ([4], 10)
+    _, sampler = make_loader(Items("a", 4), 2, info, True, 5, 0)  # one partition: as before
+    assert type(sampler) is DistributedSampler
+    _, sampler = make_loader(mixture, 2, info, False, 5, 0)  # dev: every item once, in order
+    assert type(sampler) is DistributedSampler and list(sampler) == [0, 1, 2, 3, 4]
 
 
 # --- the recipe keys ------------------------------------------------------------------------------------
