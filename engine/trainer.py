@@ -19,6 +19,11 @@ epoch the average is loaded, BatchNorm statistics are recomputed over the traini
 With ``train.calibrate: true`` best.pt finally gets a score-to-LLR calibration fitted on scores_dev.txt
 (`engine.calibrate_checkpoint`), which ``generate_score.py --llr`` uses.
 
+Several corpora (``data.train``/``data.dev`` as lists of sources, docs/training.md): the training set is a
+`data.mixture.MixtureDataset` drawn by weight (`data.mixture.MixtureSampler`, ``train.draws_per_epoch`` per
+epoch); with several dev sources selection stays on the pooled dev scores and history.csv adds a
+``dev_eer_<name>`` column per source (summary.json: ``dev_eer_sources``).
+
 Reproducibility: the sampler order depends only on (seed, epoch), every RNG state is saved at the
 end of each epoch, so ``--resume`` after a crash continues exactly where an uninterrupted run would
 be (bit-identical weights in deterministic CPU mode). Only global rank 0 writes files.
