@@ -117,6 +117,12 @@ class Scores:
     loss: float | None = None
     loss_weight: float = 0.0  # number of utterances the loss was averaged over
 
+    def subset(self, mask: np.ndarray) -> Scores:
+        """The scores where the boolean (n,) ``mask`` is true (without a loss)."""
+        keep = np.flatnonzero(mask)
+        return Scores(utt_ids=[self.utt_ids[i] for i in keep], attacks=[self.attacks[i] for i in keep],
+                      labels=self.labels[keep], scores=self.scores[keep])
+
     def eer(self, what: str = "partition") -> tuple[float, float]:
         """(EER as a fraction, threshold) of bona fide vs spoof; `UserError` if a class is missing."""
         from utils.metrics import compute_eer
