@@ -59,7 +59,7 @@ class PartialScores:
 
     def __init__(self, path: str | os.PathLike, settings: dict[str, Any], *, resume: bool) -> None:
         self.path = Path(path)
-        self.settings = json.loads(json.dumps(settings, sort_keys=True))  # as it reads back
+        self.settings = json.loads(json.dumps(settings, sort_keys=True, default=str))  # as it reads back
         self.done = ScoreRows()
         self._handle: TextIO | None = None
         if not self.path.exists():
