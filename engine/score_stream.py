@@ -114,10 +114,10 @@ def _whole_batches(partial: PartialScores, utt_ids: list[str], batch_size: int) 
     if len(done) > len(utt_ids):
         raise UserError(f"{partial.path}: {len(done)} rows, but the partition has {len(utt_ids)} utterances; "
                         "delete it to start over")
-    for k, (got, want) in enumerate(zip(done, utt_ids, strict=False)):
-        if got != want:
-            raise UserError(f"{where(partial.path, k + 2)}: utt_id {got}, but the partition has {want} "
-                            "there (the protocol changed?); delete the file to start over")
+    k = next((k for k, (got, want) in enumerate(zip(done, utt_ids, strict=False)) if got != want), None)
+    if k is not None:
+        raise UserError(f"{where(partial.path, k + 2)}: utt_id {done[k]}, but the partition has {utt_ids[k]} "
+                        "there (the protocol changed?); delete the file to start over")
     return len(done) if len(done) == len(utt_ids) else len(done) - len(done) % batch_size
 
 

@@ -79,6 +79,15 @@ def test_other_settings_or_no_resume_are_one_line_errors_then_resume_finishes(
         assert run_cli(generate_score.main, argv(checkpoint[0], tiny_corpus, out, *more)) == 2
         assert capsys.readouterr().err.strip().splitlines() == [message]
         assert not out.exists() and partial.exists()
+    first = reference.decode().split()[0]
+    kept = partial.read_text()
+    partial.write_text(kept.replace(f"\n{first} ", "\nLA_E_0000000 ", 1))
+    assert run_cli(generate_score.main, argv(checkpoint[0], tiny_corpus, out, "--resume")) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {partial}:2: utt_id LA_E_0000000, but the partition has {first} there (the protocol "
+        "changed?); delete the file to start over"
+    ]
+    partial.write_text(kept)
     cut_mid_batch(partial, reference, rows=2)  # then 3 rows: the second batch is incomplete, scored again
     assert generate_score.main(argv(checkpoint[0], tiny_corpus, out, "--resume")) == 0
     assert out.read_bytes() == reference and not partial.exists()
