@@ -37,6 +37,7 @@ from utils.metrics import (
     det_curve,
     min_tdcf,
     min_tdcf_from_det,
+    stable_merge,
 )
 
 #: Spoofing prevalence of the concurrent t-EER; any value in (0, 1) gives the same point (TPAMI 2023).
@@ -81,9 +82,10 @@ def _need_all(tar: np.ndarray, non: np.ndarray, spf: np.ndarray) -> None:
 def _sorted_labels(tar: np.ndarray, non: np.ndarray, spf: np.ndarray) -> np.ndarray:
     """Labels 0 = target, 1 = nontarget, 2 = spoof in stable ascending score order (ties keep that order)."""
     _need_all(tar, non, spf)
-    scores = np.concatenate((tar, non, spf)).astype(np.float64, copy=False)
-    labels = np.repeat(np.arange(3, dtype=np.int8), (len(tar), len(non), len(spf)))
-    return labels[np.argsort(scores, kind="mergesort")]
+    # Each class sorted on its own (a fast unstable sort: equal scores of one class are interchangeable),
+    # then merged as the package's stable sort of the concatenation orders them.
+    groups = tuple(np.sort(np.asarray(x, dtype=np.float64)) for x in (tar, non, spf))
+    return stable_merge(groups)[1]
 
 
 def a_dcf(tar: np.ndarray, non: np.ndarray, spf: np.ndarray, costs: SasvCosts = SASV_COSTS) -> float:

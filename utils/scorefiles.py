@@ -84,10 +84,30 @@ def first_line_span(text: str, start: int = 0) -> tuple[int, int] | None:
 class Tokens:
     """The whitespace-separated tokens of a plain ASCII text, located on its bytes (no Python strings)."""
 
-    data: np.ndarray  # (n_bytes + longest token + 8,) uint8: the text, zero-padded
+    data: np.ndarray  # (n_bytes + 8,) uint8: the text, zero-padded
     starts: np.ndarray  # (n_tokens,) offset of each token's first byte
-    lengths: np.ndarray  # (n_tokens,) bytes in each token
-    counts: np.ndarray  # (n_lines,) tokens on each line, lines as str.splitlines() counts them
+    ends: np.ndarray  # (n_tokens,) offset just past each token's last byte
+    newlines: np.ndarray  # (n_newlines,) offset of each newline
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Tokens on each line (n_lines,), lines as str.splitlines() counts them."""
+        lines = np.append(0, self.newlines + 1)
+        if lines[-1] == self.data.size - 8:  # a final newline ends the last line, it does not open another
+            lines = lines[:-1]
+        # Tokens starting before each line's first byte, then differences: one count per line.
+        return np.diff(np.searchsorted(self.starts, np.append(lines, self.data.size - 8))).astype(np.int64)
+
+    def row_lines(self, ncols: int) -> np.ndarray | None:
+        """1-based line number of each row (n_rows,) when every non-blank line has exactly ``ncols`` tokens,
+        else None. Checked on the rows' first and last tokens only: each row on one line, one row a line."""
+        if self.starts.size % ncols:
+            return None
+        first = np.searchsorted(self.newlines, self.starts[::ncols])
+        last = np.searchsorted(self.newlines, self.ends[ncols - 1 :: ncols] - 1)
+        if not np.array_equal(first, last) or np.any(first[1:] == first[:-1]):
+            return None
+        return first + 1
 
 
 def tokenize(text: str) -> Tokens | None:
@@ -96,28 +116,17 @@ def tokenize(text: str) -> Tokens | None:
     if not text.isascii():
         return None
     b = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-    is_space = b <= 32
+    newlines = np.flatnonzero(b == 10)
     # Control characters other than tab and newline (\r, \x0b, \x1c, NUL, ...) are whitespace or line
     # breaks to str.split()/splitlines() in some cases and not others: leave such text to them.
-    if np.count_nonzero(b < 32) != text.count("\t") + text.count("\n"):
+    if np.count_nonzero(b < 32) != newlines.size + text.count("\t"):
         return None
-    if b.size == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return Tokens(b, empty, empty, empty)
     # Bounded by whitespace on both sides, a change of class marks a token's start, then its end.
     padded = np.ones(b.size + 2, dtype=bool)
-    padded[1:-1] = is_space
+    np.less_equal(b, 32, out=padded[1:-1])
     edges = np.flatnonzero(padded[1:] != padded[:-1])
-    starts, ends = edges[0::2], edges[1::2]
-    lines = np.concatenate(([0], np.flatnonzero(b == 10) + 1))
-    if lines[-1] == b.size:  # a final newline ends the last line, it does not open another
-        lines = lines[:-1]
-    # Tokens starting before each line's first byte, then differences: one count per line.
-    counts = np.diff(np.searchsorted(starts, np.append(lines, b.size))).astype(np.int64)
-    lengths = ends - starts
-    longest = int(lengths.max()) if lengths.size else 0
     # zero padding: a column reads whole 8-byte words from each token's start
-    return Tokens(np.concatenate((b, np.zeros(longest + 8, dtype=np.uint8))), starts, lengths, counts)
+    return Tokens(np.concatenate((b, np.zeros(8, dtype=np.uint8))), edges[0::2], edges[1::2], newlines)
 
 
 def token_counts(text: str) -> np.ndarray | None:
@@ -144,7 +153,8 @@ class TokenColumns(Sequence):
         """Column c as a (n_rows, width) uint8 matrix, zero after each token's end."""
         if c not in self._bytes:
             t = self._tokens
-            starts, lengths = t.starts[c :: self._ncols], t.lengths[c :: self._ncols]
+            starts = t.starts[c :: self._ncols]
+            lengths = t.ends[c :: self._ncols] - starts
             width = max(int(lengths.max()) if lengths.size else 1, 1)
             n_words = (width + 7) // 8
             # Eight bytes at a time: a little-endian uint64 view of the bytes at every offset.
@@ -153,7 +163,8 @@ class TokenColumns(Sequence):
             for w in range(n_words):
                 inside = np.clip(lengths - 8 * w, 0, 8).astype(np.uint64)  # bytes of the token in word w
                 keep = np.where(inside == 8, np.uint64(2**64 - 1), (np.uint64(1) << (inside * 8)) - 1)
-                words[:, w] = at[starts + 8 * w] & keep
+                # (a shorter token's word w is all masked: clip its offset into the text)
+                words[:, w] = at[np.minimum(starts + 8 * w, at.size - 1)] & keep
             self._bytes[c] = words.view(np.uint8).reshape(starts.size, 8 * n_words)[:, :width]
         return self._bytes[c]
 
@@ -190,6 +201,11 @@ def split_table(path: Path, text: str, ncols: int, layout: str, min_cols: int | 
     Plain ASCII text without `min_cols` gives `TokenColumns` (str arrays), any other lists of str.
     """
     tokens = None if min_cols is not None else tokenize(text)
+    if tokens is not None:
+        rows_at = tokens.row_lines(ncols)
+        if rows_at is not None and rows_at.size:
+            # Every row has exactly ncols tokens, so column c is every ncols-th token of the whole text.
+            return Table(path, TokenColumns(tokens, ncols), rows_at)
     if tokens is None:
         # map() keeps the per-line work in C.
         rows = list(map(str.split, text.splitlines()))
@@ -211,9 +227,6 @@ def split_table(path: Path, text: str, ncols: int, layout: str, min_cols: int | 
         )
     if min_cols is not None:
         return Table(path, list(zip(*(tokens[:ncols] for tokens in rows), strict=True)), line_numbers)
-    if tokens is not None:
-        # Every row has exactly ncols tokens, so column c is every ncols-th token of the whole text.
-        return Table(path, TokenColumns(tokens, ncols), line_numbers)
     words = text.split()
     return Table(path, [words[c::ncols] for c in range(ncols)], line_numbers)
 
@@ -222,11 +235,12 @@ def hash_strings(values: np.ndarray) -> np.ndarray:
     """A 64-bit hash (n,) uint64 of each string of a str array (n,), from its characters: equal strings
     have equal hashes (different ones almost never: callers check)."""
     values = np.ascontiguousarray(values)
-    chars = values.view(np.uint32).reshape(values.size, -1) if values.dtype.itemsize else None
-    key = np.zeros(values.size, dtype=np.uint64)
-    for k in range(0 if chars is None else chars.shape[1]):
-        key = key * np.uint64(1_000_003) + chars[:, k]
-    return key
+    if values.dtype.itemsize == 0:
+        return np.zeros(values.size, dtype=np.uint64)
+    chars = values.view(np.uint32).reshape(values.size, -1)
+    # sum of char_k * P^(L-1-k), wrapping modulo 2^64 (integer matrix products wrap, no BLAS)
+    powers = np.uint64(1_000_003) ** np.arange(chars.shape[1] - 1, -1, -1, dtype=np.uint64)
+    return chars.astype(np.uint64) @ powers
 
 
 def parse_scores(table: Table, col: int) -> np.ndarray:

@@ -8,10 +8,10 @@ The measures are those of `utils.metrics` (docs/evaluation.md), with the package
 first among equal scores, from a stable sort of bona fide then spoof).
 
 Vectorised: the trials are grouped once by (codec, attack or bona fide) with a radix sort of small integer
-keys and each group's scores are sorted on their own; a cell merges its sorted bona fide and spoof scores
-(`merge_sorted`: one binary search, no sort), so its DET curve, counts below the Bayes threshold and score
-blocks for minCllr are cumulative sums over already-sorted arrays, and each Cllr half-sum is computed once
-per group. No per-cell sort, no pandas.
+keys and each group's scores are sorted on their own; a cell merges its sorted bona fide and spoof
+scores (`utils.metrics.stable_merge`: binary searches, no sort), so its DET curve, counts below the Bayes
+threshold and score blocks for minCllr are cumulative sums over already-sorted arrays, and each Cllr
+half-sum is computed once per group. No per-cell sort, no pandas.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from utils.metrics import (
     eer_from_det,
     min_cllr_from_counts,
     normalised_dcf,
+    stable_merge,
 )
 
 POOLED = "pooled"
@@ -46,20 +47,6 @@ class SortedSide:
         return float(np.logaddexp(0, -self.scores if self.bona else self.scores).sum())
 
 
-def merge_sorted(bona: np.ndarray, spoof: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted bona fide (B,) and spoof (S,) scores merged: (scores (B + S,), is_bona (B + S,)) in the order
-    of a stable sort of bona fide then spoof (bona fide first among equal scores), without sorting."""
-    n = bona.size + spoof.size
-    # Spoof j lands after the j spoofs below it and every bona fide score <= its own.
-    spoof_at = np.arange(spoof.size) + np.searchsorted(bona, spoof, side="right")
-    is_bona = np.ones(n, dtype=bool)
-    is_bona[spoof_at] = False
-    scores = np.empty(n, dtype=np.float64)
-    scores[spoof_at] = spoof
-    scores[is_bona] = bona
-    return scores, is_bona
-
-
 def cell_measures(
     bona: SortedSide, spoof: SortedSide, costs: DcfCosts = ASVSPOOF5_COSTS
 ) -> dict[str, float] | None:
@@ -67,7 +54,8 @@ def cell_measures(
     n_bona, n_spoof = bona.scores.size, spoof.scores.size
     if n_bona == 0 or n_spoof == 0:
         return None
-    scores, is_bona = merge_sorted(bona.scores, spoof.scores)
+    scores, labels = stable_merge((bona.scores, spoof.scores))
+    is_bona = labels == 0
     c = (costs.pspoof, costs.cmiss, costs.cfa)
     det = det_from_sorted(scores, is_bona)
     eer, _ = eer_from_det(det)
