@@ -168,6 +168,23 @@ class TokenColumns(Sequence):
             self._bytes[c] = words.view(np.uint8).reshape(starts.size, 8 * n_words)[:, :width]
         return self._bytes[c]
 
+    def split_last(self, c: int, sep: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Column c split at the last ``sep`` (one ASCII character): str arrays before and after it, as
+        ``str.rsplit(sep, 1)``; None where a token has no ``sep`` or an empty side."""
+        chars = self._chars(c)
+        width = chars.shape[1]
+        hit = chars == ord(sep)
+        last = width - 1 - np.argmax(hit[:, ::-1], axis=1)
+        lengths = np.count_nonzero(chars, axis=1)  # tokens hold no NUL
+        if not hit.any(axis=1).all() or np.any(last == 0) or np.any(last == lengths - 1):
+            return None
+        cols = np.arange(width)
+        before = np.where(cols < last[:, None], chars, 0)
+        shifted = last[:, None] + 1 + cols
+        after = np.take_along_axis(chars, np.minimum(shifted, width - 1), axis=1)
+        after[shifted >= lengths[:, None]] = 0
+        return _as_str(before), _as_str(after)
+
     def raw(self, c: int) -> np.ndarray:
         """Column c as a bytes array (n_rows,)."""
         chars = np.ascontiguousarray(self._chars(c))
@@ -180,9 +197,13 @@ class TokenColumns(Sequence):
             raise IndexError(c)
         c %= self._ncols
         if c not in self._str:
-            chars = self._chars(c)
-            self._str[c] = chars.astype(np.uint32).view(f"U{chars.shape[1]}").ravel()
+            self._str[c] = _as_str(self._chars(c))
         return self._str[c]
+
+
+def _as_str(chars: np.ndarray) -> np.ndarray:
+    """A (n, width) uint8 matrix of ASCII codes, zero-padded, as a str array (n,)."""
+    return chars.astype(np.uint32).view(f"U{chars.shape[1]}").ravel()
 
 
 @dataclass(frozen=True)
@@ -368,18 +389,27 @@ def read_scores(path: str | os.PathLike, fmt: str = "auto") -> CMScores:
         ids, attacks = table.columns[0], np.array(table.columns[1])
         keys, scores = check_values(table, 2, CM_KEYS, "key"), parse_scores(table, 3)
     else:
-        parts = [utt.rsplit("_", 1) for utt in table.columns[0]]
-        for k, part in enumerate(parts):
-            if len(part) != 2 or not part[0] or not part[1]:
-                raise UserError(
-                    f"{where(path, table.line_numbers[k])}: utt_id '{table.columns[0][k]}' has no '_attack' "
-                    f"suffix, expected '{layout}'"
-                )
-        ids = [part[0] for part in parts]
-        attacks = np.array([part[1] for part in parts])
+        split = table.columns.split_last(0, "_") if isinstance(table.columns, TokenColumns) else None
+        if split is None:
+            ids, attacks = _split_attack_suffix(table, layout)
+        else:
+            ids, attacks = split
         scores, keys = parse_scores(table, 1), check_values(table, 2, CM_KEYS, "key")
     check_unique(path, ids, table.line_numbers)
     return CMScores(path, fmt, np.array(ids), scores, attacks, keys, table.line_numbers)
+
+
+def _split_attack_suffix(table: Table, layout: str) -> tuple[list[str], np.ndarray]:
+    """``uttid_attack`` tokens of column 0 split at the last underscore (utt_ids, attacks); a token without
+    both parts raises `UserError` naming its line."""
+    parts = [utt.rsplit("_", 1) for utt in table.columns[0]]
+    for k, part in enumerate(parts):
+        if len(part) != 2 or not part[0] or not part[1]:
+            raise UserError(
+                f"{where(table.path, table.line_numbers[k])}: utt_id '{table.columns[0][k]}' has no "
+                f"'_attack' suffix, expected '{layout}'"
+            )
+    return [part[0] for part in parts], np.array([part[1] for part in parts])
 
 
 def _drop_header(path: Path, text: str, header: tuple[str, ...]) -> str:
