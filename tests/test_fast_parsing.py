@@ -140,3 +140,22 @@ def test_stable_merge_equals_a_stable_sort_with_ties_and_empty_groups() -> None:
     trials = SortedTrials(bona, spoof)
     assert trials.scores.tolist() == [-1.0, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 2.0]
     assert trials.is_pos.tolist() == [False, True, True, False, False, True, False, True]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_teer_row_pruning_keeps_the_winner(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exact t-EER with the lower-bound pruning of ASV thresholds equals the search over all of them
+    (same value, same threshold pair), on enough trials for many stretches to be dropped; ties included."""
+    import utils.sasv as sasv
+
+    rng = np.random.default_rng(300 + seed)
+    sizes = (3000, 3000, 12000)
+    cm = [np.round(rng.normal(m, 1.5, n), 2) for m, n in zip((3.0, 3.0, -2.0), sizes, strict=True)]
+    asv = [np.round(rng.normal(m, 1.5, n), 2) for m, n in zip((3.0, -3.0, 1.0), sizes, strict=True)]
+    curves = sasv.TandemTrials(*cm, *asv).curves()
+    a, b, c = curves[1].pmiss, curves[1].pfa_non, curves[1].pfa_spf
+    rows = np.flatnonzero((a < 0.5 * b + 0.5 * c) & (c > 0))
+    assert sasv._rows_that_can_win(*curves, rows).size < rows.size / 5
+    pruned = sasv.teer_search(*curves)
+    monkeypatch.setattr(sasv, "_rows_that_can_win", lambda cm, asv, rows: rows)
+    assert pruned == sasv.teer_search(*curves)
