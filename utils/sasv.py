@@ -13,7 +13,8 @@ ASVspoof 5 evaluation package (asvspoof-challenge/asvspoof5, `evaluation-package
   the package's `compute_teer` tries every CM threshold at every ASV threshold (N·M work). For a
   fixed ASV threshold its tandem difference Pmiss_tdm − Pfa_tdm is non-decreasing along the CM DET
   points, so the CM point nearest to zero is found by bisection for all ASV thresholds at once:
-  O(M log N) and the same point (`teer_exact`). `teer_accelerated` is the package's decimated
+  O(M log N) and the same point (`teer_exact`), on the ASV thresholds that a lower bound on the
+  package's criterion does not rule out (`_rows_that_can_win`). `teer_accelerated` is the package's decimated
   coarse-to-fine search, which can miss that point; the evaluator prints it beside the exact value.
 
 Scores are higher = more target / more bona fide. Every rate is a fraction (the package prints the
