@@ -34,14 +34,13 @@ from pathlib import Path
 from data.corpora import corpus_names, get_corpus
 from data.corpora.trial_metadata import SUBSET_CHOICES
 from engine.evaluation import EvalRequest, evaluate_scores, fit_file_calibration, protocol_corpus
-from engine.sasv_evaluation import POOLED, SasvRequest, evaluate_sasv
 from utils.conditions import format_condition_tables
 from utils.errors import UserError, run_cli
 from utils.io import atomic_write_text
 from utils.metrics import CostModel, MetricError, SortedTrials, eer_from_det
 from utils.report import format_histogram
 from utils.scorefiles import SCORE_FORMATS, SCORE_LAYOUTS
-from utils.track1 import format_track1_tables
+from utils.track1 import POOLED, format_track1_tables
 
 
 def _add_metric_arguments(parser: argparse.ArgumentParser) -> None:
@@ -278,6 +277,9 @@ def main_sasv(args: argparse.Namespace) -> int:
     if given or args.allow_negated or args.metrics != "asvspoof2019":
         flag = given[0] if given else "--allow-negated" if args.allow_negated else "--metrics"
         raise UserError(f"{flag} is for CM score files; --sasv-scores takes --sasv-keys, --asv-scores")
+    # Imported here: CM evaluations (the common case) need none of the Track 2 modules, so start faster.
+    from engine.sasv_evaluation import SasvRequest, evaluate_sasv
+
     ev = evaluate_sasv(SasvRequest(args.sasv_scores, args.sasv_keys, args.asv_scores))
     print(format_sasv(ev.result))
     for note in ev.notes:

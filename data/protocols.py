@@ -88,6 +88,10 @@ def rows_from_columns(
 ) -> list[ProtocolRow]:
     """Rows from columns of equal length; bona fide rows get attack ``-`` whatever the column says (the
     2021 metadata writes ``bonafide`` there)."""
+    # Columns may come as numpy str arrays (utils.scorefiles.TokenColumns): rows hold plain str.
+    speakers, ids, attacks, keys = (
+        c.tolist() if hasattr(c, "tolist") else c for c in (speakers, ids, attacks, keys)
+    )
     attacks = ["-" if key == BONAFIDE else attack for attack, key in zip(attacks, keys, strict=True)]
     columns: list[Iterable] = [speakers, ids, attacks, keys]
     if paths is not None or extra is not None:

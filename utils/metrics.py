@@ -13,6 +13,7 @@ Also the ASVspoof 5 measures (minDCF, actDCF, Cllr), which need no ASV scores.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,6 +100,24 @@ def det_from_sorted(sorted_scores: np.ndarray, sorted_is_pos: np.ndarray) -> Det
     return DetCurve(frr, far, thresholds)
 
 
+def stable_merge(groups: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays each sorted ascending, merged without sorting: (values (n,), group index (n,) int8) in the
+    order a stable sort of their concatenation gives (among equal values, earlier groups first)."""
+    n = sum(g.size for g in groups)
+    values = np.empty(n, dtype=np.result_type(*groups) if groups else np.float64)
+    labels = np.empty(n, dtype=np.int8)
+    for k, group in enumerate(groups):
+        # Each value lands after the smaller ones of its own group, the equal-or-smaller ones of earlier
+        # groups and the strictly smaller ones of later groups.
+        at = np.arange(group.size)
+        for h, other in enumerate(groups):
+            if h != k:
+                at += np.searchsorted(other, group, side="right" if h < k else "left")
+        values[at] = group
+        labels[at] = k
+    return values, labels
+
+
 class SortedTrials:
     """Scores of positives and negatives sorted once; DET curves of any subset of the negatives.
 
@@ -110,16 +129,21 @@ class SortedTrials:
     def __init__(self, pos_scores: np.ndarray, neg_scores: np.ndarray, neg_groups: np.ndarray | None = None):
         pos = np.asarray(pos_scores, dtype=np.float64).ravel()
         neg = np.asarray(neg_scores, dtype=np.float64).ravel()
-        scores = np.concatenate((pos, neg))
-        # mergesort is stable: on ties the positives (placed first) stay first, as in the official code.
-        order = np.argsort(scores, kind="mergesort")
-        self.scores = scores[order]
-        self.is_pos = order < pos.size
         self.n_pos = pos.size
         self.n_neg = neg.size
         self._neg_groups: np.ndarray | None = None
         self.group_names: np.ndarray = np.array([], dtype=str)
-        if neg_groups is not None:
+        if neg_groups is None:
+            # Each class sorted on its own (a fast unstable sort), then merged with the positives first on
+            # ties: the order of the official code's stable sort of positives then negatives.
+            self.scores, labels = stable_merge((np.sort(pos), np.sort(neg)))
+            self.is_pos = labels == 0
+        else:
+            scores = np.concatenate((pos, neg))
+            # mergesort is stable: on ties the positives (placed first) stay first, as in the official code.
+            order = np.argsort(scores, kind="mergesort")
+            self.scores = scores[order]
+            self.is_pos = order < pos.size
             neg_groups = np.asarray(neg_groups)
             if neg_groups.shape != neg.shape:
                 raise ValueError(f"neg_groups has shape {neg_groups.shape}, expected {neg.shape}")

@@ -13,7 +13,8 @@ ASVspoof 5 evaluation package (asvspoof-challenge/asvspoof5, `evaluation-package
   the package's `compute_teer` tries every CM threshold at every ASV threshold (N·M work). For a
   fixed ASV threshold its tandem difference Pmiss_tdm − Pfa_tdm is non-decreasing along the CM DET
   points, so the CM point nearest to zero is found by bisection for all ASV thresholds at once:
-  O(M log N) and the same point (`teer_exact`). `teer_accelerated` is the package's decimated
+  O(M log N) and the same point (`teer_exact`), on the ASV thresholds that a lower bound on the
+  package's criterion does not rule out (`_rows_that_can_win`). `teer_accelerated` is the package's decimated
   coarse-to-fine search, which can miss that point; the evaluator prints it beside the exact value.
 
 Scores are higher = more target / more bona fide. Every rate is a fraction (the package prints the
@@ -37,6 +38,7 @@ from utils.metrics import (
     det_curve,
     min_tdcf,
     min_tdcf_from_det,
+    stable_merge,
 )
 
 #: Spoofing prevalence of the concurrent t-EER; any value in (0, 1) gives the same point (TPAMI 2023).
@@ -81,9 +83,10 @@ def _need_all(tar: np.ndarray, non: np.ndarray, spf: np.ndarray) -> None:
 def _sorted_labels(tar: np.ndarray, non: np.ndarray, spf: np.ndarray) -> np.ndarray:
     """Labels 0 = target, 1 = nontarget, 2 = spoof in stable ascending score order (ties keep that order)."""
     _need_all(tar, non, spf)
-    scores = np.concatenate((tar, non, spf)).astype(np.float64, copy=False)
-    labels = np.repeat(np.arange(3, dtype=np.int8), (len(tar), len(non), len(spf)))
-    return labels[np.argsort(scores, kind="mergesort")]
+    # Each class sorted on its own (a fast unstable sort: equal scores of one class are interchangeable),
+    # then merged as the package's stable sort of the concatenation orders them.
+    groups = tuple(np.sort(np.asarray(x, dtype=np.float64)) for x in (tar, non, spf))
+    return stable_merge(groups)[1]
 
 
 def a_dcf(tar: np.ndarray, non: np.ndarray, spf: np.ndarray, costs: SasvCosts = SASV_COSTS) -> float:
@@ -208,6 +211,61 @@ def _take_asv(asv: AsvCurves, sel: np.ndarray | slice) -> AsvCurves:
     return AsvCurves(asv.pmiss[sel], asv.pfa_non[sel], asv.pfa_spf[sel])
 
 
+def _criterion(cm: DetCurve, asv: AsvCurves, rows: np.ndarray, cm_idx: np.ndarray) -> np.ndarray:
+    """|Pfa_non/Pfa_spf − Pfa_cm/(1 − Pmiss_cm)| of ASV thresholds ``rows`` at CM points ``cm_idx``, as the
+    package computes it; inf where it is not a number."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crit = np.abs(asv.pfa_non[rows] / asv.pfa_spf[rows] - cm.far[cm_idx] / (1 - cm.frr[cm_idx]))
+    crit[~(crit < np.inf)] = np.inf
+    return crit
+
+
+def _rows_that_can_win(cm: DetCurve, asv: AsvCurves, rows: np.ndarray, stride: int = 64) -> np.ndarray:
+    """The ASV thresholds among ``rows`` (sorted) whose criterion may be the smallest: every ``stride``-th
+    one, and those of each stretch between two of them that a lower bound does not rule out.
+
+    Within a stretch, Pfa_non/Pfa_spf lies between its smallest and largest value there, and the CM point
+    between the (monotone) points of the stretch's ends, give or take the margins of `_nearest_cm_points`,
+    so Pfa_cm/(1 − Pmiss_cm) lies between its extremes over those points; the criterion is at least the
+    gap between the two ranges (computed as the package computes the criterion, so rounding cannot undercut
+    it). Stretches whose gap exceeds the best criterion of the sampled thresholds cannot hold the minimum.
+    """
+    if rows.size <= 4 * stride:
+        return rows
+    coarse = np.append(np.arange(0, rows.size, stride), rows.size - 1)
+    coarse = np.unique(coarse)
+    cm_coarse = _nearest_cm_points(cm, _take_asv(asv, rows[coarse]))
+    best = float(np.min(_criterion(cm, asv, rows[coarse], cm_coarse)))
+    if not best < np.inf:
+        return rows
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio_asv = asv.pfa_non[rows] / asv.pfa_spf[rows]
+        ratio_cm = cm.far / (1 - cm.frr)
+    # Stretch t: rows coarse[t]..coarse[t+1]; its CM points run from cm_coarse[t+1] up to cm_coarse[t]
+    # (both included, and `margin` points beyond either end), so in reverse the stretches tile the CM
+    # points: one reduceat gives each stretch's extremes, the margins are gathered (NaN: no bound).
+    if np.any(np.diff(cm_coarse) > 0):
+        return rows  # not monotone after all (rounding): no bound
+    back = cm_coarse[::-1]
+    margin = np.arange(-8, 9)
+    around = ratio_cm[np.clip(np.concatenate((back[:-1, None], back[1:, None]), axis=1)[:, :, None] + margin,
+                              0, ratio_cm.size - 1).reshape(back.size - 1, -1)]  # fmt: skip
+    cm_min = np.minimum(np.minimum.reduceat(ratio_cm, back[:-1]), around.min(axis=1))[::-1]
+    cm_max = np.maximum(np.maximum.reduceat(ratio_cm, back[:-1]), around.max(axis=1))[::-1]
+    asv_min = np.minimum.reduceat(ratio_asv, coarse[:-1])
+    asv_max = np.maximum.reduceat(ratio_asv, coarse[:-1])
+    asv_min = np.minimum(asv_min, ratio_asv[coarse[1:]])
+    asv_max = np.maximum(asv_max, ratio_asv[coarse[1:]])
+    gap = np.maximum(cm_min - asv_max, asv_min - cm_max)
+    hopeless = gap > best  # False where any value is NaN: such stretches are kept
+    keep = np.zeros(rows.size, dtype=bool)
+    keep[coarse] = True
+    starts, stops = coarse[:-1][~hopeless], coarse[1:][~hopeless]
+    for i, j in zip(starts.tolist(), stops.tolist(), strict=True):
+        keep[i:j] = True
+    return rows[keep]
+
+
 def teer_search(cm: DetCurve, asv: AsvCurves) -> tuple[float, int, int] | None:
     """The package's concurrent t-EER point: (t-EER as a fraction, ASV index, CM index), or None.
 
@@ -221,10 +279,9 @@ def teer_search(cm: DetCurve, asv: AsvCurves) -> tuple[float, int, int] | None:
     rows = np.flatnonzero((a < (1 - RHO_SPOOF) * b + RHO_SPOOF * c) & (c > 0))
     if rows.size == 0:
         return None
+    rows = _rows_that_can_win(cm, asv, rows)
     cm_idx = _nearest_cm_points(cm, _take_asv(asv, rows))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        crit = np.abs(b[rows] / c[rows] - cm.far[cm_idx] / (1 - cm.frr[cm_idx]))
-    crit[~(crit < np.inf)] = np.inf
+    crit = _criterion(cm, asv, rows, cm_idx)
     k = int(np.argmin(crit))
     if not crit[k] < np.inf:
         return None

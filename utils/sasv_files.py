@@ -82,7 +82,8 @@ def read_header_table(path: str | os.PathLike, required: tuple[str, ...], what: 
         gc.enable()
     if table.line_numbers.size < 2:
         raise UserError(f"{path}: no trials after the header")
-    columns = {name: list(col[1:]) for name, col in zip(names, table.columns, strict=True)}
+    # (numpy str arrays from the byte tokenizer become lists of plain str)
+    columns = {name: np.asarray(col[1:]).tolist() for name, col in zip(names, table.columns, strict=True)}
     return HeaderTable(path, columns, table.line_numbers[1:])
 
 

@@ -20,6 +20,7 @@ pass look for the offending line, so every error still names ``file:line``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,51 +67,172 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
         raise UserError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from exc
 
 
+_NONBLANK = re.compile(r"\S")
+
+
+def first_line_span(text: str, start: int = 0) -> tuple[int, int] | None:
+    """(start, end) offsets of the first newline-delimited line of ``text`` from ``start`` on that is not
+    blank (end excludes the newline), without splitting the rest; None if there is none."""
+    found = _NONBLANK.search(text, start)
+    if found is None:
+        return None
+    end = text.find("\n", found.start())
+    return text.rfind("\n", 0, found.start()) + 1, len(text) if end < 0 else end
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The whitespace-separated tokens of a plain ASCII text, located on its bytes (no Python strings)."""
+
+    data: np.ndarray  # (n_bytes + 8,) uint8: the text, zero-padded
+    starts: np.ndarray  # (n_tokens,) offset of each token's first byte
+    ends: np.ndarray  # (n_tokens,) offset just past each token's last byte
+    newlines: np.ndarray  # (n_newlines,) offset of each newline
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Tokens on each line (n_lines,), lines as str.splitlines() counts them."""
+        lines = np.append(0, self.newlines + 1)
+        if lines[-1] == self.data.size - 8:  # a final newline ends the last line, it does not open another
+            lines = lines[:-1]
+        # Tokens starting before each line's first byte, then differences: one count per line.
+        return np.diff(np.searchsorted(self.starts, np.append(lines, self.data.size - 8))).astype(np.int64)
+
+    def row_lines(self, ncols: int) -> np.ndarray | None:
+        """1-based line number of each row (n_rows,) when every non-blank line has exactly ``ncols`` tokens,
+        else None. Checked on the rows' first and last tokens only: each row on one line, one row a line."""
+        if self.starts.size % ncols:
+            return None
+        first = np.searchsorted(self.newlines, self.starts[::ncols])
+        last = np.searchsorted(self.newlines, self.ends[ncols - 1 :: ncols] - 1)
+        if not np.array_equal(first, last) or np.any(first[1:] == first[:-1]):
+            return None
+        return first + 1
+
+
+def tokenize(text: str) -> Tokens | None:
+    """`Tokens` of ``text``, computed with numpy (a million lines in a fraction of a second); None for text
+    that is not plain ASCII with spaces, tabs and newlines (the caller splits the lines itself)."""
+    if not text.isascii():
+        return None
+    b = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    newlines = np.flatnonzero(b == 10)
+    # Control characters other than tab and newline (\r, \x0b, \x1c, NUL, ...) are whitespace or line
+    # breaks to str.split()/splitlines() in some cases and not others: leave such text to them.
+    if np.count_nonzero(b < 32) != newlines.size + text.count("\t"):
+        return None
+    # Bounded by whitespace on both sides, a change of class marks a token's start, then its end.
+    padded = np.ones(b.size + 2, dtype=bool)
+    np.less_equal(b, 32, out=padded[1:-1])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    # zero padding: a column reads whole 8-byte words from each token's start
+    return Tokens(np.concatenate((b, np.zeros(8, dtype=np.uint8))), edges[0::2], edges[1::2], newlines)
+
+
+def token_counts(text: str) -> np.ndarray | None:
+    """Whitespace-separated tokens on each line of ``text`` as ``str.splitlines()`` counts lines, (n_lines,);
+    None where `tokenize` gives None."""
+    tokens = tokenize(text)
+    return None if tokens is None else tokens.counts
+
+
+class TokenColumns(Sequence):
+    """The columns of a table whose every row has ``ncols`` tokens, each gathered from the bytes on first
+    use: ``columns[c]`` is a str array (n_rows,), `raw` the same as bytes (for numeric conversion)."""
+
+    def __init__(self, tokens: Tokens, ncols: int):
+        self._tokens = tokens
+        self._ncols = ncols
+        self._bytes: dict[int, np.ndarray] = {}
+        self._str: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self._ncols
+
+    def _chars(self, c: int) -> np.ndarray:
+        """Column c as a (n_rows, width) uint8 matrix, zero after each token's end."""
+        if c not in self._bytes:
+            t = self._tokens
+            starts = t.starts[c :: self._ncols]
+            lengths = t.ends[c :: self._ncols] - starts
+            width = max(int(lengths.max()) if lengths.size else 1, 1)
+            n_words = (width + 7) // 8
+            # Eight bytes at a time: a little-endian uint64 view of the bytes at every offset.
+            at = np.ndarray((t.data.size - 7,), dtype="<u8", buffer=t.data, strides=(1,))
+            words = np.empty((starts.size, n_words), dtype="<u8")
+            for w in range(n_words):
+                inside = np.clip(lengths - 8 * w, 0, 8).astype(np.uint64)  # bytes of the token in word w
+                keep = np.where(inside == 8, np.uint64(2**64 - 1), (np.uint64(1) << (inside * 8)) - 1)
+                # (a shorter token's word w is all masked: clip its offset into the text)
+                words[:, w] = at[np.minimum(starts + 8 * w, at.size - 1)] & keep
+            self._bytes[c] = words.view(np.uint8).reshape(starts.size, 8 * n_words)[:, :width]
+        return self._bytes[c]
+
+    def split_last(self, c: int, sep: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Column c split at the last ``sep`` (one ASCII character): str arrays before and after it, as
+        ``str.rsplit(sep, 1)``; None where a token has no ``sep`` or an empty side."""
+        chars = self._chars(c)
+        width = chars.shape[1]
+        hit = chars == ord(sep)
+        last = width - 1 - np.argmax(hit[:, ::-1], axis=1)
+        lengths = np.count_nonzero(chars, axis=1)  # tokens hold no NUL
+        if not hit.any(axis=1).all() or np.any(last == 0) or np.any(last == lengths - 1):
+            return None
+        cols = np.arange(width)
+        before = np.where(cols < last[:, None], chars, 0)
+        shifted = last[:, None] + 1 + cols
+        after = np.take_along_axis(chars, np.minimum(shifted, width - 1), axis=1)
+        after[shifted >= lengths[:, None]] = 0
+        return _as_str(before), _as_str(after)
+
+    def raw(self, c: int) -> np.ndarray:
+        """Column c as a bytes array (n_rows,)."""
+        chars = np.ascontiguousarray(self._chars(c))
+        return chars.view(f"S{chars.shape[1]}").ravel()
+
+    def __getitem__(self, c):  # type: ignore[override]
+        if isinstance(c, slice):
+            return [self[k] for k in range(self._ncols)[c]]
+        if not -self._ncols <= c < self._ncols:
+            raise IndexError(c)
+        c %= self._ncols
+        if c not in self._str:
+            self._str[c] = _as_str(self._chars(c))
+        return self._str[c]
+
+
+def _as_str(chars: np.ndarray) -> np.ndarray:
+    """A (n, width) uint8 matrix of ASCII codes, zero-padded, as a str array (n,)."""
+    return chars.astype(np.uint32).view(f"U{chars.shape[1]}").ravel()
+
+
 @dataclass(frozen=True)
 class Table:
     """Whitespace-separated columns of a text file, blank lines skipped."""
 
     path: Path
-    columns: list[Sequence[str]]
+    columns: Sequence[Sequence[str]]
     line_numbers: np.ndarray  # (n_rows,) 1-based line number of each row
-
-
-#: characters that str.splitlines() or str.split() treat specially beyond space, tab and newline
-_ODD_WHITESPACE = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
-
-
-def token_counts(text: str) -> np.ndarray | None:
-    """Whitespace-separated tokens on each line of ``text`` as ``str.splitlines()`` counts lines, (n_lines,);
-    computed on the bytes with numpy (a million lines in a fraction of a second). None for text that
-    is not plain ASCII with spaces, tabs and newlines (the caller splits the lines itself)."""
-    if not text.isascii() or any(c in text for c in _ODD_WHITESPACE):
-        return None
-    b = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-    if b.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    is_space = (b == 32) | (b == 9) | (b == 10)
-    starts = ~is_space
-    starts[1:] &= is_space[:-1]
-    edges = np.concatenate(([0], np.flatnonzero(b == 10) + 1))
-    if edges[-1] == b.size:  # a final newline ends the last line, it does not open another
-        edges = edges[:-1]
-    # Tokens starting before each line's first byte, then differences: one count per line.
-    before = np.searchsorted(np.flatnonzero(starts), np.append(edges, b.size))
-    return np.diff(before).astype(np.int64)
 
 
 def split_table(path: Path, text: str, ncols: int, layout: str, min_cols: int | None = None) -> Table:
     """Split `text` into `ncols` columns (rows with fewer than `min_cols`, or a different count, are errors).
 
     With `min_cols`, rows may have any count ≥ `min_cols` and only the first `ncols` columns are kept.
+    Plain ASCII text without `min_cols` gives `TokenColumns` (str arrays), any other lists of str.
     """
-    counts = None if min_cols is not None else token_counts(text)
-    if counts is None:
+    tokens = None if min_cols is not None else tokenize(text)
+    if tokens is not None:
+        rows_at = tokens.row_lines(ncols)
+        if rows_at is not None and rows_at.size:
+            # Every row has exactly ncols tokens, so column c is every ncols-th token of the whole text.
+            return Table(path, TokenColumns(tokens, ncols), rows_at)
+    if tokens is None:
         # map() keeps the per-line work in C.
         rows = list(map(str.split, text.splitlines()))
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
     else:
-        rows, lengths = [], counts
+        rows, lengths = [], tokens.counts
     line_numbers = np.flatnonzero(lengths) + 1
     if line_numbers.size == 0:
         raise UserError(f"{path}: the file is empty")
@@ -126,16 +248,31 @@ def split_table(path: Path, text: str, ncols: int, layout: str, min_cols: int | 
         )
     if min_cols is not None:
         return Table(path, list(zip(*(tokens[:ncols] for tokens in rows), strict=True)), line_numbers)
-    # Every row has exactly ncols tokens, so column c is every ncols-th token of the whole text.
-    tokens = text.split()
-    return Table(path, [tokens[c::ncols] for c in range(ncols)], line_numbers)
+    words = text.split()
+    return Table(path, [words[c::ncols] for c in range(ncols)], line_numbers)
+
+
+def hash_strings(values: np.ndarray) -> np.ndarray:
+    """A 64-bit hash (n,) uint64 of each string of a str array (n,), from its characters: equal strings
+    have equal hashes (different ones almost never: callers check)."""
+    values = np.ascontiguousarray(values)
+    if values.dtype.itemsize == 0:
+        return np.zeros(values.size, dtype=np.uint64)
+    chars = values.view(np.uint32).reshape(values.size, -1)
+    # sum of char_k * P^(L-1-k), wrapping modulo 2^64 (integer matrix products wrap, no BLAS)
+    powers = np.uint64(1_000_003) ** np.arange(chars.shape[1] - 1, -1, -1, dtype=np.uint64)
+    return chars.astype(np.uint64) @ powers
 
 
 def parse_scores(table: Table, col: int) -> np.ndarray:
     """Column `col` as float64; a non-numeric or non-finite value raises `UserError` naming its line."""
     values = table.columns[col]
     try:
-        scores = np.array(values, dtype=np.float64)
+        if isinstance(table.columns, TokenColumns):
+            # bytes to float64 in C: the same correctly rounded values as float() on each token
+            scores = table.columns.raw(col).astype(np.float64)
+        else:
+            scores = np.array(values, dtype=np.float64)
     except ValueError:
         for k, value in enumerate(values):
             try:
@@ -155,7 +292,9 @@ def parse_scores(table: Table, col: int) -> np.ndarray:
 def check_values(table: Table, col: int, allowed: Sequence[str], name: str) -> np.ndarray:
     """Column `col` as a str array whose values must all be in `allowed`."""
     values = np.array(table.columns[col])
-    ok = np.isin(values, allowed)
+    ok = np.zeros(values.shape, dtype=bool)
+    for value in allowed:  # a few allowed values: one comparison each (np.isin would sort the strings)
+        ok |= values == value
     if not ok.all():
         k = int(np.argmin(ok))
         raise UserError(
@@ -167,6 +306,12 @@ def check_values(table: Table, col: int, allowed: Sequence[str], name: str) -> n
 
 def check_unique(path: Path, ids: Sequence[str], line_numbers: np.ndarray, what: str = "utt_id") -> None:
     """Raise `UserError` naming both lines if an id occurs twice."""
+    if isinstance(ids, np.ndarray) and ids.dtype.kind == "U":
+        # Sorted hashes: no two equal means no two equal ids (equal hashes: the exact check below).
+        hashes = np.sort(hash_strings(ids))
+        if not np.any(hashes[1:] == hashes[:-1]):
+            return
+        ids = ids.tolist()
     if len(set(ids)) == len(ids):
         return
     first: dict[str, int] = {}
@@ -227,12 +372,12 @@ def read_scores(path: str | os.PathLike, fmt: str = "auto") -> CMScores:
         raise UserError(f"unknown score format '{fmt}'; expected one of {', '.join(SCORE_FORMATS)}")
     text = read_text(path, "score file")
     if fmt == "auto":
-        for i, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                fmt = detect_format(path, i, line.split())
-                break
-        else:
+        span = first_line_span(text)
+        if span is None:
             raise UserError(f"{path}: the file is empty")
+        # Lines as str.splitlines() counts them, up to the first non-blank one only.
+        i, line = next((i, ln) for i, ln in enumerate(text[: span[1]].splitlines(), 1) if ln.strip())
+        fmt = detect_format(path, i, line.split())
     layout = SCORE_LAYOUTS[fmt]
     if fmt == "asvspoof5":
         text = _drop_header(path, text, ASVSPOOF5_SCORE_HEADER)
@@ -244,32 +389,40 @@ def read_scores(path: str | os.PathLike, fmt: str = "auto") -> CMScores:
         ids, attacks = table.columns[0], np.array(table.columns[1])
         keys, scores = check_values(table, 2, CM_KEYS, "key"), parse_scores(table, 3)
     else:
-        parts = [utt.rsplit("_", 1) for utt in table.columns[0]]
-        for k, part in enumerate(parts):
-            if len(part) != 2 or not part[0] or not part[1]:
-                raise UserError(
-                    f"{where(path, table.line_numbers[k])}: utt_id '{table.columns[0][k]}' has no '_attack' "
-                    f"suffix, expected '{layout}'"
-                )
-        ids = [part[0] for part in parts]
-        attacks = np.array([part[1] for part in parts])
+        split = table.columns.split_last(0, "_") if isinstance(table.columns, TokenColumns) else None
+        if split is None:
+            ids, attacks = _split_attack_suffix(table, layout)
+        else:
+            ids, attacks = split
         scores, keys = parse_scores(table, 1), check_values(table, 2, CM_KEYS, "key")
     check_unique(path, ids, table.line_numbers)
     return CMScores(path, fmt, np.array(ids), scores, attacks, keys, table.line_numbers)
 
 
+def _split_attack_suffix(table: Table, layout: str) -> tuple[list[str], np.ndarray]:
+    """``uttid_attack`` tokens of column 0 split at the last underscore (utt_ids, attacks); a token without
+    both parts raises `UserError` naming its line."""
+    parts = [utt.rsplit("_", 1) for utt in table.columns[0]]
+    for k, part in enumerate(parts):
+        if len(part) != 2 or not part[0] or not part[1]:
+            raise UserError(
+                f"{where(table.path, table.line_numbers[k])}: utt_id '{table.columns[0][k]}' has no "
+                f"'_attack' suffix, expected '{layout}'"
+            )
+    return [part[0] for part in parts], np.array([part[1] for part in parts])
+
+
 def _drop_header(path: Path, text: str, header: tuple[str, ...]) -> str:
     """``text`` with its first non-blank line, which must be ``header``, blanked (line numbers are kept)."""
-    lines = text.split("\n")
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if first is None:
+    span = first_line_span(text)
+    if span is None:
         raise UserError(f"{path}: the file is empty")
-    if tuple(lines[first].split()) != header:
-        raise UserError(f"{where(path, first + 1)}: expected the header '{chr(9).join(header)}'")
-    lines[first] = ""
-    if not any(line.strip() for line in lines):
-        raise UserError(f"{where(path, first + 1)}: no scores after the header")
-    return "\n".join(lines)
+    line = text.count("\n", 0, span[0]) + 1
+    if tuple(text[span[0] : span[1]].split()) != header:
+        raise UserError(f"{where(path, line)}: expected the header '{chr(9).join(header)}'")
+    if first_line_span(text, span[1]) is None:
+        raise UserError(f"{where(path, line)}: no scores after the header")
+    return text[: span[0]] + text[span[1] :]
 
 
 def write_asvspoof5_scores(path: str | os.PathLike, utt_ids: Sequence[str], scores: np.ndarray) -> None:

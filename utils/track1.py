@@ -7,12 +7,16 @@ trials of attack a with codec c; a cell without bona fide or without spoof trial
 The measures are those of `utils.metrics` (docs/evaluation.md), with the package's tie rule (bona fide
 first among equal scores, from a stable sort of bona fide then spoof).
 
-Vectorised: the trials are sorted once; each row is one boolean selection of that order and each cell a
-selection of the row, so a cell's DET curve, counts below the Bayes threshold, Cllr sums and score blocks
-for minCllr are cumulative sums and reductions over already-sorted arrays. No per-cell sort, no pandas.
+Vectorised: the trials are grouped once by (codec, attack or bona fide) with a radix sort of small integer
+keys and each group's scores are sorted on their own; a cell merges its sorted bona fide and spoof
+scores (`utils.metrics.stable_merge`: binary searches, no sort), so its DET curve, counts below the Bayes
+threshold and score blocks for minCllr are cumulative sums over already-sorted arrays, and each Cllr
+half-sum is computed once per group. No per-cell sort, no pandas.
 """
 
 from __future__ import annotations
+
+from functools import cached_property
 
 import numpy as np
 
@@ -23,44 +27,96 @@ from utils.metrics import (
     eer_from_det,
     min_cllr_from_counts,
     normalised_dcf,
+    stable_merge,
 )
 
 POOLED = "pooled"
 MEASURES = ("min_dcf", "act_dcf", "cllr", "min_cllr", "eer")
 
 
-def sorted_cell_measures(
-    scores: np.ndarray, is_bona: np.ndarray, cllr_terms: np.ndarray, costs: DcfCosts = ASVSPOOF5_COSTS
+class SortedSide:
+    """The sorted scores (n,) of one class of one cell; its Cllr sum is computed once however many cells
+    share it (bona fide: ln(1 + e^−s) summed, spoof: ln(1 + e^s))."""
+
+    def __init__(self, scores: np.ndarray, bona: bool):
+        self.scores = scores
+        self.bona = bona
+
+    @cached_property
+    def cllr_sum(self) -> float:
+        return float(np.logaddexp(0, -self.scores if self.bona else self.scores).sum())
+
+
+def cell_measures(
+    bona: SortedSide, spoof: SortedSide, costs: DcfCosts = ASVSPOOF5_COSTS
 ) -> dict[str, float] | None:
-    """The Track 1 measures of one cell from its trials sorted by score (ties: bona fide first), (n,) each;
-    ``cllr_terms``: ln(1 + e^−s) for bona fide, ln(1 + e^s) for spoof. None without both classes."""
-    n = scores.size
-    n_bona = int(np.count_nonzero(is_bona))
-    n_spoof = n - n_bona
+    """The Track 1 measures of one cell from its sorted bona fide and spoof scores; None without both."""
+    n_bona, n_spoof = bona.scores.size, spoof.scores.size
     if n_bona == 0 or n_spoof == 0:
         return None
+    scores, labels = stable_merge((bona.scores, spoof.scores))
+    is_bona = labels == 0
     c = (costs.pspoof, costs.cmiss, costs.cfa)
     det = det_from_sorted(scores, is_bona)
-    dcf = normalised_dcf(det.frr, det.far, *c)
     eer, _ = eer_from_det(det)
     threshold = -np.log(costs.cmiss * (1 - costs.pspoof) / (costs.cfa * costs.pspoof))
-    below = int(np.searchsorted(scores, threshold, side="left"))  # trials scoring < threshold
-    bona_below = int(np.count_nonzero(is_bona[:below]))
-    pmiss = bona_below / n_bona
-    pfa = (n_spoof - (below - bona_below)) / n_spoof
-    bona_terms = cllr_terms[is_bona]
-    spoof_terms = cllr_terms[~is_bona]
-    cllr = 0.5 * (bona_terms.sum() / n_bona + spoof_terms.sum() / n_spoof) / np.log(2)
+    pmiss = int(np.searchsorted(bona.scores, threshold, side="left")) / n_bona  # bona fide < threshold
+    pfa = (n_spoof - int(np.searchsorted(spoof.scores, threshold, side="left"))) / n_spoof
+    cllr = 0.5 * (bona.cllr_sum / n_bona + spoof.cllr_sum / n_spoof) / np.log(2)
     starts = np.flatnonzero(np.concatenate(([True], scores[1:] != scores[:-1])))
-    per_value_all = np.diff(np.append(starts, n))
+    per_value_all = np.diff(np.append(starts, scores.size))
     per_value_bona = np.add.reduceat(is_bona.astype(np.int64), starts)
     return {
-        "min_dcf": float(dcf.min()),
+        "min_dcf": float(normalised_dcf(det.frr, det.far, *c).min()),
         "act_dcf": float(normalised_dcf(pmiss, pfa, *c)),
         "cllr": float(cllr),
         "min_cllr": min_cllr_from_counts(per_value_bona, per_value_all),
         "eer": eer,
     }
+
+
+def few_unique(values: np.ndarray, limit: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` for a str array (n,) with few distinct values (attacks,
+    codecs) without sorting the strings: each string is hashed to an integer from its characters, the
+    integers are sorted (a fast numeric sort) and searched, then one check that equal hashes mean equal
+    strings (any collision, more than ``limit`` values or another dtype: `np.unique` itself)."""
+    values = np.ascontiguousarray(values)
+    if values.dtype.kind != "U" or values.size == 0 or values.dtype.itemsize == 0:
+        return np.unique(values, return_inverse=True)
+    chars = values.view(np.uint32).reshape(values.size, -1)
+    key = np.zeros(values.size, dtype=np.uint64)
+    for k in range(chars.shape[1]):
+        key = key * np.uint64(1_000_003) + chars[:, k]
+    keys = np.sort(key)
+    keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
+    if keys.size > limit:
+        return np.unique(values, return_inverse=True)
+    codes = np.searchsorted(keys, key)
+    some = np.empty(keys.size, dtype=np.int64)
+    some[codes] = np.arange(values.size)  # a trial of each hash, whichever
+    found = values[some]
+    if not np.array_equal(chars, found.view(np.uint32).reshape(found.size, -1)[codes]):
+        return np.unique(values, return_inverse=True)  # a hash collision
+    rank = np.empty(found.size, dtype=np.int64)
+    rank[np.argsort(found, kind="stable")] = np.arange(found.size)
+    return np.sort(found), rank[codes]
+
+
+def _grouped(scores: np.ndarray, key: np.ndarray, n_groups: int) -> list[np.ndarray]:
+    """The scores of each group 0..n_groups-1 of ``key`` (n,), each sorted ascending."""
+    # Small integer keys: numpy's stable sort is a radix sort; then each group sorts its own slice.
+    dtype = np.int16 if n_groups < 2**15 else np.int64
+    by_group = scores[np.argsort(key.astype(dtype), kind="stable")]
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(key, minlength=n_groups))))
+    groups = [by_group[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    for group in groups:
+        group.sort()
+    return groups
+
+
+def _sides(groups: list[np.ndarray], bona: bool) -> SortedSide:
+    """One side made of several sorted groups (a pooled row or column)."""
+    return SortedSide(np.sort(np.concatenate(groups)), bona)
 
 
 def track1_tables(
@@ -79,32 +135,32 @@ def track1_tables(
     """
     scores = np.asarray(scores, dtype=np.float64).ravel()
     is_bona = np.asarray(is_bona, dtype=bool).ravel()
-    # Bona fide first, then a stable sort: among tied scores bona fide stays first (the package's order).
-    first = np.concatenate((np.flatnonzero(is_bona), np.flatnonzero(~is_bona)))
-    order = first[np.argsort(scores[first], kind="mergesort")]
-    s, bona = scores[order], is_bona[order]
-    attack_names, attack_codes = np.unique(np.asarray(attacks)[order][~bona], return_inverse=True)
-    row_code = np.full(s.size, -1)
-    row_code[~bona] = attack_codes
-    codec_values = np.asarray(codecs)[order] if codecs is not None else np.full(s.size, "")
-    codec_names, codec_code = np.unique(codec_values, return_inverse=True)
-    terms = np.where(bona, np.logaddexp(0, -s), np.logaddexp(0, s))
-    per_cell: dict[str, dict[str, dict[str, float] | None]] = {}
+    attack_names, attack_code = few_unique(np.asarray(attacks)[~is_bona])
+    n_att = attack_names.size
+    cls = np.full(scores.size, n_att)  # class n_att = bona fide
+    cls[~is_bona] = attack_code
+    codec_names, codec_code = few_unique(np.asarray(codecs) if codecs is not None else np.zeros(scores.size))
+    n_codec = codec_names.size
+    groups = _grouped(scores, codec_code * (n_att + 1) + cls, n_codec * (n_att + 1))
+    # cell[c][a]: sorted scores of codec c and class a (a = n_att: bona fide)
+    cell = [groups[c * (n_att + 1) : (c + 1) * (n_att + 1)] for c in range(n_codec)]
+    bona_of = [SortedSide(cell[c][n_att], True) for c in range(n_codec)]
+    bona_all = SortedSide(np.sort(scores[is_bona]), True)
+    spoof_all = SortedSide(np.sort(scores[~is_bona]), False)
     row_labels = [POOLED, *attack_names.tolist()]
     col_labels = [POOLED, *codec_names.tolist()] if codecs is not None else [POOLED]
-    codec_code = codec_code.astype(np.int16)  # small integer keys: numpy's stable sort is a radix sort
+    per_cell: dict[str, dict[str, dict[str, float] | None]] = {}
     for r, row in enumerate(row_labels):
-        keep = np.ones(s.size, bool) if r == 0 else bona | (row_code == r - 1)
-        rs, rb, rt = s[keep], bona[keep], terms[keep]
-        cells = {POOLED: sorted_cell_measures(rs, rb, rt, costs)}
+        if r == 0:
+            spoof_pooled = spoof_all
+            spoof_by_codec = [_sides(cell[c][:n_att], False) for c in range(n_codec)]
+        else:
+            spoof_pooled = _sides([cell[c][r - 1] for c in range(n_codec)], False)
+            spoof_by_codec = [SortedSide(cell[c][r - 1], False) for c in range(n_codec)]
+        cells = {POOLED: cell_measures(bona_all, spoof_pooled, costs)}
         if codecs is not None:
-            # Grouped by codec, score order kept within each group: every cell is one contiguous slice.
-            by_codec = np.argsort(codec_code[keep], kind="stable")
-            rs, rb, rt = rs[by_codec], rb[by_codec], rt[by_codec]
-            bounds = np.cumsum(np.bincount(codec_code[keep], minlength=codec_names.size))
             for c, col in enumerate(col_labels[1:]):
-                cut = slice(bounds[c - 1] if c else 0, bounds[c])
-                cells[col] = sorted_cell_measures(rs[cut], rb[cut], rt[cut], costs)
+                cells[col] = cell_measures(bona_of[c], spoof_by_codec[c], costs)
         per_cell[row] = cells
     return {
         "pooled": per_cell[POOLED][POOLED],

@@ -96,7 +96,7 @@ def _speakers(path: Path, text: str, n: int) -> list[str]:
     """The speaker column of a protocol (``unknown`` for the package's key file)."""
     if _is_key_file(text):
         return [UNKNOWN] * n
-    return list(split_table(path, text, 10, COLUMNS).columns[_SPEAKER])
+    return np.asarray(split_table(path, text, 10, COLUMNS).columns[_SPEAKER]).tolist()
 
 
 def _key_file_columns(path: Path, text: str) -> TrialColumns:

@@ -13,7 +13,6 @@ imported too: corpora kept outside the repository, seen by every stage of a reci
 from __future__ import annotations
 
 import importlib
-import io
 import os
 import pkgutil
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,7 @@ import numpy as np
 
 from data.protocols import ProtocolRow
 from utils.errors import UserError
-from utils.scorefiles import read_text
+from utils.scorefiles import first_line_span, read_text
 
 if TYPE_CHECKING:
     from data.corpora.trial_metadata import TrialMetadata
@@ -272,10 +271,8 @@ def recipe_corpus(cfg: Mapping[str, Any]) -> Corpus:
 
 def first_line(text: str) -> str | None:
     """The first non-blank line of ``text`` (without reading the rest), or None."""
-    for line in io.StringIO(text):
-        if line.strip():
-            return line.rstrip("\r\n")
-    return None
+    span = first_line_span(text)
+    return None if span is None else text[span[0] : span[1]].rstrip("\r\n")
 
 
 def detect_corpus(path: Path, text: str) -> Corpus:

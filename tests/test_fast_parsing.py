@@ -1,0 +1,161 @@
+"""The evaluator's vectorised fast paths give what their plain definitions give: the byte-level tokenizer
+and columns (utils/scorefiles.py) against str.split, the bytes-to-float conversion against float(), the
+string hashing uses (uniqueness, few distinct values) against sets and np.unique, and the sort-free merge
+(utils/metrics.py) against a stable sort, ties and empty groups included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from utils.errors import UserError
+from utils.metrics import SortedTrials, stable_merge
+from utils.scorefiles import (
+    TokenColumns,
+    check_unique,
+    first_line_span,
+    parse_scores,
+    read_scores,
+    split_table,
+    token_counts,
+    tokenize,
+)
+from utils.track1 import few_unique
+
+PATH = Path("t.txt")
+
+
+def random_table(rng: np.random.Generator, n_rows: int, ncols: int) -> str:
+    """Rows of tokens 1..20 characters long (across the 8-byte words the columns are read in), separated by
+    spaces and tabs, with blank and whitespace-only lines between them."""
+    alphabet = np.array(list("abcXYZ019_-.+"))
+    lines = []
+    for _ in range(n_rows):
+        tokens = ["".join(rng.choice(alphabet, rng.integers(1, 21))) for _ in range(ncols)]
+        lines.append(" \t"[rng.integers(2)].join(tokens) + " " * int(rng.integers(3)))
+        if rng.random() < 0.2:
+            lines.append(" \t "[: rng.integers(4)])
+    return "\n".join(lines) + ("\n" if rng.random() < 0.5 else "")
+
+
+def test_token_columns_equal_str_split() -> None:
+    rng = np.random.default_rng(0)
+    for ncols in (1, 2, 3, 10):
+        text = random_table(rng, 300, ncols)
+        table = split_table(PATH, text, ncols, "layout")
+        assert isinstance(table.columns, TokenColumns)
+        rows = [line.split() for line in text.splitlines()]
+        expected_lines = [i + 1 for i, row in enumerate(rows) if row]
+        assert table.line_numbers.tolist() == expected_lines
+        for c in range(ncols):
+            assert table.columns[c].tolist() == [row[c] for row in rows if row]
+            assert table.columns.raw(c).tolist() == [row[c].encode() for row in rows if row]
+        assert token_counts(text).tolist() == [len(row) for row in rows]
+
+
+def test_token_columns_fall_back_and_name_the_same_line() -> None:
+    # A wrong count on line 3 (after a blank line), a final line without newline, odd whitespace.
+    bad = "a b c\n\nd e\nf g h"
+    with pytest.raises(UserError, match=r"^t\.txt:3: expected 3 columns 'x y z', got 2$"):
+        split_table(PATH, bad, 3, "x y z")
+    two_rows_on_a_line = "a b c d e f\n"
+    with pytest.raises(UserError, match=r"^t\.txt:1: expected 3 columns 'x y z', got 6$"):
+        split_table(PATH, two_rows_on_a_line, 3, "x y z")
+    for odd in ("a b\rc d\n", "a b\x0bc\n", "a\x00 b\n", "a b\x1cc d\n", "é b\n"):
+        assert tokenize(odd) is None
+        rows = [line.split() for line in odd.splitlines() if line.split()]
+        if all(len(r) == 2 for r in rows):
+            table = split_table(PATH, odd, 2, "x y")
+            assert [list(c) for c in table.columns] == [[r[0] for r in rows], [r[1] for r in rows]]
+
+
+def test_bytes_to_float_equals_float() -> None:
+    tokens = ["1.07e-08", "-0.0", "0", ".5", "5.", "+3", "1E5", "-2.5e+3", "1_0", "0.30000000000000004",
+              "0.1000000000000000055511151231257827", "2.2250738585072014e-308", "4.9e-324",
+              "1797693134862315700000000000000000000000000000000000", "-123456789.123456789"]  # fmt: skip
+    table = split_table(PATH, "".join(f"u{i} {t}\n" for i, t in enumerate(tokens)), 2, "utt_id score")
+    got = parse_scores(table, 1)
+    expected = [float(t) for t in tokens]
+    assert [x.hex() for x in got.tolist()] == [x.hex() for x in expected]
+    with pytest.raises(UserError, match=r"^t\.txt:2: score '0x10' is not a number$"):
+        parse_scores(split_table(PATH, "a 1.5\nb 0x10\n", 2, "utt_id score"), 1)
+    with pytest.raises(UserError, match=r"^t\.txt:1: score 'nan' is not finite$"):
+        parse_scores(split_table(PATH, "a nan\nb 1\n", 2, "utt_id score"), 1)
+
+
+def test_split_last_equals_rsplit_and_errors_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.txt"
+    ids = ["LA_E_1_A07", "LA_E_22_-", "x_y", "LA_E_12345678901234_A19"]
+    path.write_text("".join(f"{u} {k / 10} {'bonafide' if u.endswith('-') else 'spoof'}\n" for k, u in
+                            enumerate(ids)))  # fmt: skip
+    cm = read_scores(path)
+    assert cm.fmt == "idattack-score-key"
+    assert cm.utt_ids.tolist() == [u.rsplit("_", 1)[0] for u in ids]
+    assert cm.attacks.tolist() == [u.rsplit("_", 1)[1] for u in ids]
+    for bad in ("LA_E_9_", "_A01", "nounderscore"):
+        path.write_text(f"LA_E_1_A07 0.1 spoof\n{bad} 0.2 spoof\n")
+        with pytest.raises(UserError, match=rf"^{path}:2: utt_id '{bad}' has no '_attack' suffix"):
+            read_scores(path, "idattack-score-key")
+
+
+def test_check_unique_on_str_arrays_names_both_lines() -> None:
+    ids = np.array([f"E_{i:06d}" for i in range(1000)] + ["E_000017"])
+    lines = np.arange(1, ids.size + 1) * 2
+    check_unique(PATH, ids[:-1], lines[:-1])
+    with pytest.raises(UserError, match=r"^t\.txt:2002: duplicate utt_id 'E_000017' \(first on line 36\)$"):
+        check_unique(PATH, ids, lines)
+
+
+def test_few_unique_equals_np_unique() -> None:
+    rng = np.random.default_rng(1)
+    cases = [np.array([], dtype="U3"), np.array(["b", "a", "b", ""]), np.array(["é", "e", "ée", "e"]),
+             np.array([f"A{i}" for i in range(17, 33)])[rng.integers(0, 16, 5000)],
+             np.array([f"c{i}" for i in range(300)])[rng.integers(0, 300, 3000)]]  # fmt: skip
+    for values in cases:
+        names, codes = few_unique(values)
+        expected_names, expected_codes = np.unique(values, return_inverse=True)
+        assert names.tolist() == expected_names.tolist() and codes.tolist() == expected_codes.tolist()
+
+
+def test_first_line_span_skips_blank_lines_only() -> None:
+    text = "\n  \t\n \r\n  header line \r\nrest\n"
+    start, end = first_line_span(text)
+    assert text[start:end] == "  header line \r"
+    assert first_line_span(text, end) == (end + 1, end + 5)
+    assert first_line_span(" \n\t\n") is None
+
+
+def test_stable_merge_equals_a_stable_sort_with_ties_and_empty_groups() -> None:
+    rng = np.random.default_rng(2)
+    for sizes in ((50, 70), (0, 5), (5, 0), (40, 0, 30), (30, 60, 45)):
+        groups = [np.round(rng.normal(0, 1, n), 1) for n in sizes]
+        values, labels = stable_merge(tuple(np.sort(g) for g in groups))
+        order = np.argsort(np.concatenate(groups), kind="mergesort")
+        all_labels = np.repeat(np.arange(len(sizes)), sizes)
+        assert values.tolist() == np.concatenate(groups)[order].tolist()
+        assert labels.tolist() == all_labels[order].tolist()
+    bona, spoof = np.array([1.0, 0.5, 0.5, 2.0]), np.array([0.5, 1.0, -1.0, 0.5])
+    trials = SortedTrials(bona, spoof)
+    assert trials.scores.tolist() == [-1.0, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 2.0]
+    assert trials.is_pos.tolist() == [False, True, True, False, False, True, False, True]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_teer_row_pruning_keeps_the_winner(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exact t-EER with the lower-bound pruning of ASV thresholds equals the search over all of them
+    (same value, same threshold pair), on enough trials for many stretches to be dropped; ties included."""
+    import utils.sasv as sasv
+
+    rng = np.random.default_rng(300 + seed)
+    sizes = (3000, 3000, 12000)
+    cm = [np.round(rng.normal(m, 1.5, n), 2) for m, n in zip((3.0, 3.0, -2.0), sizes, strict=True)]
+    asv = [np.round(rng.normal(m, 1.5, n), 2) for m, n in zip((3.0, -3.0, 1.0), sizes, strict=True)]
+    curves = sasv.TandemTrials(*cm, *asv).curves()
+    a, b, c = curves[1].pmiss, curves[1].pfa_non, curves[1].pfa_spf
+    rows = np.flatnonzero((a < 0.5 * b + 0.5 * c) & (c > 0))
+    assert sasv._rows_that_can_win(*curves, rows).size < rows.size / 5
+    pruned = sasv.teer_search(*curves)
+    monkeypatch.setattr(sasv, "_rows_that_can_win", lambda cm, asv, rows: rows)
+    assert pruned == sasv.teer_search(*curves)
