@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -198,17 +198,23 @@ def to_llr(scorer: Scorer, scores: Scores) -> Scores:
 
 def score_partition(
     scorer: Scorer, partition: str, *, features: str | os.PathLike | None = None,
-    data_root: str | os.PathLike | None = None, dataset: str | None = None, num_workers: int = 0,
-    progress: bool = True,
+    data_root: str | os.PathLike | None = None, dataset: str | None = None,
+    manifests: Mapping[str, str] | None = None, num_workers: int = 0, progress: bool = True,
 ) -> Scores:
     """Scores of a whole partition, from the feature store under ``features`` or raw audio under
-    ``data_root`` (``dataset`` layout overrides the recipe's)."""
+    ``data_root`` (``dataset`` layout overrides the recipe's) or listed in ``manifests`` ({partition: manifest
+    file}, added to those the recipe names)."""
     cfg = _scoring_cfg(scorer)
+    data_cfg = dict(cfg.get("data") or {})
+    if dataset is not None:
+        data_cfg["dataset"] = dataset
+    if manifests:
+        recorded = data_cfg.get("manifests") if data_cfg.get("dataset") == "manifest" else None
+        data_cfg.update(dataset="manifest", manifests={**(recorded or {}), **manifests})
+    cfg = {**cfg, "data": data_cfg}
     if features is not None:
         data = open_store_partition(features, cfg, partition)
     else:
-        if dataset is not None:
-            cfg = {**cfg, "data": {**(cfg.get("data") or {}), "dataset": dataset}}
         data = open_audio_partition(data_root, cfg, partition)
     scorer.announce()
     loader = DataLoader(data, batch_size=scorer.batch_size, shuffle=False, num_workers=num_workers,
