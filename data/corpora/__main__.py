@@ -17,7 +17,7 @@ from pathlib import Path
 
 from data.corpora.base import Corpus, audio_state, corpus_names, get_corpus
 from data.protocols import ProtocolRow
-from utils.errors import run_cli
+from utils.errors import UserError, run_cli
 from utils.scorefiles import BONAFIDE
 
 EXIT_AUDIO_PROBLEMS = 1
@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     corpus = get_corpus(args.name)
+    if not corpus.needs_root:
+        raise UserError(f"{corpus.name}: has no corpus root to check; the scripts check a manifest's rows and "
+                        "audio files when they read it (--manifest PART=FILE)")
     partitions = args.partitions or list(corpus.partitions)
     for partition in partitions:
         corpus.check_partition(partition)
