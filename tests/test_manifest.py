@@ -319,3 +319,55 @@ def test_a_manifest_corpus_runs_the_whole_recipe(tmp_path: Path) -> None:
         "pooled": (3, 6), "mp3": (1, 3), "none": (2, 3)
     }
     assert groups["pooled"]["eer"] == result["eer"] and np.isfinite(scores.scores).all()
+
+
+def test_the_scripts_without_data_root_or_manifest_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    import generate_score
+    import main_train
+    import preprocess
+    import run_recipe
+    from conftest import CONFIGS
+
+    manifest = write(tmp_path / "train.csv", "path,label\na.wav,spoof\n")
+    config = str(CONFIGS / "demo_sr_la_res2net_f0.yaml")
+    runs = [
+        (preprocess.main, ["--frontend", "f0"],
+         "--data-root is required (the corpus root), unless --manifest PART=FILE lists your recordings"),
+        (run_recipe.main, ["--config", config, "--out", str(tmp_path)],
+         f"--data-root is required for the la2019 corpus of {config}, unless --manifest PART=FILE lists your "
+         "recordings"),
+        (generate_score.main, ["--checkpoint", "x.pt", "--output", "s.txt"],
+         "give what to score: --features, --data-root, --manifest PART=FILE or --audio"),
+        (generate_score.main, ["--checkpoint", "x.pt", "--audio", "a.wav", "--manifest", f"eval={manifest}"],
+         "--audio: not with --manifest (the manifest names the audio files)"),
+        (main_train.main, ["--config", config, "--on-the-fly", "--out", str(tmp_path / "run"),
+                           "--manifest", f"train={manifest}"],
+         f"{manifest}: 1 of 1 audio files missing or empty: {tmp_path / 'a.wav'}"),
+        (preprocess.main, ["--frontend", "f0", "--manifest", f"train={manifest}", "--partitions", "dev"],
+         "no manifest for partition 'dev' (given: train): give --manifest dev=FILE (or data.manifests.dev in "
+         "the recipe)"),
+    ]
+    for main, argv, message in runs:
+        assert run_cli(main, argv) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_group_by_attack_on_a_2019_protocol_repeats_the_per_attack_eers(toy: dict[str, Path], tmp_path: Path,
+                                                                          capsys) -> None:
+    out = tmp_path / "r.json"
+    argv = [str(toy["plain"]), "--protocol", str(toy["protocol"]), "--group-by", "attack,speaker",
+            "--json", str(out)]
+    assert evaluator.main(argv) == 0
+    result = json.loads(out.read_text())
+    attack = result["groups"]["attack"]
+    assert list(attack) == ["pooled", "A01", "A02"]
+    assert [attack[a]["eer"] for a in ("pooled", "A01", "A02")] == [
+        result["eer"], result["per_attack"]["A01"]["eer"], result["per_attack"]["A02"]["eer"]
+    ]
+    assert [(attack[a]["n_bonafide"], attack[a]["n_spoof"]) for a in attack] == [(30, 60), (30, 30), (30, 30)]
+    assert list(result["groups"]["speaker"]) == ["pooled", "LA_0001"]
+    capsys.readouterr()
+    assert run_cli(evaluator.main, [*argv[:3], "--group-by", "codec"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {toy['protocol']}: no column 'codec' to group by; its rows carry: speaker, attack\n"
+    )
