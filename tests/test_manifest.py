@@ -322,11 +322,13 @@ def test_a_manifest_corpus_runs_the_whole_recipe(tmp_path: Path) -> None:
 
 
 def test_the_scripts_without_data_root_or_manifest_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    from conftest import CONFIGS
+
     import generate_score
     import main_train
     import preprocess
     import run_recipe
-    from conftest import CONFIGS
+    from data.corpora.__main__ import main as check_main
 
     manifest = write(tmp_path / "train.csv", "path,label\na.wav,spoof\n")
     config = str(CONFIGS / "demo_sr_la_res2net_f0.yaml")
@@ -343,6 +345,9 @@ def test_the_scripts_without_data_root_or_manifest_are_one_line_errors(tmp_path:
         (main_train.main, ["--config", config, "--on-the-fly", "--out", str(tmp_path / "run"),
                            "--manifest", f"train={manifest}"],
          f"{manifest}: 1 of 1 audio files missing or empty: {tmp_path / 'a.wav'}"),
+        (check_main, ["check", "manifest", str(tmp_path)],
+         "manifest: has no corpus root to check; the scripts check a manifest's rows and audio files when they "
+         "read it (--manifest PART=FILE)"),
         (preprocess.main, ["--frontend", "f0", "--manifest", f"train={manifest}", "--partitions", "dev"],
          "no manifest for partition 'dev' (given: train): give --manifest dev=FILE (or data.manifests.dev in "
          "the recipe)"),

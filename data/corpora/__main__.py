@@ -109,8 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     corpus = get_corpus(args.name)
     if not corpus.needs_root:
-        raise UserError(f"{corpus.name}: has no corpus root to check; the scripts check a manifest's rows and "
-                        "audio files when they read it (--manifest PART=FILE)")
+        raise UserError(f"{corpus.name}: has no corpus root to check; the scripts check a manifest's rows "
+                        "and audio files when they read it (--manifest PART=FILE)")
     partitions = args.partitions or list(corpus.partitions)
     for partition in partitions:
         corpus.check_partition(partition)
