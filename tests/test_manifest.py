@@ -346,8 +346,8 @@ def test_the_scripts_without_data_root_or_manifest_are_one_line_errors(tmp_path:
                            "--manifest", f"train={manifest}"],
          f"{manifest}: 1 of 1 audio files missing or empty: {tmp_path / 'a.wav'}"),
         (check_main, ["check", "manifest", str(tmp_path)],
-         "manifest: has no corpus root to check; the scripts check a manifest's rows and audio files when they "
-         "read it (--manifest PART=FILE)"),
+         "manifest: has no corpus root to check; the scripts check a manifest's rows and audio files when "
+         "they read it (--manifest PART=FILE)"),
         (preprocess.main, ["--frontend", "f0", "--manifest", f"train={manifest}", "--partitions", "dev"],
          "no manifest for partition 'dev' (given: train): give --manifest dev=FILE (or data.manifests.dev in "
          "the recipe)"),
