@@ -287,10 +287,12 @@ def test_a_manifest_corpus_runs_the_whole_recipe(tmp_path: Path) -> None:
     named by the manifests, the run's recipe records them, the evaluator groups by their codec column."""
     import toy_corpus
 
+    from data.corpora import unregister_corpus
     from data.store import FeatureStore
     from utils.config import load_yaml
     from utils.scorefiles import read_scores
 
+    unregister_corpus(toy_corpus.NAME)  # importing it registered it; only its audio writer is used here
     root = tmp_path / "mine"
     written = toy_corpus.write_toy_corpus(root, {"train": 9, "dev": 6, "eval": 9})
     files = {}
