@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from data.dataset import collate_batch
 from engine.partitions import check_feature_shape, open_audio_partition, open_store_partition
@@ -35,6 +35,7 @@ from engine.score_windows import (
 from engine.scoring_model import load_scoring_model
 from models.frontends import build_frontend
 from utils.calibration import Calibration
+from utils.checkpoint import state_sha256, unwrap
 from utils.distributed import place_process
 from utils.errors import UserError
 from utils.precision import SPELLED
@@ -196,14 +197,14 @@ def to_llr(scorer: Scorer, scores: Scores) -> Scores:
     return replace(scores, scores=require_calibration(scorer).apply(scores.scores))
 
 
-def score_partition(
+def open_scored_partition(
     scorer: Scorer, partition: str, *, features: str | os.PathLike | None = None,
     data_root: str | os.PathLike | None = None, dataset: str | None = None,
-    manifests: Mapping[str, str] | None = None, num_workers: int = 0, progress: bool = True,
-) -> Scores:
-    """Scores of a whole partition, from the feature store under ``features`` or raw audio under
-    ``data_root`` (``dataset`` layout overrides the recipe's) or listed in ``manifests`` ({partition: manifest
-    file}, added to those the recipe names)."""
+    manifests: Mapping[str, str] | None = None,
+) -> Dataset:
+    """The dataset of ``partition`` as the scorer's model takes it: the feature store under ``features``,
+    or raw audio under ``data_root`` (``dataset`` layout overrides the recipe's) or listed in ``manifests``
+    ({partition: manifest file}, added to those the recipe names); rows in protocol order."""
     cfg = _scoring_cfg(scorer)
     data_cfg = dict(cfg.get("data") or {})
     if dataset is not None:
@@ -213,9 +214,27 @@ def score_partition(
         data_cfg.update(dataset="manifest", manifests={**(recorded or {}), **manifests})
     cfg = {**cfg, "data": data_cfg}
     if features is not None:
-        data = open_store_partition(features, cfg, partition)
-    else:
-        data = open_audio_partition(data_root, cfg, partition)
+        return open_store_partition(features, cfg, partition)
+    return open_audio_partition(data_root, cfg, partition)
+
+
+def scoring_settings(scorer: Scorer) -> dict[str, Any]:
+    """What a partition's scores depend on besides its data: the weights (sha256), front end, batch size,
+    precision, compiled or not, device type (`engine.score_stream` resumes only with the same ones)."""
+    weights = state_sha256(unwrap(scorer.model).state_dict(), scorer.loss_fn.state_dict())
+    return {"weights_sha256": weights, "frontend": _scoring_cfg(scorer)["frontend"],
+            "batch_size": scorer.batch_size, "amp": scorer.amp, "compiled": scorer.fixed_batch is not None,
+            "device": scorer.device.type}
+
+
+def score_partition(
+    scorer: Scorer, partition: str, *, features: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None, dataset: str | None = None,
+    manifests: Mapping[str, str] | None = None, num_workers: int = 0, progress: bool = True,
+) -> Scores:
+    """Scores of a whole partition (`open_scored_partition`) in one process, kept in memory."""
+    data = open_scored_partition(scorer, partition, features=features, data_root=data_root, dataset=dataset,
+                                 manifests=manifests)
     scorer.announce()
     loader = DataLoader(data, batch_size=scorer.batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_batch)
