@@ -12,6 +12,8 @@
   'filename<TAB>cm-label'): minDCF, actDCF, Cllr, minCllr, EER pooled and per attack x codec
   (docs/evaluation.md).
   Score files may be the package's 'filename<TAB>cm-score' with its header.
+- Your own recordings (--protocol manifest.csv, docs/data.md): pooled EER, per attack if it has attacks.
+- --group-by codec,language: measures per value of any protocol columns (docs/evaluation.md, "--group-by").
 - --metrics asvspoof5 adds minDCF, actDCF, Cllr, minCllr (docs/evaluation.md); --calibrate fits an affine
   score-to-LLR map on development scores and applies it to the scores first.
 Scores: higher = more bona fide. The work is in utils/ and data/; this file parses flags and prints.
@@ -36,6 +38,7 @@ from data.corpora.trial_metadata import SUBSET_CHOICES
 from engine.evaluation import EvalRequest, evaluate_scores, fit_file_calibration, protocol_corpus
 from utils.conditions import format_condition_tables
 from utils.errors import UserError, run_cli
+from utils.groups import format_group_tables
 from utils.io import atomic_write_text
 from utils.metrics import CostModel, MetricError, SortedTrials, eer_from_det
 from utils.report import format_histogram
@@ -58,6 +61,13 @@ def _add_metric_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DEV_SCORES",
         help="fit an affine score-to-LLR calibration on this development score file and apply it to the "
         "scores before every measure",
+    )
+    parser.add_argument(
+        "--group-by",
+        metavar="COLUMNS",
+        help="comma-separated protocol columns (e.g. codec,language; attack, speaker, a manifest's own "
+        "columns): n bona fide, n spoof, EER (and the ASVspoof 5 measures when computed) per value and "
+        "pooled",
     )
     parser.add_argument(
         "--calibrate-protocol",
@@ -272,6 +282,7 @@ def main_sasv(args: argparse.Namespace) -> int:
         "--calibrate": args.calibrate,
         "--plot": args.plot,
         "--subset": args.subset,
+        "--group-by": args.group_by,
     }
     given = [flag for flag, value in cm_only.items() if value is not None]
     if given or args.allow_negated or args.metrics != "asvspoof2019":
@@ -309,7 +320,18 @@ FLAG_NAMES = {
     "asv_scores": "--asv-scores",
     "asv_metadata": "--asv-metadata",
     "allow_negated": "--allow-negated",
+    "group_by": "--group-by",
 }
+
+
+def group_by_columns(text: str | None) -> tuple[str, ...]:
+    """--group-by's comma-separated column names (empty without the flag)."""
+    if text is None:
+        return ()
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    if not names:
+        raise UserError(f"--group-by {text!r}: give column names, e.g. codec,language")
+    return names
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -333,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics=args.metrics,
         allow_negated=args.allow_negated,
         costs=costs,
+        group_by=group_by_columns(args.group_by),
         names=FLAG_NAMES,
     )
     corpus = protocol_corpus(req)
@@ -355,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = format_2021_report(result, result["track"]) if per_condition else format_report(result)
     if args.metrics == "asvspoof5" and not track1:
         report += "\n" + format_asvspoof5(result)
+    if "groups" in result:
+        report += "\n" + format_group_tables(result["groups"])
     if "histogram" in result:
         report += "\n\nscore histogram\n" + format_histogram(result["histogram"])
     print(report)

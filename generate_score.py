@@ -8,8 +8,9 @@ LLRs and decisions use the Bayes threshold −ln β = −0.641854 (ASVspoof 5 co
 Examples:
     # a partition from a feature store (preprocess.py) -> "utt_id attack key score" lines
     python generate_score.py --checkpoint runs/f0/best.pt --features feats --partition eval --output eval.txt
-    # the same from raw audio, features computed on the fly
+    # the same from raw audio, features computed on the fly; or your recordings listed in a manifest
     python generate_score.py --checkpoint runs/f0/best.pt --data-root LA --partition eval --output eval.txt
+    python generate_score.py --checkpoint runs/f0/best.pt --manifest eval=lists/eval.csv --output eval.txt
     # continuing a killed run from eval.txt.partial; the same split over 2 processes (GPUs, or CPU cores)
     python generate_score.py --checkpoint runs/f0/best.pt --features feats --output eval.txt --resume
     torchrun --nproc_per_node 2 generate_score.py --checkpoint runs/f0/best.pt --features feats \
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from data.corpora import corpus_names
+from data.corpora.manifest import add_manifest_argument, parse_manifest_flags
 from utils.errors import UserError, run_cli
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aif", ".aiff", ".au", ".w64", ".caf"}
@@ -137,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         "package folder (python -m engine.package) or its Hugging Face hub id org/name; with --runtime "
         "onnx an .onnx file from python -m engine.export",
     )
-    src = parser.add_mutually_exclusive_group(required=True)
+    src = parser.add_mutually_exclusive_group()
     src.add_argument("--features", help="feature store root from preprocess.py (or one store directory)")
     src.add_argument(
         "--data-root", help="dataset root: score raw audio of --partition with on-the-fly features"
@@ -148,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE_OR_DIR",
         help="audio files and/or folders (searched recursively) to score",
     )
+    add_manifest_argument(parser)
     parser.add_argument(
-        "--partition", default="eval", help="partition for --features/--data-root (default eval)"
+        "--partition", default="eval", help="partition for --features/--data-root/--manifest (default eval)"
     )
     parser.add_argument(
         "--dataset",
@@ -216,8 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
+    _check_sources(args)
     if args.audio is None and not args.output:
-        raise UserError("--output is required when scoring a partition (--features or --data-root)")
+        raise UserError("--output is required when scoring a partition (--features, --data-root or "
+                        "--manifest)")
     _check_audio_arguments(args)
 
     from engine.scorer import require_calibration
@@ -237,13 +242,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def score_partition(args: argparse.Namespace, scorer: Any) -> int:
-    """--features / --data-root: score the partition into --output (rank 0 writes it), print a summary."""
+    """--features / --data-root / --manifest: score the partition into --output (rank 0 writes it), print a
+    summary."""
     from engine.score_stream import score_partition_file
 
     scores, resumed = score_partition_file(
         scorer, args.partition, args.output, fmt=args.format, llr=args.llr, resume=args.resume,
         features=args.features, data_root=args.data_root, dataset=args.dataset,
-        num_workers=args.num_workers, progress=not args.no_progress, throttle=args.throttle,
+        manifests=parse_manifest_flags(args.manifest), num_workers=args.num_workers,
+        progress=not args.no_progress, throttle=args.throttle,
     )
     if scores is None:  # another torchrun process: rank 0 wrote the file
         return 0
@@ -258,6 +265,19 @@ def score_partition(args: argparse.Namespace, scorer: Any) -> int:
         summary += f", EER {100 * eer:.3f}%"
     print(summary + ")")
     return 0
+
+
+def _check_sources(args: argparse.Namespace) -> None:
+    """One source of trials: --features (with --manifest: the stores of those manifests), --data-root,
+    --audio or --manifest alone (its audio, features on the fly)."""
+    if args.manifest is None:
+        if args.features is None and args.data_root is None and args.audio is None:
+            raise UserError("give what to score: --features, --data-root, --manifest PART=FILE or --audio")
+        return
+    others = (("--audio", args.audio), ("--data-root", args.data_root), ("--dataset", args.dataset))
+    for flag, given in others:
+        if given is not None:
+            raise UserError(f"{flag}: not with --manifest (the manifest names the audio files)")
 
 
 def _load_scorer(args: argparse.Namespace) -> Any:

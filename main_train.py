@@ -10,6 +10,8 @@ Examples:
     python main_train.py ... --out runs/f0 --resume           # continue a killed run
     python main_train.py ... --seeds 0 1 2                     # runs/f0/seed0 ... and mean ± std
     torchrun --nproc_per_node 4 main_train.py ...              # several GPUs (DDP)
+    python main_train.py --config configs/sr_la_res2net_f0.yaml --on-the-fly --out runs/mine \
+        --manifest train=lists/train.csv --manifest dev=lists/dev.csv   # your recordings (docs/data.md)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from data.corpora.manifest import add_manifest_argument, manifest_overrides
 from utils.errors import UserError, run_cli
 from utils.io import atomic_write_text
 
@@ -51,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-root",
         help="corpus root (protocols and audio; the recipe's data.dataset, ASVspoof 2019 LA by default); "
-        "needed with --on-the-fly and for raw-waveform and fine-tuning recipes",
+        "needed with --on-the-fly and for raw-waveform and fine-tuning recipes (unless --manifest gives the "
+        "recordings)",
     )
+    add_manifest_argument(parser)
     parser.add_argument(
         "--on-the-fly",
         action="store_true",
@@ -89,6 +94,8 @@ def _eval_available(args: argparse.Namespace, cfg: dict, partition: str | None) 
     if partition is None or args.no_eval:
         return False
     corpus = recipe_corpus(cfg)
+    if partition not in corpus.partitions:
+        return False
     if args.on_the_fly or input_mode(cfg) != FEATURES:
         return corpus.protocol_path(args.data_root, partition).is_file()
     return store_dir_for(args.features, cfg["frontend"], partition, corpus).is_dir()
@@ -126,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     from engine.recipe_schema import load_recipe  # the recipe's model keys need the model registry (torch)
 
-    cfg = load_recipe(args.config, args.overrides)
+    # --manifest PART=FILE: data.dataset=manifest data.manifests.PART=FILE, recorded in the run's recipe
+    cfg = load_recipe(args.config, [*args.overrides, *manifest_overrides(args.manifest)])
     for section in ("frontend", "model", "loss", "train"):
         if not isinstance(cfg.get(section), dict):
             raise UserError(f"{args.config}: recipe has no '{section}' section")

@@ -10,6 +10,8 @@ Examples:
   python preprocess.py --data-root LA --frontend f0 --out features
   python preprocess.py --data-root LA --frontend ssl --ssl-model facebook/wav2vec2-xls-r-300m --out features
   torchrun --nproc_per_node 4 preprocess.py --data-root LA --frontend ssl --ssl-model /models/xlsr
+  # your own recordings, listed in CSV/TSV manifests (docs/data.md): no --data-root
+  python preprocess.py --frontend f0 --manifest train=lists/train.csv --manifest dev=lists/dev.csv
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from data.corpora import Corpus, corpus_names, default_corpus, get_corpus, recipe_corpus
+from data.corpora.manifest import add_manifest_argument, manifest_corpus
 from utils.errors import UserError, run_cli
 
 DEFAULT_SSL_MODEL = "facebook/wav2vec2-xls-r-300m"
@@ -37,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     default = default_corpus()
-    add("--data-root", required=True, type=Path, help="corpus root (e.g. the LA folder of 2019 LA)")
+    add("--data-root", type=Path, default=None,
+        help="corpus root (e.g. the LA folder of 2019 LA); required unless --manifest is given")
+    add_manifest_argument(parser)
     add("--dataset", choices=corpus_names(), default=None,
         help=f"corpus (data/corpora/; default: the --config recipe's data.dataset, else {default.name})")
     add("--partitions", nargs="+", default=None, metavar="PARTITION",
@@ -127,7 +132,12 @@ def _chosen_settings(args: argparse.Namespace) -> dict:
 
 
 def chosen_corpus(args: argparse.Namespace) -> Corpus:
-    """--dataset, else the --config recipe's ``data.dataset``, else the default corpus."""
+    """--manifest, else --dataset, else the --config recipe's ``data.dataset``, else the default corpus."""
+    manifests = manifest_corpus(args.manifest)
+    if manifests is not None:
+        if args.dataset is not None:
+            raise UserError(f"--dataset {args.dataset}: not with --manifest (the manifests are the corpus)")
+        return manifests
     if args.dataset is not None:
         return get_corpus(args.dataset)
     if args.config is not None:
@@ -145,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
     shard, n_shards = parse_shard(args.shard)
     corpus = chosen_corpus(args)
+    if args.data_root is None and corpus.needs_root:
+        raise UserError("--data-root is required (the corpus root), unless --manifest PART=FILE lists "
+                        "your recordings")
     partitions = args.partitions or list(corpus.partitions)
     for partition in partitions:
         corpus.check_partition(partition)

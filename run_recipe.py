@@ -12,6 +12,9 @@ Examples:
     # score and evaluate the dev partition instead of eval
     python run_recipe.py --config configs/sr_la_res2net_f0.yaml --data-root LA --out runs --stage score \\
         --partition dev
+    # your own recordings, one CSV/TSV manifest per partition (docs/data.md): no --data-root
+    python run_recipe.py --config configs/sr_la_res2net_f0.yaml --out runs \\
+        --manifest train=lists/train.csv --manifest dev=lists/dev.csv --manifest eval=lists/eval.csv
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from data.corpora.manifest import add_manifest_argument, manifest_overrides
 from utils.errors import UserError, run_cli
 
 
@@ -35,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. train.epochs=10"
     )
-    parser.add_argument("--data-root", required=True, type=Path, help="corpus root (protocols and audio)")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="corpus root (protocols and audio); required unless --manifest is given")
+    add_manifest_argument(parser)
     parser.add_argument("--out", required=True, type=Path,
                         help="output folder: runs/<name>/, features/, scores/, eval/ below it")
     parser.add_argument("--name", default=None, help="run name (default: the recipe file's name)")
@@ -54,8 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages = stage_range(args.stage, args.stop_stage)
     if not args.config.is_file():
         raise UserError(f"{args.config}: recipe not found")
-    recipe = Recipe(args.config, args.data_root.resolve(), args.out.resolve(), args.name or args.config.stem,
-                    partition=args.partition, seed=args.seed, overrides=tuple(args.overrides),
+    root = None if args.data_root is None else args.data_root.resolve()
+    overrides = (*args.overrides, *manifest_overrides(args.manifest))  # recorded in the trained run's recipe
+    recipe = Recipe(args.config, root, args.out.resolve(), args.name or args.config.stem,
+                    partition=args.partition, seed=args.seed, overrides=overrides,
                     quiet=("--no-progress",) if args.no_progress else ())
     log = StageLog()
     result = run_stages(recipe, stages, log)

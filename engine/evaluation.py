@@ -34,6 +34,7 @@ from data.protocols import ProtocolRow, first_ids
 from utils.calibration import Calibration, SeparableScoresWarning, fit_calibration
 from utils.conditions import AsvTrials, Trials, condition_tables
 from utils.errors import UserError
+from utils.groups import group_tables
 from utils.metrics import CostModel, MetricError, asvspoof5_measures, compute_eer, evaluate_cm
 from utils.report import score_histogram
 from utils.scorefiles import (
@@ -59,6 +60,7 @@ DEFAULT_NAMES = {
     "asv_scores": "ASV scores",
     "asv_metadata": "ASV metadata",
     "allow_negated": "allow_negated",
+    "group_by": "group_by",
 }
 
 
@@ -71,7 +73,8 @@ class EvalRequest:
     (``auto``: detected); ``subset``: the 2021 phase (None = eval); ``asv_scores``: 2019 LA
     'cm_key asv_key score' or 2021 LA 'model trial score' (with ``asv_metadata``, the 2021 ASV keys);
     ``metrics``: ``asvspoof2019`` or ``asvspoof5`` (adds minDCF, actDCF, Cllr, minCllr); ``calibration``:
-    applied to the scores first, its ``calibration_source`` recorded in the result.
+    applied to the scores first, its ``calibration_source`` recorded in the result; ``group_by``: protocol
+    columns to give measures per value of (`utils.groups`; the result's ``groups``).
     """
 
     scores: Path
@@ -86,6 +89,7 @@ class EvalRequest:
     costs: CostModel = field(default_factory=CostModel)
     calibration: Calibration | None = None
     calibration_source: str | None = None
+    group_by: tuple[str, ...] = ()
     names: Mapping[str, str] = field(default_factory=dict)
 
     def name(self, key: str) -> str:
@@ -236,6 +240,9 @@ def protocol_corpus(req: EvalRequest) -> Corpus | None:
             corpus = detect_corpus(req.protocol, read_text(req.protocol, "protocol file"))
         else:
             corpus = get_corpus(req.protocol_format)
+        corpus = corpus.of_file(req.protocol)  # a manifest's columns come from its header
+    if req.group_by and corpus is None:
+        raise UserError(f"{req.name('group_by')} needs {req.name('protocol')}: the columns come from it")
     if req.subset is not None and (corpus is None or not corpus.subsets):
         kinds = " or ".join(dict.fromkeys(c.protocol_name for c in all_corpora() if c.subsets))
         raise UserError(f"{req.name('subset')} applies to {kinds} given with {req.name('protocol')}")
@@ -461,6 +468,33 @@ def evaluate_track1(
     return result, scores[is_bona], scores[~is_bona], attacks[~is_bona]
 
 
+def group_columns(corpus: Corpus, rows: list[ProtocolRow], names: tuple[str, ...], what: str) -> dict:
+    """{column: values (n,)} of ``rows`` for each of ``names``; a column the corpus's rows do not carry
+    raises `UserError` naming ``what`` and listing those they do."""
+    for name in names:
+        if name not in corpus.fields:
+            carried = ", ".join(corpus.fields)
+            raise UserError(f"{what}: no column '{name}' to group by; its rows carry: {carried}")
+    direct = {"speaker": lambda r: r.speaker, "attack": lambda r: r.attack}
+    return {name: np.array([direct[name](r) if name in direct else r.extra.get(name, "") for r in rows])
+            for name in names}
+
+
+def protocol_groups(
+    req: EvalRequest, corpus: Corpus, utt_ids: np.ndarray, scores: np.ndarray, asvspoof5: bool
+) -> dict:
+    """`utils.groups.group_tables` of the evaluated trials (the chosen phase of corpora with phases) by the
+    protocol columns ``req.group_by``; ``scores`` (n,) in score-file order (``utt_ids``), as evaluated."""
+    rows = corpus.parse(req.protocol, read_text(req.protocol, "protocol file"))
+    subset = subset_name(req.subset or "eval")
+    if corpus.subsets and subset != "all":
+        rows = [r for r in rows if r.extra.get("subset") == subset]
+    columns = group_columns(corpus, rows, req.group_by, str(req.protocol))
+    position = dict(zip(utt_ids.tolist(), range(utt_ids.size), strict=True))
+    taken = scores[[position[r.utt_id] for r in rows]]  # every trial has a score: the evaluation checked
+    return group_tables(taken, np.array([r.key == BONAFIDE for r in rows]), columns, asvspoof5)
+
+
 def evaluate_scores(req: EvalRequest, corpus: Corpus | None = None) -> Evaluation:
     """Evaluate ``req`` (``corpus``: from `protocol_corpus`, which runs first when not given).
 
@@ -491,6 +525,9 @@ def evaluate_scores(req: EvalRequest, corpus: Corpus | None = None) -> Evaluatio
             result.update(asvspoof5_measures(bonafide, spoof))
         except MetricError as exc:
             raise UserError(f"{req.scores}: {exc}") from None
+    if req.group_by:
+        result["groups"] = protocol_groups(req, corpus, cm.utt_ids, -scores if result["negated"] else scores,
+                                           req.metrics == "asvspoof5" or corpus.track1_tables)
     if req.calibration is not None:
         result["calibration"] = {**req.calibration.as_dict(), "dev_scores": req.calibration_source}
     if corpus is not None and not corpus.has_attacks:

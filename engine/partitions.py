@@ -104,7 +104,7 @@ def train_augmenter(cfg: dict[str, Any]) -> Augmenter | None:
 
 
 def open_audio_partition(
-    data_root: str | os.PathLike,
+    data_root: str | os.PathLike | None,
     cfg: dict[str, Any],
     partition: str,
     frontend: Any | None = None,
@@ -139,17 +139,18 @@ def open_partition(
     (``augment_seed``, if given, implies it and sets the run seed before the trainer does); a store cannot
     be augmented, so an active ``augment:`` section with a store is a `UserError` naming the key."""
     training = training or augment_seed is not None
+    no_root = data_root is None and recipe_corpus(cfg).needs_root  # manifests name their audio files
     if input_mode(cfg) != FEATURES:
-        if data_root is None:
+        if no_root:
             raise UserError(
                 f"the '{cfg['frontend'].get('name')}' front end of this recipe reads raw audio: "
-                "give the data root (the folder holding the protocols and audio)"
+                "give the data root (the folder holding the protocols and audio) or --manifest PART=FILE"
             )
         return open_waveform_partition(data_root, cfg, partition, training=training)
     if on_the_fly:
-        if data_root is None:
+        if no_root:
             raise UserError("features computed on the fly need the data root (the "
-                "folder holding the protocols and audio)")
+                "folder holding the protocols and audio) or --manifest PART=FILE")
         seed = (augment_seed or 0) if training else None
         return open_audio_partition(data_root, cfg, partition, augment_seed=seed)
     if features is None:
@@ -239,7 +240,7 @@ def _fits_frontend(input_shape: Sequence[int], frontend: FrontEnd) -> bool:
 
 
 def open_waveform_partition(
-    data_root: str | os.PathLike, cfg: dict[str, Any], partition: str, *, training: bool = False
+    data_root: str | os.PathLike | None, cfg: dict[str, Any], partition: str, *, training: bool = False
 ) -> WaveformDataset:
     """Raw waves of ``partition`` cut to ``frontend.n_samples``: the first samples (tiled), or for the
     training partition ``data.train_crop`` (``first`` | ``random``) after the recipe's ``augment``

@@ -70,7 +70,7 @@ class Recipe:
     """One recipe run: its config file, corpus and output folder, and the paths it writes."""
 
     config: Path
-    data_root: Path
+    data_root: Path | None
     out: Path
     name: str
     partition: str = "eval"
@@ -96,21 +96,34 @@ class Recipe:
 
 
 def _source(recipe: Recipe, cfg: dict[str, Any]) -> list[str]:
-    """Where training and scoring read their inputs: the feature store, or the corpus audio."""
+    """Where training and scoring read their inputs: the feature store (of the manifests, for manifest
+    corpora), or the corpus audio."""
+    corpus = recipe_corpus(cfg)
     if uses_store(cfg):
-        return ["--features", str(recipe.features)]
-    return ["--data-root", str(recipe.data_root)]
+        return ["--features", str(recipe.features), *([] if corpus.needs_root else corpus_flags(recipe, cfg))]
+    return corpus_flags(recipe, cfg)
+
+
+def corpus_flags(recipe: Recipe, cfg: dict[str, Any]) -> list[str]:
+    """The flags naming the recipe's data in each stage's command: ``--data-root ROOT``, or ``--manifest
+    PART=FILE`` for each manifest (absolute paths: the stages run from the repository root)."""
+    corpus = recipe_corpus(cfg)
+    if recipe.data_root is None and corpus.needs_root:
+        raise UserError(f"--data-root is required for the {corpus.name} corpus of {recipe.config}, unless "
+                        "--manifest PART=FILE lists your recordings")
+    return corpus.cli_arguments(recipe.data_root)
 
 
 def run_stages(recipe: Recipe, stages: Sequence[str], log: StageLog) -> dict[str, Any] | None:
     """Run ``stages`` of ``recipe``; return the evaluator's JSON when the evaluate stage ran."""
     cfg = load_recipe(recipe.config, recipe.overrides)
     corpus = recipe_corpus(cfg)
+    data = corpus_flags(recipe, cfg)
     quiet = list(recipe.quiet)
     if "preprocess" in stages:
         if uses_store(cfg):
-            log.run(["preprocess.py", "--config", str(recipe.config), "--data-root", str(recipe.data_root),
-                     "--out", str(recipe.features), *quiet])
+            log.run(["preprocess.py", "--config", str(recipe.config), *data, "--out", str(recipe.features),
+                     *quiet])
         else:
             print(f"\n# {recipe.name}: no preprocessing (the recipe trains from audio)")
     if "train" in stages:
@@ -120,8 +133,8 @@ def run_stages(recipe: Recipe, stages: Sequence[str], log: StageLog) -> dict[str
             # --resume continues a run that was interrupted during training.
             # --data-root also when features come from the store: eval availability and protocols
             store = ["--features", str(recipe.features)] if uses_store(cfg) else []
-            log.run(["main_train.py", "--config", str(recipe.config), *store,
-                     "--data-root", str(recipe.data_root), "--out", str(recipe.run_dir), "--seed",
+            log.run(["main_train.py", "--config", str(recipe.config), *store, *data,
+                     "--out", str(recipe.run_dir), "--seed",
                      str(recipe.seed), "--resume", "--no-eval", *quiet, *recipe.overrides])
     checkpoint = recipe.run_dir / "best.pt"
     if "score" in stages:

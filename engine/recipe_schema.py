@@ -192,6 +192,8 @@ class DataSection:
     """Which corpus and partitions (engine/partitions.py, main_train.py); a new key is one more field."""
 
     dataset: str = setting("la2019", "the corpus of the partitions (a name in data/corpora)")
+    manifests: Mapping[str, str] | None = setting(
+        None, "dataset manifest: {partition: CSV/TSV file} of your recordings (docs/data.md; null: none)")
     train: PartitionOrSources = setting(
         "train", "training partition, or a list of sources {dataset, partition, weight, root, name}",
         check=check_sources)

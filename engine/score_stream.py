@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,8 +36,9 @@ T = TypeVar("T")
 def score_partition_file(
     scorer: Scorer, partition: str, output: str | os.PathLike, *, fmt: str = "id-attack-key-score",
     llr: bool = False, resume: bool = False, features: str | os.PathLike | None = None,
-    data_root: str | os.PathLike | None = None, dataset: str | None = None, num_workers: int = 0,
-    progress: bool = True, throttle: float = 0.0,
+    data_root: str | os.PathLike | None = None, dataset: str | None = None,
+    manifests: Mapping[str, str] | None = None, num_workers: int = 0, progress: bool = True,
+    throttle: float = 0.0,
 ) -> tuple[Scores | None, int]:
     """Score ``partition`` (`engine.scorer.open_scored_partition`) into the score file ``output`` in
     ``fmt`` (`engine.score_batches.write_partition_scores`; calibrated LLRs with ``llr``).
@@ -46,10 +47,12 @@ def score_partition_file(
     `UserError`); without it an existing partial file is a `UserError`. Under torchrun every rank calls
     this. ``throttle``: seconds to pause after each round of batches (tests use it to kill a run midway).
     Returns (the scores written, on rank 0; None on the other ranks, number of utterances resumed)."""
-    data = open_scored_partition(scorer, partition, features=features, data_root=data_root, dataset=dataset)
+    data = open_scored_partition(scorer, partition, features=features, data_root=data_root, dataset=dataset,
+                                 manifests=manifests)
     utt_ids = [row.utt_id for row in data.rows]
     settings = {"partition": partition, "features": _absolute(features), "data_root": _absolute(data_root),
-                "dataset": dataset, "format": fmt, "llr": llr}
+                "dataset": dataset, "format": fmt, "llr": llr,
+                **({"manifests": dict(manifests)} if manifests else {})}
     opened: list[PartialScores] = []
 
     def open_partial() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -200,14 +200,21 @@ def to_llr(scorer: Scorer, scores: Scores) -> Scores:
 def open_scored_partition(
     scorer: Scorer, partition: str, *, features: str | os.PathLike | None = None,
     data_root: str | os.PathLike | None = None, dataset: str | None = None,
+    manifests: Mapping[str, str] | None = None,
 ) -> Dataset:
     """The dataset of ``partition`` as the scorer's model takes it: the feature store under ``features``,
-    or raw audio under ``data_root`` (``dataset`` layout overrides the recipe's); rows in protocol order."""
+    or raw audio under ``data_root`` (``dataset`` layout overrides the recipe's) or listed in ``manifests``
+    ({partition: manifest file}, added to those the recipe names); rows in protocol order."""
     cfg = _scoring_cfg(scorer)
+    data_cfg = dict(cfg.get("data") or {})
+    if dataset is not None:
+        data_cfg["dataset"] = dataset
+    if manifests:
+        recorded = data_cfg.get("manifests") if data_cfg.get("dataset") == "manifest" else None
+        data_cfg.update(dataset="manifest", manifests={**(recorded or {}), **manifests})
+    cfg = {**cfg, "data": data_cfg}
     if features is not None:
         return open_store_partition(features, cfg, partition)
-    if dataset is not None:
-        cfg = {**cfg, "data": {**(cfg.get("data") or {}), "dataset": dataset}}
     return open_audio_partition(data_root, cfg, partition)
 
 
@@ -222,11 +229,12 @@ def scoring_settings(scorer: Scorer) -> dict[str, Any]:
 
 def score_partition(
     scorer: Scorer, partition: str, *, features: str | os.PathLike | None = None,
-    data_root: str | os.PathLike | None = None, dataset: str | None = None, num_workers: int = 0,
-    progress: bool = True,
+    data_root: str | os.PathLike | None = None, dataset: str | None = None,
+    manifests: Mapping[str, str] | None = None, num_workers: int = 0, progress: bool = True,
 ) -> Scores:
     """Scores of a whole partition (`open_scored_partition`) in one process, kept in memory."""
-    data = open_scored_partition(scorer, partition, features=features, data_root=data_root, dataset=dataset)
+    data = open_scored_partition(scorer, partition, features=features, data_root=data_root, dataset=dataset,
+                                 manifests=manifests)
     scorer.announce()
     loader = DataLoader(data, batch_size=scorer.batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_batch)

@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -166,10 +166,11 @@ def recipe(tmp_path: Path, name: str, **sections: dict) -> Path:
     return path
 
 
-def run_tiny_f0_recipe(tmp_path: Path, data_root: Path, dataset: str, name: str) -> Path:
+def run_tiny_f0_recipe(tmp_path: Path, data_root: Path | None, dataset: str, name: str,
+                       data_flags: Sequence[str] = ()) -> Path:
     """run_recipe.py over every stage with a tiny F0 + LCNN recipe (24 frames, one epoch) on the corpus
-    ``dataset`` under ``data_root``; returns the output folder (its run is named ``name``). Exit 0 is
-    asserted with the stderr of the run in the message."""
+    ``dataset`` under ``data_root`` (None: the corpus is named by ``data_flags``, e.g. ``--manifest
+    train=FILE``); returns the output folder (its run is named ``name``). Exit 0 is asserted."""
     import run_recipe
     from utils.errors import run_cli
 
@@ -177,7 +178,8 @@ def run_tiny_f0_recipe(tmp_path: Path, data_root: Path, dataset: str, name: str)
                     model={"name": "lcnn", "input_shape": [1, 45, 24]},
                     data={"dataset": dataset, "train": "train", "dev": "dev", "eval": "eval"})
     out = tmp_path / "out"
-    argv = ["--config", str(config), "--data-root", str(data_root), "--out", str(out), "--name", name,
+    root = [] if data_root is None else ["--data-root", str(data_root)]
+    argv = ["--config", str(config), *root, *data_flags, "--out", str(out), "--name", name,
             "--no-progress", "train.epochs=1", "train.batch_size=4", "train.amp=none", "train.compile=false"]
     assert run_cli(run_recipe.main, argv) == 0
     return out

@@ -50,22 +50,24 @@ def toy():
 
 
 def test_registry_names_titles_and_the_default() -> None:
-    assert corpus_names() == ("asvspoof5", "df2021", "itw", "la2019", "la2021")
+    assert corpus_names() == ("asvspoof5", "df2021", "itw", "la2019", "la2021", "manifest")
     assert default_corpus() is get_corpus("la2019") is get_corpus(" LA2019 ")
     assert {c: get_corpus(c).title for c in corpus_names()} == {
         "asvspoof5": "ASVspoof 5 eval",
-        "df2021": "2021 DF eval", "itw": "In-the-Wild", "la2019": "2019 LA eval", "la2021": "2021 LA eval"
+        "df2021": "2021 DF eval", "itw": "In-the-Wild", "la2019": "2019 LA eval", "la2021": "2021 LA eval",
+        "manifest": "Manifest",
     }
     assert {c: get_corpus(c).partitions for c in corpus_names()} == {
         "asvspoof5": ("train", "dev", "eval"),
-        "df2021": ("eval",), "itw": ("eval",), "la2019": ("train", "dev", "eval"), "la2021": ("eval",)
+        "df2021": ("eval",), "itw": ("eval",), "la2019": ("train", "dev", "eval"), "la2021": ("eval",),
+        "manifest": (),  # bound to files per use: ManifestCorpus.bind
     }
     assert [c for c in corpus_names() if get_corpus(c).conditions is not None] == ["df2021", "la2021"]
     assert [c for c in corpus_names() if not get_corpus(c).has_attacks] == ["itw"]
     with pytest.raises(UserError) as info:
         get_corpus("asvspoof6")
     assert str(info.value) == (
-        "unknown corpus 'asvspoof6'; expected one of asvspoof5, df2021, itw, la2019, la2021"
+        "unknown corpus 'asvspoof6'; expected one of asvspoof5, df2021, itw, la2019, la2021, manifest"
     )
 
 
@@ -91,9 +93,10 @@ def test_detection_failures_are_one_line_errors(tmp_path: Path, toy) -> None:
     with pytest.raises(UserError, match=r"x.txt: cannot tell the protocol format from 4 columns; expected .*"
                        + layout):
         detect_corpus(path, "a b c d\n")
-    # a CSV without In-the-Wild's header, and an 8-column file whose codec is neither LA nor DF: no corpus
+    # a CSV with neither In-the-Wild's header nor a manifest's path column, and an 8-column file whose
+    # codec is neither LA nor DF: no corpus
     with pytest.raises(UserError, match=r"x.txt: cannot tell the protocol format from 2 columns"):
-        detect_corpus(path, "path,label\n/a.wav,spoof\n")
+        detect_corpus(path, "name,label\n/a.wav,spoof\n")
     with pytest.raises(UserError, match="cannot tell the protocol format from 8 columns"):
         detect_corpus(path, "LA_1 LA_E_1 mp4 ita_tx A07 spoof notrim eval\n")
 
@@ -124,7 +127,7 @@ def test_a_second_default_or_a_clash_is_refused() -> None:
 
     with pytest.raises(ValueError, match="registered twice"):
         register_corpus(Clash)
-    assert corpus_names() == ("asvspoof5", "df2021", "itw", "la2019", "la2021")
+    assert corpus_names() == ("asvspoof5", "df2021", "itw", "la2019", "la2021", "manifest")
 
 
 # --- python -m data.corpora check --------------------------------------------------------------------------

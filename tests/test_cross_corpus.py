@@ -304,7 +304,7 @@ def test_cross_corpus_bad_input_is_one_line_and_writes_nothing(
         assert err.count("\n") == 1 and not out.exists()
         return err
 
-    expected = "unknown corpus 'df2019'; expected one of asvspoof5, df2021, itw, la2019, la2021"
+    expected = "unknown corpus 'df2019'; expected one of asvspoof5, df2021, itw, la2019, la2021, manifest"
     assert expected in error("df2019=x")
     empty = tmp_path / "empty_itw"
     empty.mkdir()

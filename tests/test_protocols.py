@@ -196,7 +196,7 @@ def test_layout_helpers() -> None:
     )
     assert get_corpus("la2019").asv_paths(root, "dev").scores == asv_score_path(root, "dev")
     assert get_corpus("la2019").asv_paths(root, "train") is None
-    assert corpus_names() == ("asvspoof5", "df2021", "itw", "la2019", "la2021")
+    assert corpus_names() == ("asvspoof5", "df2021", "itw", "la2019", "la2021", "manifest")
     with pytest.raises(UserError, match="unknown partition 'dev' for la2021; expected one of eval"):
         protocol_path(root, "dev", "la2021")
     with pytest.raises(UserError, match="unknown corpus 'la2017'; expected one of asvspoof5, df2021, itw, "):

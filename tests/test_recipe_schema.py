@@ -261,6 +261,7 @@ READERS = [  # functions that read a section's keys: (file, function, section)
     ("engine/optim.py", "build_optimizer", "optim"),
     ("engine/optim.py", "build_scheduler", "sched"),
     ("data/corpora/base.py", "recipe_corpus", "data"),
+    ("data/corpora/manifest.py", "from_recipe", "data"),
     ("engine/partitions.py", "open_waveform_partition", "data"),
     ("main_train.py", "main", "data"),
 ]

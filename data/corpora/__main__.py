@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import stat
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.corpora.base import Corpus, corpus_names, get_corpus
+from data.corpora.base import Corpus, audio_state, corpus_names, get_corpus
 from data.protocols import ProtocolRow
-from utils.errors import run_cli
+from utils.errors import UserError, run_cli
 from utils.scorefiles import BONAFIDE
 
 EXIT_AUDIO_PROBLEMS = 1
@@ -45,19 +44,6 @@ class PartitionCheck:
         return not self.missing and not self.empty
 
 
-def _audio_state(path: str | None) -> str:
-    """``ok``, ``missing`` (absent or not a file) or ``empty`` (0 bytes)."""
-    if path is None:
-        return "missing"
-    try:
-        info = os.stat(path)
-    except OSError:
-        return "missing"
-    if not stat.S_ISREG(info.st_mode):
-        return "missing"
-    return "ok" if info.st_size > 0 else "empty"
-
-
 def inspect_partition(corpus: Corpus, root: str | os.PathLike, partition: str) -> PartitionCheck:
     """Read one partition's protocol (`UserError` if missing or malformed) and check every audio file."""
     rows: list[ProtocolRow] = corpus.read(root, partition)
@@ -70,7 +56,7 @@ def inspect_partition(corpus: Corpus, root: str | os.PathLike, partition: str) -
         dict(sorted(Counter(r.attack for r in rows if r.key != BONAFIDE).items())),
     )
     for row in rows:
-        state = _audio_state(row.path)
+        state = audio_state(row.path)
         if state != "ok":
             getattr(report, state).append(row.path or row.utt_id)
     return report
@@ -122,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     corpus = get_corpus(args.name)
+    if not corpus.needs_root:
+        raise UserError(f"{corpus.name}: has no corpus root to check; the scripts check a manifest's rows "
+                        "and audio files when they read it (--manifest PART=FILE)")
     partitions = args.partitions or list(corpus.partitions)
     for partition in partitions:
         corpus.check_partition(partition)

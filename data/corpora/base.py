@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,8 @@ class Corpus:
     default: ClassVar[bool] = False
     #: suffix of the audio files of layouts that name them by utt_id (`audio_dir`)
     audio_suffix: ClassVar[str] = ".flac"
+    #: whether reading it needs the corpus root (``--data-root``); False for corpora bound to their files
+    needs_root: ClassVar[bool] = True
 
     def __repr__(self) -> str:
         return f"<corpus {self.name}>"
@@ -97,6 +100,20 @@ class Corpus:
     def has_attacks(self) -> bool:
         """Whether its spoof rows name their attack (In-the-Wild's do not)."""
         return "attack" in self.fields
+
+    def from_recipe(self, data: Mapping[str, Any]) -> Corpus:
+        """This corpus as a recipe's ``data`` section configures it (corpora bound to files given there
+        return a bound copy; `recipe_corpus`)."""
+        return self
+
+    def of_file(self, path: Path) -> Corpus:
+        """This corpus as it reads protocol file ``path`` (corpora whose fields depend on the file return a
+        copy bound to it; the evaluator)."""
+        return self
+
+    def cli_arguments(self, root: str | os.PathLike | None) -> list[str]:
+        """The script flags that name this corpus's data (``--data-root ROOT``), for the recipe runner."""
+        return ["--data-root", str(root)]
 
     def check_partition(self, partition: str) -> None:
         """`UserError` unless ``partition`` is one of this corpus's partitions."""
@@ -260,10 +277,25 @@ def default_corpus() -> Corpus:
 
 
 def recipe_corpus(cfg: Mapping[str, Any]) -> Corpus:
-    """The corpus a recipe reads: its ``data.dataset`` (the key names a corpus), else the default corpus; an
-    unknown name raises `UserError` listing the known ones."""
-    name = (cfg.get("data") or {}).get("dataset")
-    return default_corpus() if name is None else get_corpus(str(name))
+    """The corpus a recipe reads: its ``data.dataset`` (the key names a corpus), else the default corpus, as
+    the recipe's ``data`` section configures it (`Corpus.from_recipe`: the manifest corpus bound to
+    ``data.manifests``); an unknown name raises `UserError` listing the known ones."""
+    data = cfg.get("data") or {}
+    name = data.get("dataset")
+    return (default_corpus() if name is None else get_corpus(str(name))).from_recipe(data)
+
+
+def audio_state(path: str | None) -> str:
+    """``ok``, ``missing`` (absent or not a file) or ``empty`` (0 bytes): an audio file before reading it."""
+    if path is None:
+        return "missing"
+    try:
+        info = os.stat(path)
+    except OSError:
+        return "missing"
+    if not stat.S_ISREG(info.st_mode):
+        return "missing"
+    return "ok" if info.st_size > 0 else "empty"
 
 
 # --------------------------------------------------------------------------------- protocol files
