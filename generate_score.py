@@ -164,10 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--crop",
-        choices=("windows", "first"),
-        default="windows",
+        choices=("windows", "first", "full"),
+        default=None,
         help="--audio: 'windows' (default) averages 50%%-overlapping windows over the whole "
-        "recording; 'first' scores the first window only",
+        "recording; 'first' scores the first window only. Partitions of raw-wave models (--data-root): "
+        "'first' (the first frontend.n_samples samples, tiled) or 'full' (each utterance whole, one per "
+        "batch; back ends that take any length: Nes2Net-X, XLSR-Mamba, XLS-R-AASIST, AASIST); default: the "
+        "checkpoint recipe's data.score_crop_by_dataset / data.score_crop",
     )
     _add_audio_arguments(parser)
     parser.add_argument(
@@ -225,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return score_audio(args, scorer, threshold, threshold_kind)
 
     scores = score_partition(scorer, args.partition, features=args.features, data_root=args.data_root,
-                             dataset=args.dataset, num_workers=args.num_workers, progress=progress)
+                             dataset=args.dataset, crop=args.crop, num_workers=args.num_workers,
+                             progress=progress)
     if args.llr:
         scores = to_llr(scorer, scores)
     write_partition_scores(scores, args.output, args.format)
@@ -264,7 +268,11 @@ def _check_audio_arguments(args: argparse.Namespace) -> None:
     if args.audio is None:
         if audio_only:
             raise UserError(f"{audio_only[0]} applies to --audio only")
+        if args.crop == "windows":
+            raise UserError("--crop windows applies to --audio only; partitions take first or full")
         return
+    if args.crop == "full":
+        raise UserError("--crop full scores partitions (--data-root); --audio takes windows or first")
     suffix = Path(args.output).suffix.lower() if args.output else ""
     if args.output and suffix not in (".csv", ".json"):
         raise UserError(f"{args.output}: --output for --audio must end in .csv or .json")
@@ -287,7 +295,7 @@ def score_audio(args: argparse.Namespace, scorer: Any, threshold: float | None, 
         writer = ResultsWriter(args.output, result_columns(args.llr, args.windows), resume=args.resume)
         files = _not_done(files, writer.done)
     shortest = {} if args.min_duration is None else {"min_duration_s": args.min_duration}
-    rows = iter_recording_rows(scorer, files, crop=args.crop, threshold=threshold, llr=args.llr,
+    rows = iter_recording_rows(scorer, files, crop=args.crop or "windows", threshold=threshold, llr=args.llr,
                                window_scores=args.windows or args.plot is not None,
                                progress=not args.no_progress, **shortest)  # model set up and checked
     if writer is not None and writer.rows:

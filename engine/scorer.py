@@ -13,10 +13,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from data.dataset import collate_batch
-from engine.partitions import check_feature_shape, open_audio_partition, open_store_partition
+from engine.partitions import (
+    check_feature_shape,
+    open_audio_partition,
+    open_store_partition,
+    open_waveform_partition,
+    score_crop,
+)
 from engine.score_batches import (
     Scores,
     compile_for_scoring,
@@ -33,6 +39,7 @@ from engine.score_windows import (
     torch_window_scorer,
 )
 from engine.scoring_model import load_scoring_model
+from models.countermeasure import WithFrontEnd
 from models.frontends import build_frontend
 from utils.calibration import Calibration
 from utils.distributed import place_process
@@ -196,24 +203,63 @@ def to_llr(scorer: Scorer, scores: Scores) -> Scores:
     return replace(scores, scores=require_calibration(scorer).apply(scores.scores))
 
 
+def full_length_min_samples(scorer: Scorer, key: str) -> int:
+    """The fewest samples ``scorer``'s model takes when it scores whole utterances (``full``, chosen by
+    ``key``): its back end's ``min_frames`` through the SSL front end's conv stack, or a raw-wave model's
+    ``min_samples``. A model that takes only its ``input_shape`` (a fixed flatten size: lcnn, sls) or that
+    reads features of a fixed length (feature stores, frozen front ends) raises a one-line `UserError`
+    naming the model and ``key``, before anything is scored."""
+    name = scorer.cfg["model"].get("name")
+    where = f"{key}: full: the {name} model of {scorer.source}"
+    if scorer.fixed_batch is not None:
+        raise UserError(f"{where} was compiled (--compile) for one input shape; score full utterances "
+                        "without --compile")
+    if (scorer.input_cfg.get("frontend") or {}).get("name") != "waveform":
+        raise UserError(f"{where} reads {scorer.cfg['frontend'].get('name')} features of frontend.n_samples "
+                        "samples, not raw waves; score it with first")
+    frontend = getattr(scorer.model, "frontend", None)
+    back_end = scorer.model.model if isinstance(scorer.model, WithFrontEnd) else scorer.model
+    min_frames = getattr(back_end, "min_frames", None)
+    if frontend is None:
+        least = getattr(back_end, "min_samples", None)
+    else:
+        least = None if min_frames is None else getattr(frontend, "samples_for", lambda _: None)(min_frames)
+    if least is None:
+        shape = list(getattr(back_end, "input_shape", scorer.cfg["model"].get("input_shape", [])))
+        raise UserError(f"{where} takes inputs of exactly {shape} (a fixed number of frames); score it "
+                        "with first")
+    return int(least)
+
+
 def score_partition(
     scorer: Scorer, partition: str, *, features: str | os.PathLike | None = None,
-    data_root: str | os.PathLike | None = None, dataset: str | None = None, num_workers: int = 0,
-    progress: bool = True,
+    data_root: str | os.PathLike | None = None, dataset: str | None = None, crop: str | None = None,
+    num_workers: int = 0, progress: bool = True,
 ) -> Scores:
     """Scores of a whole partition, from the feature store under ``features`` or raw audio under
-    ``data_root`` (``dataset`` layout overrides the recipe's)."""
+    ``data_root`` (``dataset`` layout overrides the recipe's). ``crop`` (``first`` | ``full``) overrides the
+    checkpoint recipe's ``data.score_crop`` (`engine.partitions.score_crop`); ``full`` scores each utterance
+    at its own length, one per batch, so its scores do not depend on the batch size."""
     cfg = _scoring_cfg(scorer)
-    if features is not None:
+    how, key = score_crop(cfg, dataset, crop)
+    batch_size, fixed_batch = scorer.batch_size, scorer.fixed_batch
+    if dataset is not None and features is None:
+        cfg = {**cfg, "data": {**(cfg.get("data") or {}), "dataset": dataset}}
+    if how == "full":
+        least = full_length_min_samples(scorer, key)
+        if features is not None:
+            raise UserError(f"{key}: full scores raw audio: give the data root, not the feature store "
+                            f"{features}")
+        data: Dataset = open_waveform_partition(data_root, cfg, partition, crop="full", min_samples=least)
+        batch_size = 1
+    elif features is not None:
         data = open_store_partition(features, cfg, partition)
     else:
-        if dataset is not None:
-            cfg = {**cfg, "data": {**(cfg.get("data") or {}), "dataset": dataset}}
         data = open_audio_partition(data_root, cfg, partition)
     scorer.announce()
-    loader = DataLoader(data, batch_size=scorer.batch_size, shuffle=False, num_workers=num_workers,
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_batch)
     return score_loader(
         scorer.model, scorer.loss_fn, loader, scorer.device, amp=scorer.amp, channels_last=True,
-        fixed_batch=scorer.fixed_batch, progress=progress, desc=f"score {partition}",
+        fixed_batch=fixed_batch, progress=progress, desc=f"score {partition}",
     )
