@@ -262,6 +262,7 @@ READERS = [  # functions that read a section's keys: (file, function, section)
     ("engine/optim.py", "build_scheduler", "sched"),
     ("data/corpora/base.py", "recipe_corpus", "data"),
     ("engine/partitions.py", "open_waveform_partition", "data"),
+    ("engine/partitions.py", "score_crop", "data"),
     ("main_train.py", "main", "data"),
 ]
 
