@@ -30,9 +30,11 @@ from data.protocols import ProtocolRow
 from utils.errors import UserError
 from utils.tiling import fix_length
 
-CROPS = ("first", "random", "full")
+#: The crops of the training partition (``data.train_crop``).
+TRAIN_CROPS = ("first", "random")
 #: The crops of scoring with a checkpoint (``data.score_crop``, generate_score.py --crop).
 SCORE_CROPS = ("first", "full")
+CROPS = (*TRAIN_CROPS, "full")
 # Spawn key of the crop's generator: independent of the augmentation's draws for the same utterance.
 _CROP_STREAM = 0x63726F70
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import yaml
 
-from data.waveform_dataset import SCORE_CROPS
+from data.waveform_dataset import SCORE_CROPS, TRAIN_CROPS
 from models.frontends import FRONTEND_SECTION
 from models.losses import LOSS_SECTION
 from models.registry import MODEL_SECTION
@@ -103,7 +103,7 @@ class DataSection:
     dev: str = setting("dev", "dev partition: checkpoint selection, threshold, calibration")
     eval: str | None = setting(None, "partition scored after training (null: none)")
     train_crop: str = setting("first", "raw-wave recipes: first or random window per epoch",
-                              choices=("first", "random"))
+                              choices=TRAIN_CROPS)
     score_crop: str = setting(
         "first", "raw-wave recipes scored with a checkpoint (generate_score.py --data-root, "
         "engine.cross_corpus): first (frontend.n_samples samples, tiled) or full (whole utterance, for back "
