@@ -209,15 +209,9 @@ def run_cross_corpus(
         source = f"store {item.store}" if item.store is not None else f"audio under {corpus.root}"
         source += ", whole utterances" if corpus.name in whole else ""
         log(f"[{k}/{len(inputs)}] {corpus.name}: scoring {item.n_trials:,} trials ({source})")
-        scores = score_partition(
-            scorer,
-            PARTITION,
-            features=item.store,
-            data_root=None if item.store else corpus.root,
-            dataset=corpus.name,
-            num_workers=num_workers,
-            progress=progress,
-        )
+        scores = score_partition(scorer, PARTITION, features=item.store,
+                                 data_root=None if item.store else corpus.root, dataset=corpus.name,
+                                 num_workers=num_workers, progress=progress)
         score_paths[corpus.name] = out / f"scores_{corpus.name}.txt"
         write_partition_scores(scores, score_paths[corpus.name])
         req = EvalRequest(
