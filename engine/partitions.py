@@ -177,6 +177,19 @@ DEFAULT_TRAIN_CROP = "first"
 DEFAULT_SCORE_CROP = "first"
 
 
+def _score_crops_by_corpus(values: Any) -> dict[str, Any]:
+    """``data.score_crop_by_dataset`` keyed by registered corpus names (None: empty); `UserError` naming
+    the key for anything else or an unknown corpus."""
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UserError(f"data.score_crop_by_dataset: expected a mapping corpus -> crop, got {values!r}")
+    try:
+        return {get_corpus(name).name: crop for name, crop in values.items()}
+    except UserError as exc:  # the message lists the known corpora
+        raise UserError(f"data.score_crop_by_dataset: {exc}") from None
+
+
 def score_crop(
     cfg: dict[str, Any], dataset: str | None = None, override: str | None = None
 ) -> tuple[str, str]:
@@ -185,21 +198,14 @@ def score_crop(
     for the corpus, else ``data.score_crop`` (default ``first``). A crop or corpus name that is not one
     raises `UserError` naming the key (checkpoint configs are not checked again when loaded)."""
     data = cfg.get("data") or {}
-    by_dataset = data.get("score_crop_by_dataset") or {}
-    if not isinstance(by_dataset, dict):
-        raise UserError(f"data.score_crop_by_dataset: expected a mapping corpus -> crop, got {by_dataset!r}")
-    for name in by_dataset:
-        try:
-            get_corpus(name)
-        except UserError as exc:  # the message lists the known corpora
-            raise UserError(f"data.score_crop_by_dataset: {exc}") from None
-    name = get_corpus(dataset).name if dataset is not None else recipe_corpus(cfg).name
+    crop, key = data.get("score_crop", DEFAULT_SCORE_CROP), "data.score_crop"
+    by_dataset = _score_crops_by_corpus(data.get("score_crop_by_dataset"))
     if override is not None:
         crop, key = override, "--crop"
-    elif name in by_dataset:
-        crop, key = by_dataset[name], f"data.score_crop_by_dataset.{name}"
-    else:
-        crop, key = data.get("score_crop", DEFAULT_SCORE_CROP), "data.score_crop"
+    elif by_dataset:  # the corpus is only looked up when the recipe names some
+        name = get_corpus(dataset).name if dataset is not None else recipe_corpus(cfg).name
+        if name in by_dataset:
+            crop, key = by_dataset[name], f"data.score_crop_by_dataset.{name}"
     if crop not in SCORE_CROPS:
         raise UserError(f"{key}: {crop!r} is not one of {', '.join(SCORE_CROPS)}")
     return str(crop), key
