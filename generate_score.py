@@ -11,7 +11,7 @@ Examples:
     # the same from raw audio, features computed on the fly
     python generate_score.py --checkpoint runs/f0/best.pt --data-root LA --partition eval --output eval.txt
     # In-the-Wild, each utterance whole (back ends taking any length; the Nes2Net-X recipes' own setting)
-    python generate_score.py --checkpoint runs/nes2net/avg.pt --data-root ITW --dataset itw --crop full --output itw.txt
+    python generate_score.py --checkpoint avg.pt --data-root ITW --dataset itw --crop full --output itw.txt
     # your own recordings: any length, sample rate, channel count; files or folders
     python generate_score.py --checkpoint runs/f0/best.pt --audio my.wav clips/ --output results.csv
     # calibrated LLRs (and Bayes-threshold decisions for --audio) from a calibrated checkpoint
