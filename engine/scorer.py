@@ -206,9 +206,10 @@ def to_llr(scorer: Scorer, scores: Scores) -> Scores:
 def full_length_min_samples(scorer: Scorer, key: str) -> int:
     """The fewest samples ``scorer``'s model takes when it scores whole utterances (``full``, chosen by
     ``key``): its back end's ``min_frames`` through the SSL front end's conv stack, or a raw-wave model's
-    ``min_samples``. A model that takes only its ``input_shape`` (a fixed flatten size: lcnn, sls) or that
-    reads features of a fixed length (feature stores, frozen front ends) raises a one-line `UserError`
-    naming the model and ``key``, before anything is scored."""
+    ``min_samples``. A model that takes only its ``input_shape`` (a fixed flatten size: lcnn, sls), that
+    reads features of a fixed length (a store, or a frozen front end the recipe runs outside the model) or
+    that was compiled for one shape raises a one-line `UserError` naming the model and ``key``, before
+    anything is scored."""
     name = scorer.cfg["model"].get("name")
     where = f"{key}: full: the {name} model of {scorer.source}"
     if scorer.fixed_batch is not None:
