@@ -75,9 +75,10 @@ def tuned(itw: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tupl
     """{model: (untrained fine-tuned checkpoint with ``score_crop_by_dataset: {itw: full}``, its scores of
     the In-the-Wild utterances by hand)} for Nes2Net-X and XLSR-Mamba."""
     made = {}
-    for model_name, recipe in (("nes2net_x", "xlsr_nes2net_x_la"), ("xlsr_mamba", "xlsr_mamba_la")):
+    for model_name, recipe, model in (("nes2net_x", "xlsr_nes2net_x_la", {}),
+                                      ("xlsr_mamba", "xlsr_mamba_la", {"emb_size": 16, "num_encoders": 2})):
         checkpoint = tiny_checkpoint(model_name, tmp_path_factory.mktemp(model_name), recipe, frontend=SMALL,
-                                     data=ITW_FULL)
+                                     model=model, data=ITW_FULL)
         made[model_name] = (checkpoint, by_hand(checkpoint, itw))
     return made
 
