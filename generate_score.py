@@ -10,6 +10,10 @@ Examples:
     python generate_score.py --checkpoint runs/f0/best.pt --features feats --partition eval --output eval.txt
     # the same from raw audio, features computed on the fly
     python generate_score.py --checkpoint runs/f0/best.pt --data-root LA --partition eval --output eval.txt
+    # continuing a killed run from eval.txt.partial; the same split over 2 processes (GPUs, or CPU cores)
+    python generate_score.py --checkpoint runs/f0/best.pt --features feats --output eval.txt --resume
+    torchrun --nproc_per_node 2 generate_score.py --checkpoint runs/f0/best.pt --features feats \
+        --output eval.txt
     # In-the-Wild, each utterance whole (back ends taking any length; the Nes2Net-X recipes' own setting)
     python generate_score.py --checkpoint avg.pt --data-root ITW --dataset itw --crop full --output itw.txt
     # your own recordings: any length, sample rate, channel count; files or folders
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -82,15 +87,17 @@ def _add_compute_arguments(parser: argparse.ArgumentParser) -> None:
         "folder / hub id holding model.onnx",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # seconds to pause after each batch written to OUTPUT.partial: lets tests kill a run midway
+    parser.add_argument("--throttle", type=float, default=0.0, help=argparse.SUPPRESS)
 
 
 def _add_audio_arguments(parser: argparse.ArgumentParser) -> None:
-    """--audio only: resuming a results file, per-window scores, plots, the shortest recording scored."""
+    """Resuming, and --audio only: per-window scores, plots, the shortest recording scored."""
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="--audio: keep the recordings already in --output (from an interrupted run) and score only "
-        "the others, appending to it",
+        help="continue an interrupted run: partitions from OUTPUT.partial (kept while scoring; the same "
+        "settings are required), --audio from the recordings already in --output",
     )
     parser.add_argument(
         "--windows",
@@ -218,26 +225,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--output is required when scoring a partition (--features or --data-root)")
     _check_audio_arguments(args)
 
-    from engine.score_batches import write_partition_scores
-    from engine.scorer import require_calibration, score_partition, to_llr
+    from engine.scorer import require_calibration
+    from utils import distributed as du
 
-    scorer = _load_scorer(args)
-    if args.llr:
-        require_calibration(scorer)  # before any scoring: no LLRs without a calibration
-    threshold, threshold_kind = _decision_threshold(args, scorer.threshold)
-    progress = not args.no_progress
-    if args.audio is not None:
-        return score_audio(args, scorer, threshold, threshold_kind)
+    if args.audio is None:
+        du.init_distributed(args.device)  # torchrun: each process scores its share of the batches
+    try:
+        scorer = _load_scorer(args)
+        if args.llr:
+            require_calibration(scorer)  # before any scoring: no LLRs without a calibration
+        if args.audio is not None:
+            return score_audio(args, scorer, *_decision_threshold(args, scorer.threshold))
+        return score_partition(args, scorer)
+    finally:
+        du.cleanup()
 
-    scores = score_partition(scorer, args.partition, features=args.features, data_root=args.data_root,
-                             dataset=args.dataset, crop=args.crop, num_workers=args.num_workers,
-                             progress=progress)
-    if args.llr:
-        scores = to_llr(scorer, scores)
-    write_partition_scores(scores, args.output, args.format)
+
+def score_partition(args: argparse.Namespace, scorer: Any) -> int:
+    """--features / --data-root: score the partition into --output (rank 0 writes it), print a summary."""
+    from engine.score_stream import score_partition_file
+
+    scores, resumed = score_partition_file(
+        scorer, args.partition, args.output, fmt=args.format, llr=args.llr, resume=args.resume,
+        features=args.features, data_root=args.data_root, dataset=args.dataset, crop=args.crop,
+        num_workers=args.num_workers, progress=not args.no_progress, throttle=args.throttle,
+    )
+    if scores is None:  # another torchrun process: rank 0 wrote the file
+        return 0
     n_bona = int((scores.labels == 0).sum())
     what = "calibrated LLRs" if args.llr else "scores"
-    summary = f"{len(scores.utt_ids)} utterances scored -> {args.output} ({what}"
+    summary = f"{len(scores.utt_ids)} utterances scored"
+    if resumed:
+        summary += f" ({resumed} resumed from {args.output}.partial)"
+    summary += f" -> {args.output} ({what}"
     if 0 < n_bona < len(scores.labels):
         eer, _ = scores.eer(what=args.partition)
         summary += f", EER {100 * eer:.3f}%"
@@ -265,14 +285,15 @@ def _load_scorer(args: argparse.Namespace) -> Any:
 
 def _check_audio_arguments(args: argparse.Namespace) -> None:
     """Options that only --audio takes, and their output, before anything is loaded."""
-    audio_only = [flag for flag, on in (("--resume", args.resume), ("--windows", args.windows),
-                                        ("--plot", args.plot is not None)) if on]
+    audio_only = [flag for flag, on in (("--windows", args.windows), ("--plot", args.plot is not None)) if on]
     if args.audio is None:
         if audio_only:
             raise UserError(f"{audio_only[0]} applies to --audio only")
         if args.crop == "windows":
             raise UserError("--crop windows applies to --audio only; partitions take first or full")
         return
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("--audio runs in one process; torchrun splits partitions (--features, --data-root)")
     if args.crop == "full":
         raise UserError("--crop full scores partitions (--data-root); --audio takes windows or first")
     suffix = Path(args.output).suffix.lower() if args.output else ""

@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"{args.config}: recipe has no '{section}' section")
 
     # Heavy imports (data, training) after the recipe is checked; --help stays instant.
-    from engine.partitions import open_partition, training_frontend
+    from engine.partitions import open_partition, open_sources, training_frontend
     from engine.trainer import fit
     from models import build_model
     from models.losses import build_loss
@@ -143,9 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     dist_info = du.init_distributed(args.device)
     try:
         where = {"features": args.features, "data_root": args.data_root, "on_the_fly": args.on_the_fly}
-        # the training partition gets the recipe's crop and augmentation, drawn per (seed, epoch, utterance)
-        train_set = open_partition(cfg, str(data.get("train", "train")), training=True, **where)
-        dev_set = open_partition(cfg, str(data.get("dev", "dev")), **where)
+        # the training partition gets the recipe's crop and augmentation, drawn per (seed, epoch, utterance);
+        # data.train and data.dev may also list several sources (data/mixture.py)
+        train_set = open_sources(cfg, data.get("train", "train"), training=True, **where)
+        dev_set = open_sources(cfg, data.get("dev", "dev"), key="dev", **where)
         eval_name = data.get("eval")
         eval_set = (
             open_partition(cfg, str(eval_name), **where) if _eval_available(args, cfg, eval_name) else None

@@ -9,7 +9,7 @@ section (data/augment); its seeds come from (run seed, epoch, utterance index): 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from data import store
 from data.corpora import Corpus, default_corpus, get_corpus, recipe_corpus
 from data.dataset import AudioDataset, StoreDataset
+from data.mixture import MixtureDataset
 from data.waveform_dataset import SCORE_CROPS, WaveformDataset
 from models.frontends import FrontEnd, build_frontend
 from models.frontends.base import store_tag
@@ -161,6 +162,46 @@ def open_partition(
             f"or drop the recipe's augment section"
         )
     return open_store_partition(features, cfg, partition)
+
+
+def open_sources(
+    cfg: dict[str, Any],
+    partition: str | Sequence[Mapping[str, Any]],
+    *,
+    key: str = "train",
+    features: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+    on_the_fly: bool = False,
+    training: bool = False,
+) -> Dataset:
+    """``data.<key>``'s dataset: `open_partition` of one partition's name, or for a list of sources
+    (`engine.recipe_schema.data_sources`) a `data.mixture.MixtureDataset` of each source's
+    `open_partition` with the source's ``data`` keys over the recipe's and its ``root`` (if given) as the
+    data root. Utterance ids must be unique across the sources: dev scores are told apart by them."""
+    where = {"features": features, "on_the_fly": on_the_fly, "training": training}
+    if isinstance(partition, str):
+        return open_partition(cfg, partition, data_root=data_root, **where)
+    from engine.recipe_schema import data_sources
+
+    sources = data_sources({**cfg["data"], key: partition}, key)
+    parts = []
+    for source in sources:
+        source_cfg = {**cfg, "data": {**cfg["data"], **source.data}}
+        root = source.root if source.root is not None else data_root
+        parts.append(open_partition(source_cfg, source.partition, data_root=root, **where))
+    _check_unique_utterances(parts, [s.name for s in sources], key)
+    return MixtureDataset(parts, [s.name for s in sources], [s.weight for s in sources])
+
+
+def _check_unique_utterances(parts: Sequence[Dataset], names: Sequence[str], key: str) -> None:
+    """`UserError` when two sources share an utterance id (datasets with protocol ``rows``)."""
+    seen: dict[str, str] = {}
+    for name, part in zip(names, parts, strict=True):
+        for row in getattr(part, "rows", ()):
+            other = seen.setdefault(row.utt_id, name)
+            if other != name:
+                raise UserError(f"config: data.{key}: sources '{other}' and '{name}' both hold utterance "
+                                f"{row.utt_id}; list each utterance in one source only")
 
 
 # ----------------------------------------------------------------------------- input modes

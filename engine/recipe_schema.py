@@ -23,10 +23,11 @@ keep loading even if a ``train`` key is renamed later.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import yaml
@@ -37,7 +38,17 @@ from models.losses import LOSS_SECTION
 from models.registry import MODEL_SECTION
 from utils.config import load_config
 from utils.errors import run_cli
-from utils.schema import Field, Schema, Section, describe, section_of, setting
+from utils.schema import (
+    Field,
+    Schema,
+    Section,
+    SettingError,
+    check_section,
+    dataclass_fields,
+    describe,
+    section_of,
+    setting,
+)
 
 #: ``optim.name`` and ``sched.name`` values (engine/optim.py; compared lower-cased, as it does).
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -92,6 +103,89 @@ class TrainSection:
         None, "checkpoint averaging {top_k: 5, by: dev_eer|dev_loss, bn_update: true} -> avg.pt (null: off)")
     grad_checkpoint: bool = setting(False, "recompute a fine-tuned SSL front end's activations in backward")
     find_unused_parameters: bool | None = setting(None, "DDP's find_unused_parameters (null: per model)")
+    draws_per_epoch: int | None = setting(
+        None, "items drawn per epoch from the data.train sources by weight (null: the sum of their sizes)")
+
+
+@dataclass(frozen=True)
+class SourceSection:
+    """A source in a list in data.train or data.dev; any other data key (e.g. train_crop) is its own."""
+
+    partition: str = setting("train", "the partition of the source's corpus")
+    dataset: str | None = setting(None, "the source's corpus (null: data.dataset)")
+    weight: float = setting(1.0, "train: draw weight, > 0 (draws per epoch are proportional to it)")
+    root: str | None = setting(None, "the source's data root for raw-audio modes (null: --data-root)")
+    name: str | None = setting(None, "the source's name in history.csv, logs (null: <dataset>-<partition>)")
+
+
+#: The ``data`` keys a source cannot set (they choose the sources), and the keys only a source has.
+_NOT_IN_SOURCE = ("train", "dev", "eval")
+_SOURCE_FIELDS = dataclass_fields(SourceSection)
+_SOURCE_ONLY = ("partition", "weight", "root", "name")
+
+
+def source_fields() -> dict[str, Field]:
+    """The keys of a source: `SourceSection`'s (``partition`` required) and every other `DataSection` key."""
+    data = {k: f for k, f in dataclass_fields(DataSection).items() if k not in _NOT_IN_SOURCE}
+    return {**data, **_SOURCE_FIELDS, "partition": replace(_SOURCE_FIELDS["partition"], required=True)}
+
+
+def source_section() -> Section:
+    """One source's keys as a section (checked like the recipe's sections)."""
+    fields = source_fields()
+    return Section(fields=lambda _values: fields, doc=SourceSection.__doc__ or "")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One source of a list in ``data.train``/``data.dev``, its defaults filled in: ``data`` holds the
+    `DataSection` keys it sets (merged over the recipe's ``data`` section to open it)."""
+
+    name: str
+    partition: str
+    weight: float
+    root: str | None
+    data: dict[str, Any]
+
+
+def data_sources(data: Mapping[str, Any], key: str) -> list[DataSource]:
+    """The sources listed in ``data[key]`` (a list of mappings, already checked by `check_sources`)."""
+    out = []
+    for entry in data[key]:
+        dataset = entry.get("dataset") or data.get("dataset", DataSection.dataset)
+        partition = str(entry["partition"])
+        name = entry.get("name") or f"{dataset}-{partition}"
+        rest = {**{k: v for k, v in entry.items() if k not in _SOURCE_ONLY}, "dataset": dataset}
+        out.append(DataSource(str(name), partition, float(entry.get("weight", SourceSection.weight)),
+                              entry.get("root"), rest))
+    return out
+
+
+def check_sources(value: Any, key: str, data: Mapping[str, Any]) -> None:
+    """A list of sources at ``key`` (``data.train``): one `SourceSection` mapping per entry, at least one,
+    weights > 0, distinct names; a plain string (one partition) passes."""
+    if isinstance(value, str):
+        return
+    if not value:
+        raise SettingError(key, f"{key!r} must name a partition or list at least one source")
+    section = source_section()
+    names: dict[str, int] = {}
+    for i, entry in enumerate(value):
+        check_section(entry, section, f"{key}[{i}]")
+        weight = entry.get("weight", SourceSection.weight)
+        if not 0 < weight < math.inf:
+            where = f"{key}[{i}].weight"
+            raise SettingError(where, f"{where!r} must be > 0 and finite, got {weight!r}")
+    for i, source in enumerate(data_sources({**data, key: value}, key)):
+        if source.name in names:
+            where = f"{key}[{i}].name" if "name" in value[i] else f"{key}[{i}]"
+            raise SettingError(where, f"{key}[{i}]: duplicate source name {source.name!r} (also "
+                               f"{key}[{names[source.name]}]); give each source its own 'name'")
+        names[source.name] = i
+
+
+#: ``data.train`` and ``data.dev``: one partition's name, or a list of sources.
+PartitionOrSources = str | Sequence[Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -99,8 +193,11 @@ class DataSection:
     """Which corpus and partitions (engine/partitions.py, main_train.py); a new key is one more field."""
 
     dataset: str = setting("la2019", "the corpus of the partitions (a name in data/corpora)")
-    train: str = setting("train", "training partition")
-    dev: str = setting("dev", "dev partition: checkpoint selection, threshold, calibration")
+    train: PartitionOrSources = setting(
+        "train", "training partition, or a list of sources {dataset, partition, weight, root, name}",
+        check=check_sources)
+    dev: PartitionOrSources = setting(
+        "dev", "dev partition (selection, threshold, calibration), or a list of sources", check=check_sources)
     eval: str | None = setting(None, "partition scored after training (null: none)")
     train_crop: str = setting("first", "raw-wave recipes: first or random window per epoch",
                               choices=TRAIN_CROPS)
@@ -149,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides, e.g. train.epochs=3")
     args = parser.parse_args(argv)
     if args.config is None:
-        print("\n".join(describe(RECIPE)))
+        print("\n".join(describe({**RECIPE, "data.train[i]": source_section()})))
         return 0
     cfg = load_recipe(args.config, args.overrides)
     print(yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None), end="")

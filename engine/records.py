@@ -67,9 +67,21 @@ def environment_info(device: torch.device, world_size: int) -> dict[str, Any]:
     }
 
 
+#: Per-source dev EER columns (several dev sources, data/mixture.py): ``dev_eer_<source name>``.
+SOURCE_EER_PREFIX = "dev_eer_"
+
+
+def source_columns(row: dict[str, Any]) -> dict[str, float]:
+    """``{source name: dev EER}`` from a history row's ``dev_eer_<name>`` columns (empty for one dev set)."""
+    return {k[len(SOURCE_EER_PREFIX):]: v for k, v in row.items() if k.startswith(SOURCE_EER_PREFIX)}
+
+
 def write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    """history.csv: `HISTORY_FIELDS`, then the per-source ``dev_eer_<name>`` columns if there are any."""
+    sources = dict.fromkeys(k for row in history for k in row if k.startswith(SOURCE_EER_PREFIX))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=[*HISTORY_FIELDS, *sources], extrasaction="ignore",
+                            lineterminator="\n")
     writer.writeheader()
     for row in history:
         writer.writerow(row)

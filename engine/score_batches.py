@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +117,12 @@ class Scores:
     loss: float | None = None
     loss_weight: float = 0.0  # number of utterances the loss was averaged over
 
+    def subset(self, mask: np.ndarray) -> Scores:
+        """The scores where the boolean (n,) ``mask`` is true (without a loss)."""
+        keep = np.flatnonzero(mask)
+        return Scores(utt_ids=[self.utt_ids[i] for i in keep], attacks=[self.attacks[i] for i in keep],
+                      labels=self.labels[keep], scores=self.scores[keep])
+
     def eer(self, what: str = "partition") -> tuple[float, float]:
         """(EER as a fraction, threshold) of bona fide vs spoof; `UserError` if a class is missing."""
         from utils.metrics import compute_eer
@@ -152,39 +158,63 @@ def score_loader(
     averages the loss (e.g. the dev loss for checkpoint selection). ``amp``, ``fixed_batch``: see
     `forward_for_scores`. ``frontend``: the batches hold waves, turned into features by it first.
     """
-    model.eval()
-    loss_fn.eval()
-    if frontend is not None:
-        frontend.eval()
-    utt_ids: list[str] = []
-    attacks: list[str] = []
-    labels: list[np.ndarray] = []
-    scores: list[np.ndarray] = []
-    loss_sum, loss_n = 0.0, 0
-    with torch.inference_mode():
-        for x, y, utt, attack in tqdm(
-            loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True
-        ):
+    batches = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    return concat_scores(list(iter_scored_batches(
+        model, loss_fn, batches, device, amp=amp, channels_last=channels_last, fixed_batch=fixed_batch,
+        with_loss=with_loss, frontend=frontend,
+    )))
+
+
+def iter_scored_batches(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    batches: Iterable[Any],
+    device: torch.device,
+    *,
+    amp: str = "none",
+    channels_last: bool = False,
+    fixed_batch: int | None = None,
+    with_loss: bool = False,
+    frontend: nn.Module | None = None,
+) -> Iterator[Scores]:
+    """`score_loader` one batch at a time: a `Scores` per batch, as it is scored (``loss``: the batch's
+    mean loss with ``with_loss``, ``loss_weight`` its size)."""
+    for module in (model, loss_fn, frontend):
+        if module is not None:
+            module.eval()
+    for x, y, utt, attack in batches:
+        with torch.inference_mode():
             x = x.to(device, non_blocking=True).float()  # float16 store batches are cast here
             y = torch.as_tensor(y).to(device)
             if frontend is not None:
                 with autocast_context(device, amp):
                     x = frontend(x).float()
             embedding, logits = forward_for_scores(model, x, device, amp, fixed_batch, channels_last)
-            scores.append(loss_fn.score(embedding, logits).double().cpu().numpy())
-            if with_loss:
-                loss_sum += float(loss_fn(embedding, logits, y)) * y.shape[0]
-                loss_n += int(y.shape[0])
-            labels.append(y.cpu().numpy().astype(np.int64))
-            utt_ids.extend(utt)
-            attacks.extend(attack)
+            scores = loss_fn.score(embedding, logits).double().cpu().numpy()
+            loss = float(loss_fn(embedding, logits, y)) if with_loss else None
+        yield Scores(list(utt), list(attack), y.cpu().numpy().astype(np.int64), scores, loss,
+                     float(y.shape[0]) if with_loss else 0.0)
+
+
+def _merged_loss(parts: Sequence[Scores]) -> tuple[float | None, float]:
+    """(mean loss over ``parts`` weighted by their ``loss_weight``, or None; the summed weight)."""
+    loss_n = sum(p.loss_weight for p in parts)
+    loss = None
+    if parts and all(p.loss is not None for p in parts) and loss_n:
+        loss = sum(float(p.loss) * p.loss_weight for p in parts) / loss_n
+    return loss, float(loss_n)
+
+
+def concat_scores(parts: Sequence[Scores]) -> Scores:
+    """``parts`` one after the other (e.g. the batches of `iter_scored_batches`) as one `Scores`."""
+    loss, loss_n = _merged_loss(parts)
     return Scores(
-        utt_ids=utt_ids,
-        attacks=attacks,
-        labels=np.concatenate(labels) if labels else np.zeros(0, np.int64),
-        scores=np.concatenate(scores) if scores else np.zeros(0),
-        loss=loss_sum / loss_n if with_loss and loss_n else None,
-        loss_weight=float(loss_n),
+        utt_ids=[u for p in parts for u in p.utt_ids],
+        attacks=[a for p in parts for a in p.attacks],
+        labels=np.concatenate([p.labels for p in parts]) if parts else np.zeros(0, np.int64),
+        scores=np.concatenate([p.scores for p in parts]) if parts else np.zeros(0),
+        loss=loss,
+        loss_weight=loss_n,
     )
 
 
@@ -203,10 +233,7 @@ def gather_scores(local: Scores) -> Scores:
             if i < len(part.utt_ids) and part.utt_ids[i] not in seen:
                 seen.add(part.utt_ids[i])
                 order.append((r, i))
-    loss_n = sum(p.loss_weight for p in parts)
-    loss = None
-    if all(p.loss is not None for p in parts) and loss_n:
-        loss = sum(float(p.loss) * p.loss_weight for p in parts) / loss_n
+    loss, loss_n = _merged_loss(parts)
     return Scores(
         utt_ids=[parts[r].utt_ids[i] for r, i in order],
         attacks=[parts[r].attacks[i] for r, i in order],
@@ -232,5 +259,9 @@ def write_partition_scores(scores: Scores, path: str | os.PathLike, fmt: str = "
     if fmt == "asvspoof5":
         write_asvspoof5_scores(path, scores.utt_ids, scores.scores)
         return
-    keys = ["bonafide" if int(label) == 0 else "spoof" for label in scores.labels]
-    write_scores(path, scores.utt_ids, scores.scores, attacks=scores.attacks, keys=keys)
+    write_scores(path, scores.utt_ids, scores.scores, attacks=scores.attacks, keys=cm_keys(scores.labels))
+
+
+def cm_keys(labels: np.ndarray) -> list[str]:
+    """The score-file key of each label: ``bonafide`` for 0, ``spoof`` otherwise."""
+    return ["bonafide" if int(label) == 0 else "spoof" for label in labels]

@@ -42,6 +42,7 @@ from engine.scoring_model import load_scoring_model
 from models.countermeasure import WithFrontEnd
 from models.frontends import build_frontend
 from utils.calibration import Calibration
+from utils.checkpoint import state_sha256, unwrap
 from utils.distributed import place_process
 from utils.errors import UserError
 from utils.precision import SPELLED
@@ -232,35 +233,57 @@ def full_length_min_samples(scorer: Scorer, key: str) -> int:
     return int(least)
 
 
+def open_scored_partition(
+    scorer: Scorer, partition: str, *, features: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None, dataset: str | None = None, crop: str | None = None,
+) -> Dataset:
+    """The dataset of ``partition`` as the scorer's model takes it: the feature store under ``features``,
+    or raw audio under ``data_root`` (``dataset`` layout overrides the recipe's); rows in protocol order.
+    ``crop`` (``first`` | ``full``) overrides the checkpoint recipe's ``data.score_crop``
+    (`engine.partitions.score_crop`); ``full``: whole utterances, one per batch (`scoring_batch_size`)."""
+    cfg = _scoring_cfg(scorer)
+    how, key = score_crop(cfg, dataset, crop)
+    if how == "full":
+        least = full_length_min_samples(scorer, key)  # before anything is read
+        if features is not None:
+            raise UserError(f"{key}: full scores raw audio: give the data root, not the feature store "
+                            f"{features}")
+    elif features is not None:
+        return open_store_partition(features, cfg, partition)
+    if dataset is not None:
+        cfg = {**cfg, "data": {**(cfg.get("data") or {}), "dataset": dataset}}
+    if how == "full":
+        return open_waveform_partition(data_root, cfg, partition, crop="full", min_samples=least)
+    return open_audio_partition(data_root, cfg, partition)
+
+
+def scoring_batch_size(scorer: Scorer, data: Dataset) -> int:
+    """Utterances per batch for ``data``: the scorer's, or 1 for whole utterances (their lengths differ;
+    scores then do not depend on ``--batch-size``)."""
+    return 1 if getattr(data, "crop", None) == "full" else scorer.batch_size
+
+
+def scoring_settings(scorer: Scorer) -> dict[str, Any]:
+    """What a partition's scores depend on besides its data: the weights (sha256), front end, batch size,
+    precision, compiled or not, device type (`engine.score_stream` resumes only with the same ones)."""
+    weights = state_sha256(unwrap(scorer.model).state_dict(), scorer.loss_fn.state_dict())
+    return {"weights_sha256": weights, "frontend": _scoring_cfg(scorer)["frontend"],
+            "batch_size": scorer.batch_size, "amp": scorer.amp, "compiled": scorer.fixed_batch is not None,
+            "device": scorer.device.type}
+
+
 def score_partition(
     scorer: Scorer, partition: str, *, features: str | os.PathLike | None = None,
     data_root: str | os.PathLike | None = None, dataset: str | None = None, crop: str | None = None,
     num_workers: int = 0, progress: bool = True,
 ) -> Scores:
-    """Scores of a whole partition, from the feature store under ``features`` or raw audio under
-    ``data_root`` (``dataset`` layout overrides the recipe's). ``crop`` (``first`` | ``full``) overrides the
-    checkpoint recipe's ``data.score_crop`` (`engine.partitions.score_crop`); ``full`` scores each utterance
-    at its own length, one per batch, so its scores do not depend on the batch size."""
-    cfg = _scoring_cfg(scorer)
-    how, key = score_crop(cfg, dataset, crop)
-    batch_size, fixed_batch = scorer.batch_size, scorer.fixed_batch
-    if dataset is not None and features is None:
-        cfg = {**cfg, "data": {**(cfg.get("data") or {}), "dataset": dataset}}
-    if how == "full":
-        least = full_length_min_samples(scorer, key)
-        if features is not None:
-            raise UserError(f"{key}: full scores raw audio: give the data root, not the feature store "
-                            f"{features}")
-        data: Dataset = open_waveform_partition(data_root, cfg, partition, crop="full", min_samples=least)
-        batch_size = 1
-    elif features is not None:
-        data = open_store_partition(features, cfg, partition)
-    else:
-        data = open_audio_partition(data_root, cfg, partition)
+    """Scores of a whole partition (`open_scored_partition`) in one process, kept in memory."""
+    data = open_scored_partition(scorer, partition, features=features, data_root=data_root, dataset=dataset,
+                                 crop=crop)
     scorer.announce()
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_batch)
+    loader = DataLoader(data, batch_size=scoring_batch_size(scorer, data), shuffle=False,
+                        num_workers=num_workers, collate_fn=collate_batch)
     return score_loader(
         scorer.model, scorer.loss_fn, loader, scorer.device, amp=scorer.amp, channels_last=True,
-        fixed_batch=fixed_batch, progress=progress, desc=f"score {partition}",
+        fixed_batch=scorer.fixed_batch, progress=progress, desc=f"score {partition}",
     )

@@ -19,6 +19,11 @@ epoch the average is loaded, BatchNorm statistics are recomputed over the traini
 With ``train.calibrate: true`` best.pt finally gets a score-to-LLR calibration fitted on scores_dev.txt
 (`engine.calibrate_checkpoint`), which ``generate_score.py --llr`` uses.
 
+Several corpora (``data.train``/``data.dev`` as lists of sources, docs/training.md): the training set is a
+`data.mixture.MixtureDataset` drawn by weight (`data.mixture.MixtureSampler`, ``train.draws_per_epoch`` per
+epoch); with several dev sources selection stays on the pooled dev scores and history.csv adds a
+``dev_eer_<name>`` column per source (summary.json: ``dev_eer_sources``).
+
 Reproducibility: the sampler order depends only on (seed, epoch), every RNG state is saved at the
 end of each epoch, so ``--resume`` after a crash continues exactly where an uninterrupted run would
 be (bit-identical weights in deterministic CPU mode). Only global rank 0 writes files.
@@ -37,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -44,10 +50,11 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from data.dataset import collate_batch
+from data.mixture import MixtureDataset, MixtureSampler
 from engine.average import AverageSettings, CheckpointAverager
 from engine.calibrate_checkpoint import calibrate_checkpoint
 from engine.optim import build_optimizer, build_scheduler, noam_factor
-from engine.records import TensorBoard, write_history, write_run_files
+from engine.records import SOURCE_EER_PREFIX, TensorBoard, source_columns, write_history, write_run_files
 from engine.score_batches import Scores, autocast_context, gather_scores, score_loader, write_partition_scores
 from models.countermeasure import Countermeasure, WithFrontEnd
 from utils import distributed as du
@@ -87,19 +94,34 @@ class RunResult:
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, dist_info: du.DistInfo, shuffle: bool, seed: int, num_workers: int
-) -> tuple[DataLoader, DistributedSampler]:
-    """A DataLoader whose order depends only on (seed, epoch) and this process's rank."""
-    # DistributedSampler with one replica is a plain seeded shuffle: the order depends only on
-    # (seed, epoch), never on the global RNG, which is what makes resume exact.
-    sampler = DistributedSampler(
-        dataset,
-        num_replicas=dist_info.world_size,
-        rank=dist_info.rank,
-        shuffle=shuffle,
-        seed=seed,
-        drop_last=False,
-    )
+    dataset: Dataset,
+    batch_size: int,
+    dist_info: du.DistInfo,
+    shuffle: bool,
+    seed: int,
+    num_workers: int,
+    draws: int | None = None,
+) -> tuple[DataLoader, DistributedSampler | MixtureSampler]:
+    """A DataLoader whose order depends only on (seed, epoch) and this process's rank. A shuffled
+    `data.mixture.MixtureDataset` of several sources, or any shuffled set with ``draws`` (items per epoch),
+    is drawn by weight with `data.mixture.MixtureSampler`; otherwise every item once per epoch."""
+    sampler: DistributedSampler | MixtureSampler
+    if shuffle and (isinstance(dataset, MixtureDataset) or draws is not None):
+        sizes = dataset.sizes if isinstance(dataset, MixtureDataset) else [len(dataset)]
+        weights = dataset.weights if isinstance(dataset, MixtureDataset) else [1.0]
+        sampler = MixtureSampler(sizes, weights, draws, seed=seed, rank=dist_info.rank,
+                                 world_size=dist_info.world_size)
+    else:
+        # DistributedSampler with one replica is a plain seeded shuffle: the order depends only on
+        # (seed, epoch), never on the global RNG, which is what makes resume exact.
+        sampler = DistributedSampler(
+            dataset,
+            num_replicas=dist_info.world_size,
+            rank=dist_info.rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=False,
+        )
     generator = torch.Generator()
     generator.manual_seed(seed)
     loader = DataLoader(
@@ -168,6 +190,7 @@ class TrainSettings:
     fused_adam: bool = False
     reasons: list[str] = field(default_factory=list)
     calibrate: bool = False  # fit a score-to-LLR calibration on the dev scores into best.pt at the end
+    draws_per_epoch: int | None = None  # items per epoch drawn by weight (data/mixture.py); None: all once
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], device: torch.device, world_size: int) -> TrainSettings:
@@ -180,6 +203,9 @@ class TrainSettings:
             raise UserError(f"config: train.select_by={select_by!r} is not one of dev_eer, dev_loss")
         micro = micro_batch_size(int(tcfg.get("batch_size", 64)), grad_accum, world_size)
         patience = get(cfg, "train.patience")
+        draws = tcfg.get("draws_per_epoch")
+        if draws is not None and int(draws) < 1:
+            raise UserError(f"config: train.draws_per_epoch must be at least 1 (or null), got {draws}")
         model_name = str((cfg.get("model") or {}).get("name", ""))
         amp = resolve_amp(tcfg.get("amp", "auto"), device, "config: train.amp")
         layout = resolve_channels_last(
@@ -203,6 +229,7 @@ class TrainSettings:
             fused_adam=bool(fused.value),
             reasons=[amp.reason, layout.reason, fused.reason],
             calibrate=bool(tcfg.get("calibrate", False)),
+            draws_per_epoch=None if draws is None else int(draws),
             swa=bool(tcfg.get("swa", False)),
             grad_checkpoint=bool(tcfg.get("grad_checkpoint", False)),
             find_unused_parameters=(
@@ -279,7 +306,7 @@ class Trainer:
         s, device = self.s, self.device
         seed_everything(self.seed + self.dist.rank, self.deterministic)
         self.train_loader, self.train_sampler = make_loader(
-            self.sets["train"], s.micro, self.dist, True, self.seed, s.workers
+            self.sets["train"], s.micro, self.dist, True, self.seed, s.workers, s.draws_per_epoch
         )
         self.dev_loader, _ = make_loader(
             self.sets["dev"], s.eval_micro, self.dist, False, self.seed, s.workers
@@ -459,10 +486,25 @@ class Trainer:
             )
         )
 
+    def dev_source_eers(self, dev: Scores) -> dict[str, float]:
+        """``{"dev_eer_<name>": EER}`` of each source when dev lists several (NaN for a source without both
+        classes); empty for one dev partition. Pooled scores come in dataset order, sources end to end."""
+        dev_set = self.sets["dev"]
+        if not isinstance(dev_set, MixtureDataset):
+            return {}
+        sources = dev_set.source_of(np.arange(len(dev.utt_ids)))
+        out = {}
+        for k, name in enumerate(dev_set.names):
+            part = dev.subset(sources == k)
+            both = bool((part.labels == 0).any() and (part.labels == 1).any())
+            out[SOURCE_EER_PREFIX + name] = part.eer(what=f"dev source {name}")[0] if both else math.nan
+        return out
+
     def validate(self, epoch: int, train_loss: float, lr_now: float, t0: float) -> tuple[Scores, bool]:
         """Dev scores, selection and the epoch's history record -> (dev scores, improved)."""
         dev = self.score(self.dev_loader, "dev", with_loss=True)
         dev_eer, dev_thr = dev.eer(what="dev partition")
+        per_source = self.dev_source_eers(dev)
         dev_loss = float(dev.loss) if dev.loss is not None else math.nan
         metric = dev_eer if self.s.select_by == "dev_eer" else dev_loss
         improved = metric < self.best["metric"]
@@ -485,6 +527,7 @@ class Trainer:
                 "dev_threshold": dev_thr,
                 "lr": lr_now,
                 "time_s": round(time.perf_counter() - t0, 3),
+                **per_source,
             }
         )
         if self.s.patience is not None and epoch + 1 - self.best["epoch"] >= self.s.patience:
@@ -558,20 +601,23 @@ class Trainer:
             self.averager.discard(dropped)
         write_history(self.out / "history.csv", self.history)
         r = self.history[-1]
+        sources = source_columns(r)
         self.tb.scalars(
             {
                 "loss/train": r["train_loss"],
                 "loss/dev": r["dev_loss"],
                 "eer/dev": r["dev_eer"],
                 "lr": r["lr"],
+                **{f"eer/dev_{name}": value for name, value in sources.items()},
             },
             epoch + 1,
         )
         mark = " *" if improved else ""
+        each = "".join(f" {name} {100 * value:.3f}%" for name, value in sources.items())
         print(
             f"epoch {epoch + 1}/{self.s.epochs}: train loss {r['train_loss']:.4f}  dev loss "
-            f"{r['dev_loss']:.4f}  dev EER {100 * r['dev_eer']:.3f}%  lr {r['lr']:.3g}  "
-            f"{r['time_s']:.1f}s{mark}",
+            f"{r['dev_loss']:.4f}  dev EER {100 * r['dev_eer']:.3f}%{f' ({each.strip()})' if each else ''}  "
+            f"lr {r['lr']:.3g}  {r['time_s']:.1f}s{mark}",
             file=sys.stderr,
         )
 
@@ -712,6 +758,10 @@ class Trainer:
                 "seed": self.seed,
                 "calibration": result.calibration,
             }
+            best_row = next((r for r in self.history if r["epoch"] == result.best_epoch), {})
+            sources = source_columns(best_row)
+            if sources:  # several dev sources: dev_eer above is the pooled one
+                summary["dev_eer_sources"] = sources
             if result.swa_path is not None:
                 # eval scores (if any) are the SWA model's
                 summary.update(swa_dev_eer=result.swa_dev_eer, swa_checkpoint=str(result.swa_path),

@@ -92,11 +92,19 @@ def _system(config: dict[str, Any]) -> str:
     )
 
 
+def _sources(data: dict[str, Any], key: str) -> str:
+    """``data.<key>``: a partition name, or the sources of a list (docs/training.md) as dataset/partition."""
+    value = data.get(key, key)
+    if isinstance(value, str):
+        return value
+    return ", ".join(f"{s.get('dataset', data.get('dataset', '?'))}/{s.get('partition')}" for s in value)
+
+
 def _recipe(config: dict[str, Any]) -> str:
     cfg = config["config"]
     data = cfg.get("data") or {}
-    lines = [f"- **Training data**: {_dataset(config)}, partition `{data.get('train', 'train')}`; "
-             f"the checkpoint was selected on `{data.get('dev', 'dev')}`."
+    lines = [f"- **Training data**: {_dataset(config)}, partition `{_sources(data, 'train')}`; "
+             f"the checkpoint was selected on `{_sources(data, 'dev')}`."
              if data else "- **Training data**: not recorded with these weights."]
     for section in ("loss", "optim", "sched", "augment"):
         if cfg.get(section):

@@ -128,7 +128,8 @@ def test_resume_after_sigkill_is_byte_identical_and_recomputes_nothing(
 
 def kill_after_first_epoch_then_resume(args: list[str], tmp_path: Path, epochs: int) -> None:
     """Run main_train.py ``args``, SIGKILL it after epoch 1's checkpoint, resume it, and compare its final
-    checkpoint with an uninterrupted run's: same weights and optimizer state, bit for bit."""
+    checkpoint with an uninterrupted run's: same weights, optimizer state and history (losses, EERs,
+    thresholds, learning rates), bit for bit."""
     killed = tmp_path / "killed"
     train_until_first_checkpoint_then_kill(args, killed)
     assert load_checkpoint(killed / "last.pt")["epoch"] == 1
@@ -140,6 +141,10 @@ def kill_after_first_epoch_then_resume(args: list[str], tmp_path: Path, epochs: 
     assert_same_weights(resumed["model"], straight["model"])
     assert_same_weights(resumed["optimizer"]["state"][0], straight["optimizer"]["state"][0])
     assert len((killed / "history.csv").read_text().splitlines()) == epochs + 1
+    # the same history, but for the wall-clock time of each epoch
+    untimed = [[{k: v for k, v in row.items() if k != "time_s"} for row in state["history"]]
+               for state in (resumed, straight)]
+    assert untimed[0] == untimed[1]
 
 
 COMMON = ["train.batch_size=4", "--no-eval", "--no-progress", "--deterministic", "--device", "cpu"]

@@ -14,9 +14,11 @@ Nothing in it needs pickled classes, so loading never runs code from the file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +87,15 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
             module = module._orig_mod
         else:
             return module
+
+
+def state_sha256(*states: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of state dicts' tensors (names, dtypes, shapes, bytes, in name order): identifies weights
+    wherever they were loaded from."""
+    digest = hashlib.sha256()
+    for state in states:
+        for key, tensor in sorted(state.items()):
+            t = tensor.detach().cpu().contiguous().reshape(-1)  # channels_last weights: stride 1
+            digest.update(f"{key}|{t.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()

@@ -94,6 +94,13 @@ def barrier() -> None:
         dist.barrier()
 
 
+def rank_and_size() -> tuple[int, int]:
+    """(this process's rank, the number of processes) in the process group; (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def all_gather_objects(obj: Any) -> list[Any]:
     """Every rank's ``obj`` as a list ordered by rank (``[obj]`` when single-process)."""
     if not (dist.is_available() and dist.is_initialized()):

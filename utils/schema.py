@@ -44,6 +44,9 @@ class Field:
     choices: tuple[Any, ...] | None = None
     ignore_case: bool = False
     required: bool = False
+    #: a further check of a value of the right type: ``check(value, key, section values)`` raises
+    #: `SettingError` (e.g. the entries of a list of sources)
+    check: Callable[[Any, str, Mapping[str, Any]], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,11 +74,17 @@ class SettingError(Exception):
 
 
 def setting(
-    default: Any, doc: str, *, choices: Sequence[Any] | None = None, ignore_case: bool = False
+    default: Any,
+    doc: str,
+    *,
+    choices: Sequence[Any] | None = None,
+    ignore_case: bool = False,
+    check: Callable[[Any, str, Mapping[str, Any]], None] | None = None,
 ) -> Any:
-    """A dataclass field for `section_of`: its default, one-line doc and (optional) accepted values."""
+    """A dataclass field for `section_of`: its default, one-line doc, (optional) accepted values and
+    further check (`Field.check`)."""
     choices = tuple(choices) if choices is not None else None
-    meta = {"doc": doc, "choices": choices, "ignore_case": ignore_case}
+    meta = {"doc": doc, "choices": choices, "ignore_case": ignore_case, "check": check}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -94,7 +103,7 @@ def dataclass_fields(cls: type) -> dict[str, Field]:
     for f in dataclasses.fields(cls):
         meta = f.metadata
         out[f.name] = Field(f.name, hints.get(f.name, Any), f.default, meta.get("doc", ""),
-                            meta.get("choices"), meta.get("ignore_case", False))
+                            meta.get("choices"), meta.get("ignore_case", False), check=meta.get("check"))
     return out
 
 
@@ -185,10 +194,13 @@ def matches(value: Any, annotation: Any) -> bool:
     return isinstance(value, annotation) if isinstance(annotation, type) else True
 
 
-def check_value(value: Any, field: Field, key: str) -> None:
-    """`SettingError` when ``value`` is not of ``field``'s type or not one of its choices."""
+def check_value(value: Any, field: Field, key: str, section: Mapping[str, Any] | None = None) -> None:
+    """`SettingError` when ``value`` is not of ``field``'s type, not one of its choices or fails its
+    ``check`` (given the values of its ``section``)."""
     if not matches(value, field.type):
         raise SettingError(key, f"{key!r} must be {type_name(field.type)}, got {value!r}")
+    if field.check is not None:
+        field.check(value, key, section or {})
     if field.choices is None or value is None:
         return
     seen = str(value).lower() if field.ignore_case else value
@@ -221,7 +233,7 @@ def check_section(values: Any, section: Section, key: str) -> None:
     for name, value in values.items():
         dotted = f"{key}.{name}"
         if name in fields:
-            check_value(value, fields[name], dotted)
+            check_value(value, fields[name], dotted, values)
         elif ANY_KEY not in fields:
             chosen = f" for {section.kind} {values['name']!r}" if section.kind and "name" in values else ""
             near = suggestion(str(name), list(fields), f"{key}.")

@@ -314,15 +314,24 @@ def write_scores(
 
     Scores are written with full float64 precision (shortest round-trip repr).
     """
+    lines = score_lines(utt_ids, scores, attacks, keys)
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def score_lines(
+    utt_ids: Sequence[str],
+    scores: Sequence[float] | np.ndarray,
+    attacks: Sequence[str] | None = None,
+    keys: Sequence[str] | None = None,
+) -> list[str]:
+    """The lines of `write_scores` (without newlines): ``utt_id attack key score``, or ``utt_id score``."""
     values = _score_strings(utt_ids, scores)
     if (attacks is None) != (keys is None):
         raise ValueError("give both attacks and keys, or neither")
     if attacks is None or keys is None:
-        lines = [f"{u} {s}" for u, s in zip(utt_ids, values, strict=True)]
-    else:
-        lines = [f"{u} {a} {k} {s}" for u, a, k, s in zip(utt_ids, attacks, keys, values, strict=True)]
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+        return [f"{u} {s}" for u, s in zip(utt_ids, values, strict=True)]
+    return [f"{u} {a} {k} {s}" for u, a, k, s in zip(utt_ids, attacks, keys, values, strict=True)]
 
 
 @dataclass(frozen=True)

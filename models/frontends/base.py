@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from models.registry import discover, make_register
+from utils.checkpoint import state_sha256
 from utils.errors import UserError
 
 FRONTENDS: dict[str, type] = {}
@@ -107,12 +108,7 @@ class FrontEnd(nn.Module):
     def content_hash(self) -> str:
         """sha256 of the weights (names, dtypes, shapes, bytes): identifies a frozen pretrained front end
         that a checkpoint refers to instead of copying its weights."""
-        digest = hashlib.sha256()
-        for key, tensor in sorted(self.state_dict().items()):
-            t = tensor.detach().cpu().contiguous()
-            digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        return digest.hexdigest()
+        return state_sha256(self.state_dict())
 
 
 def store_tag(settings: Mapping[str, Any]) -> str:
