@@ -15,6 +15,8 @@ Examples:
     python generate_score.py --checkpoint runs/f0/best.pt --features feats --output eval.txt --resume
     torchrun --nproc_per_node 2 generate_score.py --checkpoint runs/f0/best.pt --features feats \
         --output eval.txt
+    # In-the-Wild, each utterance whole (back ends taking any length; the Nes2Net-X recipes' own setting)
+    python generate_score.py --checkpoint avg.pt --data-root ITW --dataset itw --crop full --output itw.txt
     # your own recordings: any length, sample rate, channel count; files or folders
     python generate_score.py --checkpoint runs/f0/best.pt --audio my.wav clips/ --output results.csv
     # calibrated LLRs (and Bayes-threshold decisions for --audio) from a calibrated checkpoint
@@ -174,10 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--crop",
-        choices=("windows", "first"),
-        default="windows",
+        choices=("windows", "first", "full"),
+        default=None,
         help="--audio: 'windows' (default) averages 50%%-overlapping windows over the whole "
-        "recording; 'first' scores the first window only",
+        "recording; 'first' scores the first window only. Partitions of raw-wave models (--data-root): "
+        "'first' (the first frontend.n_samples samples, tiled) or 'full' (each utterance whole, one per "
+        "batch; back ends that take any length: Nes2Net-X, XLSR-Mamba, XLS-R-AASIST, AASIST); default: the "
+        "checkpoint recipe's data.score_crop_by_dataset / data.score_crop",
     )
     _add_audio_arguments(parser)
     parser.add_argument(
@@ -249,7 +254,7 @@ def score_partition(args: argparse.Namespace, scorer: Any) -> int:
     scores, resumed = score_partition_file(
         scorer, args.partition, args.output, fmt=args.format, llr=args.llr, resume=args.resume,
         features=args.features, data_root=args.data_root, dataset=args.dataset,
-        manifests=parse_manifest_flags(args.manifest), num_workers=args.num_workers,
+        manifests=parse_manifest_flags(args.manifest), crop=args.crop, num_workers=args.num_workers,
         progress=not args.no_progress, throttle=args.throttle,
     )
     if scores is None:  # another torchrun process: rank 0 wrote the file
@@ -304,9 +309,13 @@ def _check_audio_arguments(args: argparse.Namespace) -> None:
     if args.audio is None:
         if audio_only:
             raise UserError(f"{audio_only[0]} applies to --audio only")
+        if args.crop == "windows":
+            raise UserError("--crop windows applies to --audio only; partitions take first or full")
         return
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("--audio runs in one process; torchrun splits partitions (--features, --data-root)")
+    if args.crop == "full":
+        raise UserError("--crop full scores partitions (--data-root); --audio takes windows or first")
     suffix = Path(args.output).suffix.lower() if args.output else ""
     if args.output and suffix not in (".csv", ".json"):
         raise UserError(f"{args.output}: --output for --audio must end in .csv or .json")
@@ -329,7 +338,7 @@ def score_audio(args: argparse.Namespace, scorer: Any, threshold: float | None, 
         writer = ResultsWriter(args.output, result_columns(args.llr, args.windows), resume=args.resume)
         files = _not_done(files, writer.done)
     shortest = {} if args.min_duration is None else {"min_duration_s": args.min_duration}
-    rows = iter_recording_rows(scorer, files, crop=args.crop, threshold=threshold, llr=args.llr,
+    rows = iter_recording_rows(scorer, files, crop=args.crop or "windows", threshold=threshold, llr=args.llr,
                                window_scores=args.windows or args.plot is not None,
                                progress=not args.no_progress, **shortest)  # model set up and checked
     if writer is not None and writer.rows:

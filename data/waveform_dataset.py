@@ -8,6 +8,9 @@ whole utterance (RawBoost, as published: before cropping) → crop to ``n_sample
 - ``random``: a random ``n_samples`` window, tiled from the start when shorter (AASIST; docs/features.md).
   The reference draws ``randint(len - n)`` and crashes when an utterance is exactly ``n_samples`` long;
   here the start is drawn from ``0 … len - n`` inclusive.
+- ``full``: the whole utterance at its own length (scoring with ``data.score_crop: full``, one utterance
+  per batch); only an utterance shorter than ``min_samples``, the fewest samples the model takes, is tiled
+  up to that.
 
 Every random draw (augmentation and crop) is a pure function of (run seed, epoch, utterance index), set
 with `WaveformDataset.set_epoch`: the same in every worker, run and ``--resume``, fresh every epoch.
@@ -27,7 +30,11 @@ from data.protocols import ProtocolRow
 from utils.errors import UserError
 from utils.tiling import fix_length
 
-CROPS = ("first", "random")
+#: The crops of the training partition (``data.train_crop``).
+TRAIN_CROPS = ("first", "random")
+#: The crops of scoring with a checkpoint (``data.score_crop``, generate_score.py --crop).
+SCORE_CROPS = ("first", "full")
+CROPS = (*TRAIN_CROPS, "full")
 # Spawn key of the crop's generator: independent of the augmentation's draws for the same utterance.
 _CROP_STREAM = 0x63726F70
 
@@ -43,9 +50,10 @@ def crop_start(n_wave: int, n_samples: int, seed: tuple[int, int, int]) -> int:
 class WaveformDataset(EpochDraws):
     """Protocol rows read as fixed-length waves (see the module docstring).
 
-    ``path_fn(utt_id) -> path`` locates the audio (None: the rows' own ``path``); ``crop`` is ``first`` or
-    ``random``; ``augment`` (optional) is applied to the whole utterance before cropping; ``seed`` is the
-    run seed (also settable with `set_epoch`). Unreadable audio raises `UserError` naming the file.
+    ``path_fn(utt_id) -> path`` locates the audio (None: the rows' own ``path``); ``crop`` is ``first``,
+    ``random`` or ``full`` (then ``min_samples`` is the shortest wave yielded); ``augment`` (optional) is
+    applied to the whole utterance before cropping; ``seed`` is the run seed (also settable with
+    `set_epoch`). Unreadable audio raises `UserError` naming the file.
     """
 
     def __init__(
@@ -56,6 +64,7 @@ class WaveformDataset(EpochDraws):
         crop: str = "first",
         augment: Augment | None = None,
         seed: int = 0,
+        min_samples: int = 1,
     ) -> None:
         if crop not in CROPS:
             raise UserError(f"config: crop {crop!r} is not one of {', '.join(CROPS)}")
@@ -66,6 +75,7 @@ class WaveformDataset(EpochDraws):
         self.path_fn = path_fn
         self.n_samples = int(n_samples)
         self.crop = crop
+        self.min_samples = max(1, int(min_samples))
         self.labels = np.array([r.label for r in self.rows], dtype=np.int64)
 
     @property
@@ -76,8 +86,11 @@ class WaveformDataset(EpochDraws):
         return len(self.rows)
 
     def wave(self, i: int) -> np.ndarray:
-        """Utterance ``i`` of this epoch: (n_samples,) float32, augmented and cropped."""
+        """Utterance ``i`` of this epoch: (n_samples,) float32 (``full``: (n,) with n >= min_samples),
+        augmented and cropped."""
         wave = self.augmented(load_audio(audio_file(self.rows[i], self.path_fn)), i)
+        if self.crop == "full":
+            return np.asarray(fix_length(wave, max(wave.shape[0], self.min_samples)), dtype=np.float32)
         start = crop_start(wave.shape[0], self.n_samples, self.key(i)) if self.crop == "random" else 0
         return np.asarray(fix_length(wave[start:], self.n_samples), dtype=np.float32)
 

@@ -6,7 +6,8 @@ LA eval, 2021 LA eval, 2021 DF eval, In-the-Wild) and write the table papers pri
         --out runs/f0/cross_corpus
 
 For each corpus the eval partition is scored (from raw audio under the corpus root, or from a feature store
-made by ``preprocess.py --dataset`` when ``features`` holds one) and evaluated by `engine.evaluation`, the
+made by ``preprocess.py --dataset`` when ``features`` holds one; corpora the checkpoint's recipe scores whole,
+``data.score_crop_by_dataset: {itw: full}``, always from audio) and evaluated by `engine.evaluation`, the
 code behind evaluate_tDCF_asvspoof19.py, with the ASVspoof 5 measures: EER, min t-DCF where the organisers'
 ASV scores are under the root (`data.corpora.Corpus.asv_files`; 2019 LA: the legacy 2019 t-DCF; 2021 LA: the
 revised 2021 one with the keys' ASV scores), minDCF, actDCF, Cllr, and the number of trials (corpora with
@@ -34,7 +35,7 @@ from data.corpora import Corpus as CorpusSpec
 from data.corpora import corpus_names, get_corpus
 from data.corpora.trial_metadata import subset_name
 from engine.evaluation import EvalRequest, describe_calibration, evaluate_scores
-from engine.partitions import store_dir_for
+from engine.partitions import score_crop, store_dir_for
 from engine.score_batches import write_partition_scores
 from utils.errors import UserError, run_cli
 from utils.io import atomic_write_text
@@ -128,6 +129,21 @@ def with_source(
     return item
 
 
+def whole_utterance_corpora(scorer: Any, names: Sequence[str]) -> set[str]:
+    """The corpora among ``names`` that the checkpoint's recipe scores whole (``data.score_crop`` or its
+    ``score_crop_by_dataset`` entry is ``full``), checked before any is scored: a model that cannot take
+    whole utterances raises `UserError` (`engine.scorer.full_length_min_samples`)."""
+    from engine.scorer import full_length_min_samples
+
+    whole = set()
+    for name in names:
+        crop, key = score_crop(scorer.input_cfg, name)
+        if crop == "full":
+            full_length_min_samples(scorer, key)
+            whole.add(name)
+    return whole
+
+
 def _table_notes(calibrated: str | None) -> str:
     if calibrated is not None:
         return f"\nScores calibrated to LLRs before every measure: LLR = {calibrated}.\n"
@@ -179,7 +195,10 @@ def run_cross_corpus(
         raise UserError(f"{out}: exists and is not a folder")
 
     scorer = load_scorer(checkpoint, device=device, amp=amp, batch_size=batch_size, ssl_model=ssl_model)
-    inputs = [with_source(item, scorer.cfg["frontend"], features) for item in inputs]
+    whole = whole_utterance_corpora(scorer, [item.corpus.name for item in inputs])
+    # whole utterances come from the audio: a store holds features of the first frontend.n_samples
+    inputs = [with_source(item, scorer.cfg["frontend"], None if item.corpus.name in whole else features)
+              for item in inputs]
     calibrated = None
     if scorer.calibration is not None:
         calibrated = describe_calibration(scorer.calibration, f"the dev scores stored with {checkpoint}")
@@ -188,16 +207,11 @@ def run_cross_corpus(
     for k, item in enumerate(inputs, 1):
         corpus = item.corpus
         source = f"store {item.store}" if item.store is not None else f"audio under {corpus.root}"
+        source += ", whole utterances" if corpus.name in whole else ""
         log(f"[{k}/{len(inputs)}] {corpus.name}: scoring {item.n_trials:,} trials ({source})")
-        scores = score_partition(
-            scorer,
-            PARTITION,
-            features=item.store,
-            data_root=None if item.store else corpus.root,
-            dataset=corpus.name,
-            num_workers=num_workers,
-            progress=progress,
-        )
+        scores = score_partition(scorer, PARTITION, features=item.store,
+                                 data_root=None if item.store else corpus.root, dataset=corpus.name,
+                                 num_workers=num_workers, progress=progress)
         score_paths[corpus.name] = out / f"scores_{corpus.name}.txt"
         write_partition_scores(scores, score_paths[corpus.name])
         req = EvalRequest(

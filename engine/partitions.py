@@ -20,7 +20,7 @@ from data import store
 from data.corpora import Corpus, default_corpus, get_corpus, recipe_corpus
 from data.dataset import AudioDataset, StoreDataset
 from data.mixture import MixtureDataset
-from data.waveform_dataset import WaveformDataset
+from data.waveform_dataset import SCORE_CROPS, WaveformDataset
 from models.frontends import FrontEnd, build_frontend
 from models.frontends.base import store_tag
 from utils.errors import UserError
@@ -215,6 +215,42 @@ def _check_unique_utterances(parts: Sequence[Dataset], names: Sequence[str], key
 FEATURES, WAVEFORM, FINETUNE = "features", "waveform", "finetune"
 #: The recipe's ``data.train_crop`` choices (`data.waveform_dataset.WaveformDataset`); dev/eval use ``first``.
 DEFAULT_TRAIN_CROP = "first"
+#: ``data.score_crop`` when a recipe has none: scored on the training input, the first ``n_samples``.
+DEFAULT_SCORE_CROP = "first"
+
+
+def _score_crops_by_corpus(values: Any) -> dict[str, Any]:
+    """``data.score_crop_by_dataset`` keyed by registered corpus names (None: empty); `UserError` naming
+    the key for anything else or an unknown corpus."""
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UserError(f"data.score_crop_by_dataset: expected a mapping corpus -> crop, got {values!r}")
+    try:
+        return {get_corpus(name).name: crop for name, crop in values.items()}
+    except UserError as exc:  # the message lists the known corpora
+        raise UserError(f"data.score_crop_by_dataset: {exc}") from None
+
+
+def score_crop(
+    cfg: dict[str, Any], dataset: str | None = None, override: str | None = None
+) -> tuple[str, str]:
+    """(crop, the key that chose it) for scoring ``dataset`` (default: the recipe's) with a checkpoint of
+    recipe ``cfg``: ``override`` (generate_score.py ``--crop``), else ``data.score_crop_by_dataset``'s entry
+    for the corpus, else ``data.score_crop`` (default ``first``). A crop or corpus name that is not one
+    raises `UserError` naming the key (checkpoint configs are not checked again when loaded)."""
+    data = cfg.get("data") or {}
+    crop, key = data.get("score_crop", DEFAULT_SCORE_CROP), "data.score_crop"
+    by_dataset = _score_crops_by_corpus(data.get("score_crop_by_dataset"))
+    if override is not None:
+        crop, key = override, "--crop"
+    elif by_dataset:  # the corpus is only looked up when the recipe names some
+        name = get_corpus(dataset).name if dataset is not None else recipe_corpus(cfg).name
+        if name in by_dataset:
+            crop, key = by_dataset[name], f"data.score_crop_by_dataset.{name}"
+    if crop not in SCORE_CROPS:
+        raise UserError(f"{key}: {crop!r} is not one of {', '.join(SCORE_CROPS)}")
+    return str(crop), key
 
 
 def input_mode(cfg: dict[str, Any]) -> str:
@@ -240,23 +276,25 @@ def _fits_frontend(input_shape: Sequence[int], frontend: FrontEnd) -> bool:
 
 
 def open_waveform_partition(
-    data_root: str | os.PathLike | None, cfg: dict[str, Any], partition: str, *, training: bool = False
+    data_root: str | os.PathLike | None, cfg: dict[str, Any], partition: str, *, training: bool = False,
+    crop: str = "first", min_samples: int = 1,
 ) -> WaveformDataset:
     """Raw waves of ``partition`` cut to ``frontend.n_samples``: the first samples (tiled), or for the
     training partition ``data.train_crop`` (``first`` | ``random``) after the recipe's ``augment``
-    section (RawBoost on the whole utterance; dev and eval stay un-augmented)."""
+    section (RawBoost on the whole utterance; dev and eval stay un-augmented). ``crop`` (not training):
+    ``first``, or ``full``: whole utterances, those under ``min_samples`` tiled up to it (`score_crop`)."""
     rows = recipe_corpus(cfg).read(data_root, partition)
     n_samples = waveform_settings(cfg)["n_samples"]
     if input_mode(cfg) == WAVEFORM:
         check_feature_shape(cfg["model"]["input_shape"], (n_samples,), "front end waveform")
-    crop, augment = "first", None
+    augment = None
     if training:
         from data.augment import Augmenter  # PyAV: only when a training partition is opened
 
         crop = str((cfg.get("data") or {}).get("train_crop", DEFAULT_TRAIN_CROP))
         augmenter = Augmenter.from_config(cfg.get("augment"), key="augment")
         augment = augmenter.apply if augmenter.active else None
-    return WaveformDataset(rows, None, n_samples, crop=crop, augment=augment)
+    return WaveformDataset(rows, None, n_samples, crop=crop, augment=augment, min_samples=min_samples)
 
 
 def training_frontend(cfg: dict[str, Any], device: torch.device | str | None = None) -> FrontEnd | None:

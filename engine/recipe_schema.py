@@ -28,10 +28,11 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from data.waveform_dataset import SCORE_CROPS, TRAIN_CROPS
 from models.frontends import FRONTEND_SECTION
 from models.losses import LOSS_SECTION
 from models.registry import MODEL_SECTION
@@ -201,7 +202,14 @@ class DataSection:
         "dev", "dev partition (selection, threshold, calibration), or a list of sources", check=check_sources)
     eval: str | None = setting(None, "partition scored after training (null: none)")
     train_crop: str = setting("first", "raw-wave recipes: first or random window per epoch",
-                              choices=("first", "random"))
+                              choices=TRAIN_CROPS)
+    score_crop: str = setting(
+        "first", "raw-wave recipes scored with a checkpoint (generate_score.py --data-root, "
+        "engine.cross_corpus): first (frontend.n_samples samples, tiled) or full (whole utterance, for back "
+        "ends taking any length)",
+        choices=SCORE_CROPS)
+    score_crop_by_dataset: Mapping[str, Literal["first", "full"]] | None = setting(
+        None, "score_crop per corpus, over score_crop, e.g. {itw: full} (null: none)")
 
 
 def _check_augment(values: Any, key: str) -> None:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from data.dataset import collate_batch
 from engine.score_batches import Scores, cm_keys, concat_scores, iter_scored_batches, write_partition_scores
-from engine.scorer import Scorer, open_scored_partition, scoring_settings, to_llr
+from engine.scorer import Scorer, open_scored_partition, scoring_batch_size, scoring_settings, to_llr
 from utils import distributed as du
 from utils.errors import UserError, where
 from utils.partialscores import PartialScores, ScoreRows, partial_path
@@ -37,8 +37,8 @@ def score_partition_file(
     scorer: Scorer, partition: str, output: str | os.PathLike, *, fmt: str = "id-attack-key-score",
     llr: bool = False, resume: bool = False, features: str | os.PathLike | None = None,
     data_root: str | os.PathLike | None = None, dataset: str | None = None,
-    manifests: Mapping[str, str] | None = None, num_workers: int = 0, progress: bool = True,
-    throttle: float = 0.0,
+    manifests: Mapping[str, str] | None = None, crop: str | None = None, num_workers: int = 0,
+    progress: bool = True, throttle: float = 0.0,
 ) -> tuple[Scores | None, int]:
     """Score ``partition`` (`engine.scorer.open_scored_partition`) into the score file ``output`` in
     ``fmt`` (`engine.score_batches.write_partition_scores`; calibrated LLRs with ``llr``).
@@ -46,18 +46,22 @@ def score_partition_file(
     ``resume``: continue from ``OUTPUT.partial`` left by a killed run with the same settings (others:
     `UserError`); without it an existing partial file is a `UserError`. Under torchrun every rank calls
     this. ``throttle``: seconds to pause after each round of batches (tests use it to kill a run midway).
+    ``crop``: as in `open_scored_partition` (whole utterances: one per batch).
     Returns (the scores written, on rank 0; None on the other ranks, number of utterances resumed)."""
     data = open_scored_partition(scorer, partition, features=features, data_root=data_root, dataset=dataset,
-                                 manifests=manifests)
+                                 manifests=manifests, crop=crop)
+    size = scoring_batch_size(scorer, data)
     utt_ids = [row.utt_id for row in data.rows]
     settings = {"partition": partition, "features": _absolute(features), "data_root": _absolute(data_root),
                 "dataset": dataset, "format": fmt, "llr": llr,
                 **({"manifests": dict(manifests)} if manifests else {})}
+    if getattr(data, "crop", None) == "full":  # recorded only then: partial files of first crops still resume
+        settings["crop"] = "full"
     opened: list[PartialScores] = []
 
     def open_partial() -> int:
         partial = PartialScores(partial_path(output), {**settings, **scoring_settings(scorer)}, resume=resume)
-        keep = _whole_batches(partial, utt_ids, scorer.batch_size)
+        keep = _whole_batches(partial, utt_ids, size)
         partial.start(keep)
         opened.append(partial)
         return keep
@@ -67,7 +71,7 @@ def score_partition_file(
     if partial is not None:
         scorer.announce()
     try:
-        new = _score_batches(scorer, data, resumed, partial, progress=progress, num_workers=num_workers,
+        new = _score_batches(scorer, data, size, resumed, partial, progress=progress, num_workers=num_workers,
                              throttle=throttle, desc=f"score {partition}")
     finally:
         if partial is not None:
@@ -83,13 +87,13 @@ def score_partition_file(
 
 
 def _score_batches(
-    scorer: Scorer, data: Dataset, start: int, partial: PartialScores | None, *, progress: bool,
+    scorer: Scorer, data: Dataset, size: int, start: int, partial: PartialScores | None, *, progress: bool,
     num_workers: int, throttle: float, desc: str,
 ) -> list[Scores]:
-    """Score the batches from utterance ``start`` on, this rank's share; rank 0 (``partial`` given)
-    appends every rank's batches to ``partial`` in protocol order and returns them."""
+    """Score the batches of ``size`` utterances from utterance ``start`` on, this rank's share; rank 0
+    (``partial`` given) appends every rank's batches to ``partial`` in protocol order and returns them."""
     rank, world = du.rank_and_size()
-    n, size = len(data), scorer.batch_size
+    n = len(data)
     todo = range(start // size, math.ceil(n / size))  # ``start``: a multiple of ``size``, or n
     mine = [list(range(i * size, min(n, (i + 1) * size))) for i in todo[rank::world]]
     loader = DataLoader(data, batch_sampler=mine, num_workers=num_workers, collate_fn=collate_batch)

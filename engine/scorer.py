@@ -16,7 +16,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from data.dataset import collate_batch
-from engine.partitions import check_feature_shape, open_audio_partition, open_store_partition
+from engine.partitions import (
+    check_feature_shape,
+    open_audio_partition,
+    open_store_partition,
+    open_waveform_partition,
+    score_crop,
+)
 from engine.score_batches import (
     Scores,
     compile_for_scoring,
@@ -33,6 +39,7 @@ from engine.score_windows import (
     torch_window_scorer,
 )
 from engine.scoring_model import load_scoring_model
+from models.countermeasure import WithFrontEnd
 from models.frontends import build_frontend
 from utils.calibration import Calibration
 from utils.checkpoint import state_sha256, unwrap
@@ -197,14 +204,45 @@ def to_llr(scorer: Scorer, scores: Scores) -> Scores:
     return replace(scores, scores=require_calibration(scorer).apply(scores.scores))
 
 
+def full_length_min_samples(scorer: Scorer, key: str) -> int:
+    """The fewest samples ``scorer``'s model takes when it scores whole utterances (``full``, chosen by
+    ``key``): its back end's ``min_frames`` through the SSL front end's conv stack, or a raw-wave model's
+    ``min_samples``. A model that takes only its ``input_shape`` (a fixed flatten size: lcnn, sls), that
+    reads features of a fixed length (a store, or a frozen front end the recipe runs outside the model) or
+    that was compiled for one shape raises a one-line `UserError` naming the model and ``key``, before
+    anything is scored."""
+    name = scorer.cfg["model"].get("name")
+    where = f"{key}: full: the {name} model of {scorer.source}"
+    if scorer.fixed_batch is not None:
+        raise UserError(f"{where} was compiled (--compile) for one input shape; score full utterances "
+                        "without --compile")
+    if (scorer.input_cfg.get("frontend") or {}).get("name") != "waveform":
+        raise UserError(f"{where} reads {scorer.cfg['frontend'].get('name')} features of frontend.n_samples "
+                        "samples, not raw waves; score it with first")
+    frontend = getattr(scorer.model, "frontend", None)
+    back_end = scorer.model.model if isinstance(scorer.model, WithFrontEnd) else scorer.model
+    min_frames = getattr(back_end, "min_frames", None)
+    if frontend is None:
+        least = getattr(back_end, "min_samples", None)
+    else:
+        least = None if min_frames is None else getattr(frontend, "samples_for", lambda _: None)(min_frames)
+    if least is None:
+        shape = list(getattr(back_end, "input_shape", scorer.cfg["model"].get("input_shape", [])))
+        raise UserError(f"{where} takes inputs of exactly {shape} (a fixed number of frames); score it "
+                        "with first")
+    return int(least)
+
+
 def open_scored_partition(
     scorer: Scorer, partition: str, *, features: str | os.PathLike | None = None,
     data_root: str | os.PathLike | None = None, dataset: str | None = None,
-    manifests: Mapping[str, str] | None = None,
+    manifests: Mapping[str, str] | None = None, crop: str | None = None,
 ) -> Dataset:
     """The dataset of ``partition`` as the scorer's model takes it: the feature store under ``features``,
     or raw audio under ``data_root`` (``dataset`` layout overrides the recipe's) or listed in ``manifests``
-    ({partition: manifest file}, added to those the recipe names); rows in protocol order."""
+    ({partition: manifest file}, added to those the recipe names); rows in protocol order.
+    ``crop`` (``first`` | ``full``) overrides the checkpoint recipe's ``data.score_crop``
+    (`engine.partitions.score_crop`); ``full``: whole utterances, one per batch (`scoring_batch_size`)."""
     cfg = _scoring_cfg(scorer)
     data_cfg = dict(cfg.get("data") or {})
     if dataset is not None:
@@ -213,9 +251,22 @@ def open_scored_partition(
         recorded = data_cfg.get("manifests") if data_cfg.get("dataset") == "manifest" else None
         data_cfg.update(dataset="manifest", manifests={**(recorded or {}), **manifests})
     cfg = {**cfg, "data": data_cfg}
+    how, key = score_crop(cfg, data_cfg.get("dataset"), crop)
+    if how == "full":
+        least = full_length_min_samples(scorer, key)  # before anything is read
+        if features is not None:
+            raise UserError(f"{key}: full scores raw audio: give the data root, not the feature store "
+                            f"{features}")
+        return open_waveform_partition(data_root, cfg, partition, crop="full", min_samples=least)
     if features is not None:
         return open_store_partition(features, cfg, partition)
     return open_audio_partition(data_root, cfg, partition)
+
+
+def scoring_batch_size(scorer: Scorer, data: Dataset) -> int:
+    """Utterances per batch for ``data``: the scorer's, or 1 for whole utterances (their lengths differ;
+    scores then do not depend on ``--batch-size``)."""
+    return 1 if getattr(data, "crop", None) == "full" else scorer.batch_size
 
 
 def scoring_settings(scorer: Scorer) -> dict[str, Any]:
@@ -230,14 +281,15 @@ def scoring_settings(scorer: Scorer) -> dict[str, Any]:
 def score_partition(
     scorer: Scorer, partition: str, *, features: str | os.PathLike | None = None,
     data_root: str | os.PathLike | None = None, dataset: str | None = None,
-    manifests: Mapping[str, str] | None = None, num_workers: int = 0, progress: bool = True,
+    manifests: Mapping[str, str] | None = None, crop: str | None = None, num_workers: int = 0,
+    progress: bool = True,
 ) -> Scores:
     """Scores of a whole partition (`open_scored_partition`) in one process, kept in memory."""
     data = open_scored_partition(scorer, partition, features=features, data_root=data_root, dataset=dataset,
-                                 manifests=manifests)
+                                 manifests=manifests, crop=crop)
     scorer.announce()
-    loader = DataLoader(data, batch_size=scorer.batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_batch)
+    loader = DataLoader(data, batch_size=scoring_batch_size(scorer, data), shuffle=False,
+                        num_workers=num_workers, collate_fn=collate_batch)
     return score_loader(
         scorer.model, scorer.loss_fn, loader, scorer.device, amp=scorer.amp, channels_last=True,
         fixed_batch=scorer.fixed_batch, progress=progress, desc=f"score {partition}",

@@ -109,7 +109,10 @@ class Nes2NetX(nn.Module):
 
     ``input_shape``: (1, hidden, frames) (the ``ssl`` front end's layout, stored or fine-tuned) or
     (frames, hidden); only ``hidden`` sizes the model. ``nes_ratio``: (outer groups, inner scale).
+    ``min_frames``: any number of frames from one up runs (full-utterance scoring, ``data.score_crop``).
     """
+
+    min_frames = 1
 
     def __init__(
         self,

@@ -33,8 +33,11 @@ class XLSRAASISTBackEnd(GraphBackEnd):
     """AASIST back end over SSL hidden states → (embedding (B, 160), logits (B, 2)).
 
     ``input_shape``: (frames, hidden) for hidden states, or (1, hidden, frames) for the cached
-    ``ssl`` front-end layout; only ``hidden`` (1024 for XLS-R 300M) sizes the model.
+    ``ssl`` front-end layout; only ``hidden`` (1024 for XLS-R 300M) sizes the model. ``min_frames``: any
+    number of frames from 3 up runs (the 3×3 max-pool; full-utterance scoring, ``data.score_crop``).
     """
+
+    min_frames = 3
 
     def __init__(
         self,

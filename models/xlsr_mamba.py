@@ -83,6 +83,8 @@ class XLSRMambaBackEnd(nn.Module):
     """
 
     has_unused_parameters = True  # each column's last block (see the module docstring)
+    #: any number of frames from one up runs (full-utterance scoring, ``data.score_crop``)
+    min_frames = 1
 
     def __init__(
         self,

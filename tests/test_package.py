@@ -33,11 +33,15 @@ CALIBRATION = {"scale": 1.5, "offset": -0.25, "prior": 0.655, "separable": False
                "n_spoof": 14, "dev_scores": "scores_dev.txt"}
 
 
-def tiny_recipe(model_name: str) -> dict:
-    """A recipe naming ``model_name`` (the demo one if there is one), cut for CPU: SSL front ends become the
-    random ``narrow`` model (4,000 samples for back ends that read (frames, hidden)), raw waveforms 2,400
-    samples, residual stages one block each; the model's input shape follows the front end."""
+def tiny_recipe(model_name: str, recipe: str | None = None, **sections: dict) -> dict:
+    """A recipe naming ``model_name`` (configs/<recipe>.yaml, else the demo one if there is one), cut for
+    CPU: SSL front ends become the random ``narrow`` model (4,000 samples for back ends that read (frames,
+    hidden)), raw waveforms 2,400 samples, residual stages one block each; then the entries of
+    ``sections`` (e.g. ``frontend={"n_samples": 4000}``) update theirs; the model's input shape follows
+    the front end."""
     recipes = sorted(CONFIGS.glob("*.yaml"), key=lambda p: (not p.name.startswith("demo_"), p.name))
+    if recipe is not None:
+        recipes = [CONFIGS / f"{recipe}.yaml"]
     cfg = next(c for c in map(load_config, recipes) if c["model"]["name"] == model_name)
     fe, shape = dict(cfg["frontend"]), list(cfg["model"]["input_shape"])
     if fe["name"] == "ssl":
@@ -46,6 +50,8 @@ def tiny_recipe(model_name: str) -> dict:
             fe["n_samples"] = 4000
     elif fe["name"] == "waveform":
         fe["n_samples"] = 2400
+    fe.update(sections.pop("frontend", {}))
+    cfg = {**cfg, **{name: {**(cfg.get(name) or {}), **values} for name, values in sections.items()}}
     feature_shape = list(build_frontend(fe, device="cpu").feature_shape)
     shape = [feature_shape[2], feature_shape[1]] if len(shape) == 2 else feature_shape
     model = {**cfg["model"], "input_shape": shape}
@@ -54,10 +60,11 @@ def tiny_recipe(model_name: str) -> dict:
     return {**cfg, "frontend": fe, "model": model}
 
 
-def tiny_checkpoint(model_name: str, folder: Path) -> Path:
-    """An untrained best.pt in the trainer's layout (seeded): threshold, calibration, a trainable front end's
-    weights and portable settings, or a frozen one's content hash; summary.json beside it."""
-    cfg = tiny_recipe(model_name)
+def tiny_checkpoint(model_name: str, folder: Path, recipe: str | None = None, **sections: dict) -> Path:
+    """An untrained best.pt of `tiny_recipe` in the trainer's layout (seeded): threshold, calibration, a
+    trainable front end's weights and portable settings, or a frozen one's content hash; summary.json
+    beside it."""
+    cfg = tiny_recipe(model_name, recipe, **sections)
     torch.manual_seed(0)
     model, loss = build_model(cfg["model"]).eval(), build_loss(cfg["loss"]).eval()
     state = {"model": model.state_dict(), "loss": loss.state_dict(), "config": cfg, "epoch": 3,

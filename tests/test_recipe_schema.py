@@ -20,7 +20,7 @@ from torch import nn
 
 from data.corpora import recipe_corpus
 from engine.optim import build_optimizer, build_scheduler
-from engine.partitions import DEFAULT_TRAIN_CROP
+from engine.partitions import DEFAULT_SCORE_CROP, DEFAULT_TRAIN_CROP, score_crop
 from engine.recipe_schema import (
     OPTIMIZERS,
     RECIPE,
@@ -249,10 +249,13 @@ def test_the_documented_defaults_are_what_the_code_uses() -> None:
         assert _lrs({"name": name}) == _lrs({**sched, "name": name})
     assert _lrs({}) == _lrs({"name": SchedSection.name}) == ([1.0] * 25, "epoch")
     assert recipe_corpus({"data": {}}).name == DataSection.dataset
-    from data.waveform_dataset import CROPS
+    from data.waveform_dataset import CROPS, SCORE_CROPS, TRAIN_CROPS
 
     assert DEFAULT_TRAIN_CROP == DataSection.train_crop
-    assert DataSection.__dataclass_fields__["train_crop"].metadata["choices"] == CROPS
+    assert DataSection.__dataclass_fields__["train_crop"].metadata["choices"] == TRAIN_CROPS
+    assert DEFAULT_SCORE_CROP == DataSection.score_crop == score_crop({"data": {}})[0]
+    assert DataSection.__dataclass_fields__["score_crop"].metadata["choices"] == SCORE_CROPS
+    assert set(TRAIN_CROPS) | set(SCORE_CROPS) == set(CROPS)  # what WaveformDataset takes
 
 
 READERS = [  # functions that read a section's keys: (file, function, section)
@@ -263,6 +266,7 @@ READERS = [  # functions that read a section's keys: (file, function, section)
     ("data/corpora/base.py", "recipe_corpus", "data"),
     ("data/corpora/manifest.py", "from_recipe", "data"),
     ("engine/partitions.py", "open_waveform_partition", "data"),
+    ("engine/partitions.py", "score_crop", "data"),
     ("main_train.py", "main", "data"),
 ]
 

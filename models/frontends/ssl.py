@@ -331,7 +331,7 @@ class SSLFrontEnd(FrontEnd):
         # stable-layer-norm models, so the last layer is always taken from last_hidden_state.
         self._layer_index = self.layer % (n_layers + 1)
         self.hidden_size = int(config.hidden_size)
-        self.frames = int(self.model._get_feat_extract_output_lengths(self.n_samples))
+        self.frames = self.frames_for(self.n_samples)
         self.feature_shape = (1, self.hidden_size, self.frames)
         if self.layers == "all":
             self.feature_shape = (n_layers, self.frames, self.hidden_size)
@@ -377,22 +377,40 @@ class SSLFrontEnd(FrontEnd):
         else:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
-    def prepare(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        """Waves -> (B, n_samples) float32 model input: length-fixed by tiling, then normalised."""
-        x = fix_length_batch(check_waves(waves), self.n_samples, dtype=np.float64)
+    def frames_for(self, n_samples: int) -> int:
+        """Frames the model gives for ``n_samples`` samples: the CNN feature encoder's output length."""
+        return int(self.model._get_feat_extract_output_lengths(int(n_samples)))
+
+    def samples_for(self, frames: int) -> int:
+        """The fewest samples that give at least ``frames`` frames (400 for one frame of XLS-R): each
+        convolution of the feature encoder, last first, needs (frames - 1) * stride + kernel inputs."""
+        n = int(frames)
+        config = self.model.config
+        for kernel, stride in reversed(list(zip(config.conv_kernel, config.conv_stride, strict=True))):
+            n = (n - 1) * int(stride) + int(kernel)
+        return n
+
+    def prepare(self, waves: Sequence[np.ndarray], n_samples: int | None = None) -> np.ndarray:
+        """Waves -> (B, n) float32 model input (``n``: ``n_samples`` unless given): length-fixed by tiling,
+        then normalised."""
+        x = fix_length_batch(check_waves(waves), n_samples or self.n_samples, dtype=np.float64)
         if self.do_normalize:
             x = (x - x.mean(axis=1, keepdims=True)) / np.sqrt(x.var(axis=1, keepdims=True) + 1e-7)
         return x.astype(np.float32)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        """(B, n_samples) float32 waves -> (B, 1, hidden, frames); differentiable when ``trainable``.
+        """(B, n) float32 waves -> (B, 1, hidden, frames) (``layers: all``: (B, n_layers, frames, hidden));
+        differentiable when ``trainable``. ``n`` is ``n_samples`` in training, or any length of at least
+        one frame (`samples_for`) for full-utterance scoring; frames = `frames_for` (n).
 
         The trainable path normalises in float32 on the device (the frozen path, `extract`, in float64
         and rounds to float16, exactly as stored); the model runs under the caller's autocast."""
+        if waves.dim() != 2 or self.frames_for(waves.shape[1]) < 1:
+            raise ValueError(f"ssl front end: expected (B, n >= {self.samples_for(1)}) waves, "
+                             f"got {tuple(waves.shape)}")
         if not self.trainable:
-            return super().forward(waves)
-        if waves.dim() != 2 or waves.shape[1] != self.n_samples:
-            raise ValueError(f"ssl front end: expected (B, {self.n_samples}) waves, got {tuple(waves.shape)}")
+            feats = self.extract(list(waves.detach().float().cpu().numpy()), n_samples=waves.shape[1])
+            return torch.from_numpy(feats).to(waves.device)
         x = waves.float()
         if self.do_normalize:
             var = x.var(dim=1, unbiased=False, keepdim=True)
@@ -407,13 +425,20 @@ class SSLFrontEnd(FrontEnd):
             self.model.eval()
         return self
 
-    def extract(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        """Waves (any lengths, 16 kHz) -> (B, 1, hidden, frames) float32 (values exact in float16)."""
+    def extract(self, waves: Sequence[np.ndarray], n_samples: int | None = None) -> np.ndarray:
+        """Waves (any lengths, 16 kHz) -> (B, 1, hidden, frames) float32 (values exact in float16), each
+        wave tiled or cut to ``n_samples`` (default: the front end's)."""
         waves = list(waves)
-        out = np.empty((len(waves), *self.feature_shape), dtype=np.float32)
+        n_samples = n_samples or self.n_samples
+        shape = self.feature_shape
+        if n_samples != self.n_samples:  # the same layout with the frames of this length
+            frames = self.frames_for(n_samples)
+            shape = (shape[0], frames, shape[2]) if self.layers == "all" else (1, self.hidden_size, frames)
+        out = np.empty((len(waves), *shape), dtype=np.float32)
         for start in range(0, len(waves), self.batch_size):
             chunk = waves[start : start + self.batch_size]
-            hidden = self._forward(torch.from_numpy(self.prepare(chunk)))  # (b, [layers,] frames, hidden)
+            # (b, [layers,] frames, hidden)
+            hidden = self._forward(torch.from_numpy(self.prepare(chunk, n_samples)))
             if self.layers != "all":
                 hidden = hidden.transpose(1, 2).unsqueeze(1)
             block = hidden.cpu().numpy().astype(self.store_dtype)
