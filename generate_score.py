@@ -120,38 +120,8 @@ def _add_audio_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="generate_score.py",
-        description="Score a partition (feature store or raw audio) or arbitrary recordings with a trained "
-        "model. Higher score = more bona fide. --audio reads any length, sample rate and channel count "
-        "(resampled to 16 kHz, channels averaged), cuts each recording into windows of the model's input "
-        "length (64,600 samples = 4.04 s for XLS-R-LCNN, 80,000 = 5 s for F0) every half window "
-        "(50%% overlap; the last window ends at the end of the recording; shorter recordings are tiled by "
-        "the front end) and averages the window scores; --crop first scores only the first window, as in "
-        "training. Each file gets a bona fide / spoof decision at the dev-EER threshold saved in the "
-        "checkpoint, or with --llr at the Bayes threshold -ln 1.9 on its calibrated LLR.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:" + __doc__.split("Examples:", 1)[1],
-    )
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        help="best.pt / last.pt from main_train.py, a .safetensors from models.import_released, a model "
-        "package folder (python -m engine.package) or its Hugging Face hub id org/name; with --runtime "
-        "onnx an .onnx file from python -m engine.export",
-    )
-    src = parser.add_mutually_exclusive_group()
-    src.add_argument("--features", help="feature store root from preprocess.py (or one store directory)")
-    src.add_argument(
-        "--data-root", help="dataset root: score raw audio of --partition with on-the-fly features"
-    )
-    src.add_argument(
-        "--audio",
-        nargs="+",
-        metavar="FILE_OR_DIR",
-        help="audio files and/or folders (searched recursively) to score",
-    )
+def _add_partition_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which partition to score, where from, how to crop it and how to write its score file."""
     add_manifest_argument(parser)
     parser.add_argument(
         "--partition", default="eval", help="partition for --features/--data-root/--manifest (default eval)"
@@ -184,6 +154,41 @@ def build_parser() -> argparse.ArgumentParser:
         "batch; back ends that take any length: Nes2Net-X, XLSR-Mamba, XLS-R-AASIST, AASIST); default: the "
         "checkpoint recipe's data.score_crop_by_dataset / data.score_crop",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="generate_score.py",
+        description="Score a partition (feature store or raw audio) or arbitrary recordings with a trained "
+        "model. Higher score = more bona fide. --audio reads any length, sample rate and channel count "
+        "(resampled to 16 kHz, channels averaged), cuts each recording into windows of the model's input "
+        "length (64,600 samples = 4.04 s for XLS-R-LCNN, 80,000 = 5 s for F0) every half window "
+        "(50%% overlap; the last window ends at the end of the recording; shorter recordings are tiled by "
+        "the front end) and averages the window scores; --crop first scores only the first window, as in "
+        "training. Each file gets a bona fide / spoof decision at the dev-EER threshold saved in the "
+        "checkpoint, or with --llr at the Bayes threshold -ln 1.9 on its calibrated LLR.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:" + __doc__.split("Examples:", 1)[1],
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="best.pt / last.pt from main_train.py, a .safetensors from models.import_released, a model "
+        "package folder (python -m engine.package) or its Hugging Face hub id org/name; with --runtime "
+        "onnx an .onnx file from python -m engine.export",
+    )
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--features", help="feature store root from preprocess.py (or one store directory)")
+    src.add_argument(
+        "--data-root", help="dataset root: score raw audio of --partition with on-the-fly features"
+    )
+    src.add_argument(
+        "--audio",
+        nargs="+",
+        metavar="FILE_OR_DIR",
+        help="audio files and/or folders (searched recursively) to score",
+    )
+    _add_partition_arguments(parser)
     _add_audio_arguments(parser)
     parser.add_argument(
         "--llr",
