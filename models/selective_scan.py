@@ -154,7 +154,7 @@ def _recurrence_backward(
     d_du, d_dt = dt.new_empty(length, b, d), dt.new_empty(length, b, d)
     dA = torch.zeros_like(At)
     decay, states = dt.new_empty(block + 1, b, n, d), dt.new_empty(block + 1, b, n, d)
-    g = dt.new_zeros(block + 1, b, n, d)  # g[:k] this block's state gradients, g[block] the next block's first
+    g = dt.new_zeros(block + 1, b, n, d)  # [:k] this block, [block] the next block's first
     x, xa = dt.new_empty(block, b, n, d), dt.new_empty(block, b, n, d)
     for i in reversed(range(ends.shape[0])):
         t0, t1 = i * block, min(length, (i + 1) * block)
