@@ -32,6 +32,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 #: Largest log-decay magnitude spanned by one chunk: e^60 ≈ 1e26, far from float32's 3e38 overflow.
 MAX_LOG_SPAN = 60.0
@@ -119,6 +120,7 @@ class _Recurrence(torch.autograd.Function):
         return y.permute(1, 2, 0)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy):  # noqa: ANN001, ANN205 (autograd signature)
         with torch.autocast(dy.device.type, enabled=False):
             grads = _recurrence_backward(dy.float(), ctx.block, *ctx.saved_tensors)
