@@ -1,5 +1,5 @@
 """Memory and speed of fine-tuning XLS-R-AASIST (or XLS-R-SLS, ``--backend sls``: all 24 layer maps kept
-for the back end), with and without gradient checkpointing (CPU).
+for the back end; or XLSR-Mamba, ``--backend xlsr_mamba``), with and without gradient checkpointing (CPU).
 
 The model is the full XLS-R 300M architecture with random weights (``random:xlsr-300m``, 315.4 M
 parameters; no download) fine-tuned with the 447,242-parameter AASIST back end, Adam, fp32, the CNN
