@@ -18,9 +18,9 @@ On a CPU the scan is instead the step-by-step recurrence itself in a custom auto
 (`_Recurrence`): states of RECURRENCE_BLOCK time steps at a time are built, run through the recurrence
 in place and reduced against C while they are still in cache; the backward pass is the reverse
 recurrence of the state gradient, block by block, with the reductions for u, Δ, A, B and C fused into
-the same blocks. It writes the (B, D, L, N) decays and states once and reads them once in the backward
-pass, where the chunked scan makes tens of passes over such tensors (docs/PERFORMANCE.md); it is exact
-for any decay, so no chunk length is needed.
+the same blocks, each block's decays and states recomputed from its saved first state. No (B, D, L, N)
+tensor ever goes to memory, where the chunked scan makes tens of passes over such tensors
+(docs/PERFORMANCE.md); it is exact for any decay, so no chunk length is needed.
 
 On CUDA with ``mamba_ssm`` installed, ``impl="auto"`` uses its fused kernel instead (same inputs).
 """
