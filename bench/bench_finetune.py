@@ -1,5 +1,5 @@
 """Memory and speed of fine-tuning XLS-R-AASIST (or XLS-R-SLS, ``--backend sls``: all 24 layer maps kept
-for the back end), with and without gradient checkpointing (CPU).
+for the back end; or XLSR-Mamba, ``--backend xlsr_mamba``), with and without gradient checkpointing (CPU).
 
 The model is the full XLS-R 300M architecture with random weights (``random:xlsr-300m``, 315.4 M
 parameters; no download) fine-tuned with the 447,242-parameter AASIST back end, Adam, fp32, the CNN
@@ -19,6 +19,10 @@ its own process. Reported per variant:
     python bench/bench_finetune.py                        # batch 2, 16,000 samples (1 s), 2 timed steps
     python bench/bench_finetune.py --n-samples 64600      # the recipe's 4.04 s input (slower)
     python bench/bench_finetune.py --backend sls --n-samples 64600 --batch 5   # XLS-R-SLS (201 frames)
+    python bench/bench_finetune.py --backend xlsr_mamba --n-samples 64600 --variants plain
+
+``back end alone``: forward + backward of the back end (and loss) by itself on the front end's output of
+the same batch, timed after the steps: its share of a whole step (XLSR-Mamba: `--backend xlsr_mamba`).
 """
 
 from __future__ import annotations
@@ -113,11 +117,13 @@ def run_variant(
             at_forward_end = live
         live += delta
         peak = max(peak, live)
+    backend_s = _backend_seconds(Countermeasure(backend, cm.loss), frontend, waves, labels, steps)
     n_params = sum(p.numel() for p in cm.parameters())
     n_trainable = sum(p.numel() for p in trainable)
     return {
         "checkpoint": checkpoint,
         "s_per_step": sum(times) / len(times),
+        "backend_s": backend_s,
         "params": n_params,
         "trainable": n_trainable,
         "weights_bytes": 4 * n_params,
@@ -127,6 +133,22 @@ def run_variant(
         "step_peak_bytes": peak,
         "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
+
+
+def _backend_seconds(back, frontend, waves, labels, steps: int) -> float:
+    """Mean wall time of forward + backward of the back end alone (``back``: a countermeasure without
+    front end) on the front end's output for ``waves``, after one warm-up."""
+    import torch
+
+    with torch.no_grad():
+        features = frontend(waves)
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        back(features, labels).backward()
+        times.append(time.perf_counter() - t0)
+    back.zero_grad(set_to_none=True)
+    return sum(times[1:]) / steps
 
 
 class _null:
@@ -146,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2, help="timed steps per variant (after 1 warm-up)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ssl-model", default="random:xlsr-300m", help="default random:xlsr-300m")
-    parser.add_argument("--backend", choices=("xlsr_aasist", "sls"), default="xlsr_aasist")
+    parser.add_argument("--backend", choices=("xlsr_aasist", "sls", "xlsr_mamba"), default="xlsr_aasist")
+    parser.add_argument("--variants", choices=("both", "plain", "checkpoint"), default="both")
     parser.add_argument("--variant", choices=("plain", "checkpoint"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.variant is not None:  # child process: one variant, JSON on stdout
@@ -161,13 +184,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    back = "AASIST" if args.backend == "xlsr_aasist" else "SLS (all layers)"
+    back = {"xlsr_aasist": "AASIST", "sls": "SLS (all layers)", "xlsr_mamba": "XLSR-Mamba"}[args.backend]
     print(f"XLS-R + {back} fine-tuning step on CPU ({platform.processor() or platform.machine()}, "
           f"{args.threads} threads, torch {torch.__version__}): {args.ssl_model} + {back} back end, fp32, "
           f"Adam, CNN feature encoder frozen, batch {args.batch} x {args.n_samples} samples "
           f"({args.n_samples / 16000:.2f} s), {args.steps} timed steps")
     results = []
-    for variant in ("plain", "checkpoint"):
+    for variant in ("plain", "checkpoint") if args.variants == "both" else (args.variants,):
         cmd = [sys.executable, __file__, "--variant", variant, "--n-samples", str(args.n_samples),
                "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads),
                "--ssl-model", args.ssl_model, "--backend", args.backend]
@@ -181,12 +204,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{first['weights_bytes'] / GB:.2f} GiB, gradients {first['grads_bytes'] / GB:.2f} GiB, Adam state "
           f"{first['adam_bytes'] / GB:.2f} GiB (the same with and without checkpointing)")
     header = f"{'variant':<22}{'s/step':>8}{'activations':>13}{'step peak':>11}{'total peak':>12}"
-    print(header + f"{'max RSS':>10}")
+    print(header + f"{'max RSS':>10}{'back end alone':>16}")
     for r in results:
         total = r["weights_bytes"] + r["adam_bytes"] + r["step_peak_bytes"]
         name = "grad checkpointing" if r["checkpoint"] else "plain"
         print(f"{name:<22}{r['s_per_step']:>8.1f}{r['activation_bytes'] / GB:>11.3f}Gi"
-              f"{r['step_peak_bytes'] / GB:>9.3f}Gi{total / GB:>10.3f}Gi{r['max_rss_bytes'] / GB:>8.2f}Gi")
+              f"{r['step_peak_bytes'] / GB:>9.3f}Gi{total / GB:>10.3f}Gi{r['max_rss_bytes'] / GB:>8.2f}Gi"
+              f"{r['backend_s']:>8.2f}s ({100 * r['backend_s'] / r['s_per_step']:.1f} %)")
+    if len(results) < 2:
+        return 0
     plain, ckpt = results
     print(f"activation memory {plain['activation_bytes'] / max(ckpt['activation_bytes'], 1):.1f}x lower with "
           f"checkpointing; step {ckpt['s_per_step'] / plain['s_per_step']:.2f}x the time")

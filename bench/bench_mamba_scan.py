@@ -2,15 +2,19 @@
 to XLS-R in a fine-tuning step (CPU or GPU; ratios measured in this run, on this machine).
 
 1. Scan, forward + backward, at the recipe's shape (batch 20, 201 frames, d_inner 288, d_state 16):
-   `models.selective_scan.selective_scan_torch` (chunk-parallel) vs the naive loop over time steps
-   (state-spaces/mamba's ``selective_scan_ref`` order of operations, written here). Inputs as in a freshly
-   initialised Mamba layer (S4D-real A, Δ from the dt_proj initialisation).
+   `models.selective_scan.selective_scan_torch` as it runs on this device (on a CPU the blocked
+   recurrence) and its chunk-parallel log-space scan (``chunk=chunk_length(...)``, the GPU default) vs
+   the naive loop over time steps (state-spaces/mamba's ``selective_scan_ref`` order of operations,
+   written here). Inputs as in a freshly initialised Mamba layer (S4D-real A, Δ from the dt_proj
+   initialisation). The three run interleaved, best of ``--repeats`` each, so load from other jobs on a
+   shared machine hits them alike.
 2. The XLSR-Mamba back end (1,936,950 parameters), forward + backward at batch 20 × 201 × 1024: measured
    time, and its share of the forward FLOPs next to XLS-R 300M at 64,600 samples (counted on the meta
    device, `utils.flops.module_flops`; matrix products only; the backward pass scales both alike).
 
     python bench/bench_mamba_scan.py               # best of 3 repetitions
     python bench/bench_mamba_scan.py --device cuda
+    python bench/bench_mamba_scan.py --scan-only --threads 1
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from models.selective_scan import selective_scan_torch  # noqa: E402
+from models.selective_scan import chunk_length, selective_scan_torch  # noqa: E402
 from utils.allocator import keep_freed_memory  # noqa: E402
 from utils.precision import cpu_facts  # noqa: E402
 
@@ -57,18 +61,36 @@ def scan_inputs(device: torch.device) -> list[torch.Tensor]:
     return [t.to(device).requires_grad_() for t in tensors]
 
 
+def _timed(fn, inputs: list[torch.Tensor], device: torch.device) -> float:
+    """Wall time of forward + backward of ``fn(*inputs).sum()``."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn(*inputs).sum().backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def best_times(fns: dict, inputs: list[torch.Tensor], device: torch.device, repeats: int) -> dict[str, float]:
+    """Best wall time of forward + backward of each ``fn(*inputs).sum()``, the functions interleaved,
+    ``repeats`` rounds after one warm-up round."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats + 1):
+        for name, fn in fns.items():
+            times[name].append(_timed(fn, inputs, device))
+    return {name: min(ts[1:]) for name, ts in times.items()}
+
+
 def best_time(fn, inputs: list[torch.Tensor], device: torch.device, repeats: int) -> float:
     """Best wall time of forward + backward of ``fn(*inputs).sum()`` over ``repeats`` runs (1 warm-up)."""
-    times = []
-    for _ in range(repeats + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn(*inputs).sum().backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return min(times[1:])
+    return best_times({"fn": fn}, inputs, device, repeats)["fn"]
+
+
+def chunked_scan(u, delta, A, B, C, D, z, delta_bias):
+    """The chunk-parallel log-space scan whatever the device (the GPU default)."""
+    chunk = chunk_length(F.softplus(delta.detach() + delta_bias.detach()[:, None]), A.detach())
+    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, chunk=chunk)
 
 
 def backend_share(device: torch.device, repeats: int) -> tuple[float, float, float]:
@@ -100,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--scan-only", action="store_true", help="skip part 2 (the back end)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as the toolkit's CLIs do (utils/allocator.py); both scans share this process
@@ -107,14 +130,20 @@ def main(argv: list[str] | None = None) -> int:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_facts().describe()
     print(f"torch {torch.__version__}; {where}; {args.threads} threads")
     inputs = scan_inputs(device)
+    fns = {"naive per-step loop": naive_scan, "chunked log-space scan": chunked_scan,
+           f"default on {device.type}": selective_scan_torch}
     with torch.no_grad():
-        diff = (selective_scan_torch(*inputs) - naive_scan(*inputs)).abs().max().item()
-    naive = best_time(naive_scan, inputs, device, args.repeats)
-    ours = best_time(selective_scan_torch, inputs, device, args.repeats)
+        expected = naive_scan(*inputs)
+        diffs = {name: (fn(*inputs) - expected).abs().max().item() for name, fn in fns.items()}
+    times = best_times(fns, inputs, device, args.repeats)
+    naive = times["naive per-step loop"]
     print(f"selective scan, forward + backward, batch {SHAPE[0]} x {SHAPE[2]} frames, d_inner {SHAPE[1]}, "
-          f"d_state {SHAPE[3]} (best of {args.repeats}):")
-    print(f"  naive per-step loop {1000 * naive:9.1f} ms")
-    print(f"  torch chunked scan  {1000 * ours:9.1f} ms   {naive / ours:.1f}x faster (max |diff| {diff:.1e})")
+          f"d_state {SHAPE[3]} (best of {args.repeats}, interleaved):")
+    for name, seconds in times.items():
+        print(f"  {name:<24}{1000 * seconds:9.1f} ms   {naive / seconds:5.1f}x the loop's speed "
+              f"(max |diff| {diffs[name]:.1e})")
+    if args.scan_only:
+        return 0
     seconds, back_gflop, ssl_gflop = backend_share(device, args.repeats)
     print(f"XLSR-Mamba back end forward + backward at batch {SHAPE[0]}: {1000 * seconds:.1f} ms; "
           f"forward {back_gflop:.3f} GFLOP per utterance vs XLS-R 300M {ssl_gflop:.1f} GFLOP "

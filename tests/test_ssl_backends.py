@@ -13,7 +13,13 @@ from torch import nn
 from models.frontends.ssl import SSLFrontEnd
 from models.mamba import Mamba
 from models.nes2net_x import Nes2NetX
-from models.selective_scan import chunk_length, mamba_ssm_available, selective_scan, selective_scan_torch
+from models.selective_scan import (
+    RECURRENCE_BLOCK,
+    chunk_length,
+    mamba_ssm_available,
+    selective_scan,
+    selective_scan_torch,
+)
 from models.sls import SLSBackEnd
 from models.xlsr_mamba import XLSRMambaBackEnd
 from utils.errors import UserError
@@ -233,18 +239,33 @@ def scan_inputs(b: int, d: int, length: int, n: int, delta_scale: float = 1.0, s
     return [t.requires_grad_() for t in tensors]
 
 
-@pytest.mark.parametrize("chunk", [None, 1, 5, 16])
-def test_selective_scan_equals_the_naive_loop_with_gradients(chunk: int | None) -> None:
-    inputs = scan_inputs(2, 6, 37, 4)
-    u, delta, A, B, C, D, z, bias = inputs
-    expected = naive_scan(*inputs)
-    got = selective_scan_torch(u, delta, A, B, C, D, z, bias, chunk=chunk)
+def assert_scan_matches(got: torch.Tensor, expected: torch.Tensor, inputs: list[torch.Tensor]) -> None:
+    """Outputs to 1e-5 and the gradients of every input to 1e-4 (random output weights)."""
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     weights = torch.randn_like(expected)
     want = torch.autograd.grad((expected * weights).sum(), inputs)
     have = torch.autograd.grad((got * weights).sum(), inputs)
     for a, b in zip(have, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 5, 16])
+def test_selective_scan_equals_the_naive_loop_with_gradients(chunk: int | None) -> None:
+    inputs = scan_inputs(2, 6, 37, 4)
+    u, delta, A, B, C, D, z, bias = inputs
+    expected = naive_scan(*inputs)
+    got = selective_scan_torch(u, delta, A, B, C, D, z, bias, chunk=chunk)
+    assert_scan_matches(got, expected, inputs)
+
+
+@pytest.mark.parametrize("length", [1, RECURRENCE_BLOCK - 3, RECURRENCE_BLOCK, 2 * RECURRENCE_BLOCK + 1])
+def test_cpu_recurrence_equals_the_naive_loop_at_block_edges(length: int) -> None:
+    """The CPU default (blocked recurrence, states recomputed from block starts in backward) at lengths
+    shorter than, equal to and one past whole blocks, with a strong decay the chunked scan would cut."""
+    inputs = scan_inputs(2, 5, length, 3, delta_scale=3.0, seed=2)
+    expected = naive_scan(*inputs)
+    got = selective_scan_torch(*inputs)
+    assert_scan_matches(got, expected, inputs)
 
 
 def test_selective_scan_stays_exact_when_the_decay_is_strong() -> None:
