@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from data.corpora.base import Corpus, all_corpora, audio_state, register_corpus
+from data.corpora.base import Corpus, all_corpora, audio_state, first_line, register_corpus
 from data.protocols import ProtocolRow, extra_fields, rows_from_columns
 from utils.errors import UserError, where
 from utils.scorefiles import BONAFIDE, SPOOF, check_unique, read_text
@@ -184,7 +184,7 @@ class ManifestCorpus(Corpus):
         if self._fields is None:
             names: dict[str, None] = {}
             for file in self.files.values():
-                line = next((t for t in read_text(file, "manifest").splitlines() if t.strip()), "")
+                line = first_line(read_text(file, "manifest")) or ""
                 names.update(dict.fromkeys(header_columns(line)))
             ordered = [n for n in ("speaker", "attack") if n in names]
             self._fields = (*ordered, *(n for n in names if n not in KNOWN_COLUMNS))
