@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import run_tiny_f0_recipe
-from official_asvspoof5_track1 import track1_full
+from official_asvspoof5_track1 import track1, track1_full
 
 from data.corpora import detect_corpus, get_corpus, read_protocol
 from data.corpora.__main__ import main as check_main
@@ -188,6 +188,26 @@ def test_track1_tables_equal_the_package_arithmetic() -> None:
             assert got["min_cllr"] == pytest.approx(expected_min_cllr, abs=1e-12)
     assert n_cells == 5 * 5 - 1
     assert ours["pooled"] == ours["per_cell"]["pooled"]["pooled"]
+
+
+@pytest.mark.parametrize("resolution", [1.0, 0.25, 0.01])
+def test_cell_measures_equal_the_package_on_small_cells_with_ties(resolution: float) -> None:
+    # cell_measures never builds the merged DET curve (minDCF at run starts, the EER crossing located,
+    # minCllr's hull corners where spoof values end); every cell below, uneven sizes, one class much
+    # larger, all scores tied in some, must give the package's EER and minDCF, our minCllr oracle.
+    rng = np.random.default_rng(int(resolution * 100))
+    for _ in range(150):
+        n_bona, n_spoof = rng.integers(1, 40, 2)
+        bona = np.round(rng.normal(rng.normal(1, 1), 1.5, n_bona) / resolution) * resolution
+        spoof = np.round(rng.normal(-1, 1.5, n_spoof) / resolution) * resolution
+        if rng.random() < 0.1:
+            bona, spoof = bona * 0, spoof * 0
+        got = track1_tables(np.concatenate((bona, spoof)), np.arange(n_bona + n_spoof) < n_bona,
+                            np.array(["A1"] * (n_bona + n_spoof)))["pooled"]  # fmt: skip
+        expected = track1(bona, spoof)
+        for key in ("eer", "min_dcf", "act_dcf"):
+            assert got[key] == pytest.approx(expected[key], abs=1e-15), (key, bona, spoof)
+        assert got["min_cllr"] == pytest.approx(brute_min_cllr(bona, spoof), abs=1e-12)
 
 
 def test_track1_ties_count_bona_fide_first() -> None:

@@ -5,6 +5,7 @@ string hashing uses (uniqueness, few distinct values) against sets and np.unique
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,22 @@ def test_token_columns_equal_str_split() -> None:
         assert token_counts(text).tolist() == [len(row) for row in rows]
 
 
+@pytest.mark.parametrize("leading, trailing", [("", ""), ("\n \n", "\n\n  \n"), ("", "\n")])
+def test_rows_on_consecutive_lines_keep_their_line_numbers(leading: str, trailing: str) -> None:
+    # The one-comparison-per-row check (rows between consecutive newlines) and the general search agree.
+    rng = np.random.default_rng(2)
+    body = random_table(rng, 200, 3).replace("\n \t \n", "\n").replace("\n \t\n", "\n")
+    lines = [line for line in body.splitlines() if line.strip()]
+    text = leading + "\n".join(lines) + trailing
+    table = split_table(PATH, text, 3, "layout")
+    first = leading.count("\n") + 1
+    assert table.line_numbers.tolist() == list(range(first, first + len(lines)))
+    assert table.columns[2].tolist() == [line.split()[2] for line in lines]
+    # two rows on one line, or a row broken over two lines, still fail on the right line
+    with pytest.raises(UserError, match=r"^t\.txt:2: expected 3 columns 'layout', got 2$"):
+        split_table(PATH, "a b c\nd e\nf\ng h i\n", 3, "layout")
+
+
 def test_token_columns_fall_back_and_name_the_same_line() -> None:
     # A wrong count on line 3 (after a blank line), a final line without newline, odd whitespace.
     bad = "a b c\n\nd e\nf g h"
@@ -79,6 +96,20 @@ def test_bytes_to_float_equals_float() -> None:
     got = parse_scores(table, 1)
     expected = [float(t) for t in tokens]
     assert [x.hex() for x in got.tolist()] == [x.hex() for x in expected]
+    # Plain decimals take the digits / 10^k path; every kind of token must still round like float().
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=3000) * 10.0 ** rng.integers(-9, 9, 3000)
+    digits = rng.integers(0, 20, 3000)
+    tokens = [f"{v:.{d}f}" for v, d in zip(x.tolist(), digits.tolist(), strict=True)]
+    tokens += [repr(v) for v in x.tolist()]
+    tokens += ["-0", "+0.5", "9007199254740993", "9007199254740992.5", "0.0000000000000000000000012",
+               "123456789012345678901", "-.25", "00000000000000000001.5"]  # fmt: skip
+    table = split_table(PATH, "".join(f"u{i} {t}\n" for i, t in enumerate(tokens)), 2, "utt_id score")
+    got = parse_scores(table, 1)
+    assert [v.hex() for v in got.tolist()] == [float(t).hex() for t in tokens]
+    for bad in ("1..2", "--1", "1-", ".", "-", "1e", "+-1"):
+        with pytest.raises(UserError, match=rf"^t\.txt:2: score '{re.escape(bad)}' is not a number$"):
+            parse_scores(split_table(PATH, f"a 1.5\nb {bad}\n", 2, "utt_id score"), 1)
     with pytest.raises(UserError, match=r"^t\.txt:2: score '0x10' is not a number$"):
         parse_scores(split_table(PATH, "a 1.5\nb 0x10\n", 2, "utt_id score"), 1)
     with pytest.raises(UserError, match=r"^t\.txt:1: score 'nan' is not finite$"):
@@ -112,7 +143,10 @@ def test_few_unique_equals_np_unique() -> None:
     rng = np.random.default_rng(1)
     cases = [np.array([], dtype="U3"), np.array(["b", "a", "b", ""]), np.array(["é", "e", "ée", "e"]),
              np.array([f"A{i}" for i in range(17, 33)])[rng.integers(0, 16, 5000)],
-             np.array([f"c{i}" for i in range(300)])[rng.integers(0, 300, 3000)]]  # fmt: skip
+             np.array([f"c{i}" for i in range(300)])[rng.integers(0, 300, 3000)],
+             np.array(["A01"] * 50_000 + ["B"] + ["-"] * 20_001),  # a value the sample does not see
+             np.array(["A01"] * 5 + ["ab\u0100"]),  # not Latin-1
+             np.array(["-"] * 20_000 + ["C03"] + ["longer than 8"])]  # fmt: skip
     for values in cases:
         names, codes = few_unique(values)
         expected_names, expected_codes = np.unique(values, return_inverse=True)

@@ -103,11 +103,29 @@ class Tokens:
         else None. Checked on the rows' first and last tokens only: each row on one line, one row a line."""
         if self.starts.size % ncols:
             return None
+        consecutive = self._consecutive_rows(ncols)
+        if consecutive is not None:
+            return consecutive
         first = np.searchsorted(self.newlines, self.starts[::ncols])
         last = np.searchsorted(self.newlines, self.ends[ncols - 1 :: ncols] - 1)
         if not np.array_equal(first, last) or np.any(first[1:] == first[:-1]):
             return None
         return first + 1
+
+
+    def _consecutive_rows(self, ncols: int) -> np.ndarray | None:
+        """`row_lines` when the rows fill consecutive lines (blank lines only before the first and after
+        the last), checked with one comparison per row: row r lies between newlines r−1 and r counted from
+        the first row's line; None otherwise."""
+        n_rows = self.starts.size // ncols
+        skip = int(np.searchsorted(self.newlines, self.starts[0]))  # newlines before the first row
+        after = self.newlines[skip : skip + n_rows]
+        if n_rows == 0 or after.size < n_rows - 1:
+            return None
+        opens_after = np.all(self.starts[ncols::ncols] > after[: n_rows - 1])
+        if not opens_after or not np.all(self.ends[ncols - 1 :: ncols][: after.size] <= after):
+            return None
+        return np.arange(skip + 1, skip + n_rows + 1)
 
 
 def tokenize(text: str) -> Tokens | None:
@@ -161,10 +179,10 @@ class TokenColumns(Sequence):
             at = np.ndarray((t.data.size - 7,), dtype="<u8", buffer=t.data, strides=(1,))
             words = np.empty((starts.size, n_words), dtype="<u8")
             for w in range(n_words):
-                inside = np.clip(lengths - 8 * w, 0, 8).astype(np.uint64)  # bytes of the token in word w
-                keep = np.where(inside == 8, np.uint64(2**64 - 1), (np.uint64(1) << (inside * 8)) - 1)
+                keep = _KEEP_BYTES[np.clip(lengths - 8 * w, 0, 8)]  # the token's bytes in word w
                 # (a shorter token's word w is all masked: clip its offset into the text)
-                words[:, w] = at[np.minimum(starts + 8 * w, at.size - 1)] & keep
+                offsets = starts if w == 0 else np.minimum(starts + 8 * w, at.size - 1)
+                np.bitwise_and(at[offsets], keep, out=words[:, w])
             self._bytes[c] = words.view(np.uint8).reshape(starts.size, 8 * n_words)[:, :width]
         return self._bytes[c]
 
@@ -185,6 +203,34 @@ class TokenColumns(Sequence):
         after[shifted >= lengths[:, None]] = 0
         return _as_str(before), _as_str(after)
 
+    def floats(self, c: int) -> np.ndarray:
+        """Column c as float64 (n_rows,), each value the correctly rounded one `float()` gives; a token that
+        is not a number raises ValueError. Plain decimals (``-12.5``) whose digits form an integer below 2^53
+        are exactly ``digits / 10^k`` (one correctly rounded division, both operands exact: Clinger's fast
+        path); other tokens (exponents, 17 significant digits, ``nan``) go through numpy's own conversion."""
+        chars = self._chars(c)
+        values = np.zeros(chars.shape[0], dtype=np.int64)
+        n_digits = np.zeros(chars.shape[0], dtype=np.int64)
+        n_after = np.zeros(chars.shape[0], dtype=np.int64)  # digits after the point
+        seen_point = np.zeros(chars.shape[0], dtype=bool)
+        plain = np.ones(chars.shape[0], dtype=bool)
+        for j in range(chars.shape[1]):
+            ch = chars[:, j]
+            digit = (ch >= 48) & (ch <= 57)
+            n_digits += digit
+            n_after += digit & seen_point
+            values = np.where(digit & (n_digits <= 18), values * 10 + (ch - 48), values)
+            point = ch == 46
+            plain &= digit | (ch == 0) | (point & ~seen_point) | ((j == 0) & ((ch == 45) | (ch == 43)))
+            seen_point |= point
+        plain &= (n_digits > 0) & (n_digits <= 18) & (values <= 2**53) & (n_after < _POW10.size)
+        out = np.zeros(chars.shape[0], dtype=np.float64)
+        out[plain] = values[plain] / _POW10[n_after[plain]]
+        out[plain & (chars[:, 0] == 45)] *= -1
+        if not plain.all():
+            out[~plain] = self.raw(c)[~plain].astype(np.float64)
+        return out
+
     def raw(self, c: int) -> np.ndarray:
         """Column c as a bytes array (n_rows,)."""
         chars = np.ascontiguousarray(self._chars(c))
@@ -199,6 +245,12 @@ class TokenColumns(Sequence):
         if c not in self._str:
             self._str[c] = _as_str(self._chars(c))
         return self._str[c]
+
+
+#: masks keeping the first k bytes (k = 0..8) of a little-endian uint64 word
+_KEEP_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype="<u8")
+#: the powers of ten that float64 holds exactly
+_POW10 = 10.0 ** np.arange(23)
 
 
 def _as_str(chars: np.ndarray) -> np.ndarray:
@@ -258,10 +310,15 @@ def hash_strings(values: np.ndarray) -> np.ndarray:
     values = np.ascontiguousarray(values)
     if values.dtype.itemsize == 0:
         return np.zeros(values.size, dtype=np.uint64)
-    chars = values.view(np.uint32).reshape(values.size, -1)
-    # sum of char_k * P^(L-1-k), wrapping modulo 2^64 (integer matrix products wrap, no BLAS)
-    powers = np.uint64(1_000_003) ** np.arange(chars.shape[1] - 1, -1, -1, dtype=np.uint64)
-    return chars.astype(np.uint64) @ powers
+    # The characters read as 64-bit words (two UCS-4 characters each) where the width allows, so the
+    # polynomial h·P + word, wrapping modulo 2^64, takes half as many passes.
+    word = np.uint64 if values.dtype.itemsize % 8 == 0 else np.uint32
+    chars = values.view(word).reshape(values.size, -1)
+    hashes = chars[:, 0].astype(np.uint64)
+    for k in range(1, chars.shape[1]):
+        hashes *= np.uint64(1_000_003)
+        hashes += chars[:, k]
+    return hashes
 
 
 def parse_scores(table: Table, col: int) -> np.ndarray:
@@ -269,8 +326,8 @@ def parse_scores(table: Table, col: int) -> np.ndarray:
     values = table.columns[col]
     try:
         if isinstance(table.columns, TokenColumns):
-            # bytes to float64 in C: the same correctly rounded values as float() on each token
-            scores = table.columns.raw(col).astype(np.float64)
+            # bytes to float64 without Python objects: the same correctly rounded values as float()
+            scores = table.columns.floats(col)
         else:
             scores = np.array(values, dtype=np.float64)
     except ValueError:

@@ -23,11 +23,8 @@ import numpy as np
 from utils.metrics import (
     ASVSPOOF5_COSTS,
     DcfCosts,
-    det_from_sorted,
-    eer_from_det,
     min_cllr_from_counts,
     normalised_dcf,
-    stable_merge,
 )
 
 POOLED = "pooled"
@@ -50,53 +47,80 @@ class SortedSide:
 def cell_measures(
     bona: SortedSide, spoof: SortedSide, costs: DcfCosts = ASVSPOOF5_COSTS
 ) -> dict[str, float] | None:
-    """The Track 1 measures of one cell from its sorted bona fide and spoof scores; None without both."""
+    """The Track 1 measures of one cell from its sorted bona fide and spoof scores; None without both.
+
+    The merged ranking is never built. ``before[j]`` (binary searches) counts the bona fide trials ranked
+    before spoof trial j (bona fide first on ties), which fixes every DET point: after k spoof trials the
+    curve walks through the bona fide counts ``before[k-1] .. before[k]`` at a constant false-alarm rate.
+    So minDCF is reached at the start of such a run, the EER crossing lies in the first run that ends at or
+    above frr = far, and the convex hull that minCllr's PAV pooling follows has its corners only where a
+    run of spoof values ends; the same floating-point operations as on the whole curve, on n_spoof points.
+    """
     n_bona, n_spoof = bona.scores.size, spoof.scores.size
     if n_bona == 0 or n_spoof == 0:
         return None
-    scores, labels = stable_merge((bona.scores, spoof.scores))
-    is_bona = labels == 0
     c = (costs.pspoof, costs.cmiss, costs.cfa)
-    det = det_from_sorted(scores, is_bona)
-    eer, _ = eer_from_det(det)
+    before = np.searchsorted(bona.scores, spoof.scores, side="right")
+    run_start = np.concatenate(([0], before))  # bona fide count where the false-alarm rate becomes far[k]
+    far = (n_spoof - np.arange(n_spoof + 1)) / n_spoof
     threshold = -np.log(costs.cmiss * (1 - costs.pspoof) / (costs.cfa * costs.pspoof))
     pmiss = int(np.searchsorted(bona.scores, threshold, side="left")) / n_bona  # bona fide < threshold
     pfa = (n_spoof - int(np.searchsorted(spoof.scores, threshold, side="left"))) / n_spoof
     cllr = 0.5 * (bona.cllr_sum / n_bona + spoof.cllr_sum / n_spoof) / np.log(2)
-    starts = np.flatnonzero(np.concatenate(([True], scores[1:] != scores[:-1])))
-    per_value_all = np.diff(np.append(starts, scores.size))
-    per_value_bona = np.add.reduceat(is_bona.astype(np.int64), starts)
+    # a spoof value's last trial closes a block of the tie-aware cumulative (trials, bona fide) diagram
+    last = np.flatnonzero(np.append(spoof.scores[1:] != spoof.scores[:-1], True))
+    ends_bona = np.append(before[last], n_bona)
+    ends_all = np.append(before[last] + last + 1, n_bona + n_spoof)
     return {
-        "min_dcf": float(normalised_dcf(det.frr, det.far, *c).min()),
+        "min_dcf": float(normalised_dcf(run_start / n_bona, far, *c).min()),
         "act_dcf": float(normalised_dcf(pmiss, pfa, *c)),
         "cllr": float(cllr),
-        "min_cllr": min_cllr_from_counts(per_value_bona, per_value_all),
-        "eer": eer,
+        "min_cllr": min_cllr_from_counts(np.diff(ends_bona, prepend=0), np.diff(ends_all, prepend=0)),
+        "eer": _eer_from_runs(run_start, far, n_bona),
     }
+
+
+def _eer_from_runs(run_start: np.ndarray, far: np.ndarray, n_bona: int) -> float:
+    """`utils.metrics.eer_from_det` on the DET curve whose run k (false-alarm rate far[k], (n_spoof+1,))
+    covers the bona fide counts run_start[k] .. run_start[k+1] (n_bona after the last run): the two points
+    around the sign change of frr − far (which only grows along the curve), the first of them on a tie."""
+    run_end = np.append(run_start[1:], n_bona)
+    k = int(np.argmax(run_end / n_bona >= far))  # the run holding the first point with frr >= far
+    lo, hi = int(run_start[k]), int(run_end[k])
+    guess = n_bona * far[k]
+    counts = np.arange(max(lo, int(guess) - 1), max(min(hi, int(guess) + 2), lo) + 1)
+    at = int(counts[np.argmax(counts / n_bona >= far[k])])
+    points = [(at - 1, k) if at > lo else (lo, k - 1), (at, k)]
+    rates = [(count / n_bona, far[run]) for count, run in points]
+    gaps = [abs(frr - fa) for frr, fa in rates]
+    return float(np.mean(rates[0] if gaps[0] <= gaps[1] else rates[1]))
 
 
 def few_unique(values: np.ndarray, limit: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(values, return_inverse=True)`` for a str array (n,) with few distinct values (attacks,
-    codecs) without sorting the strings: each string is hashed to an integer from its characters, the
-    integers are sorted (a fast numeric sort) and searched, then one check that equal hashes mean equal
-    strings (any collision, more than ``limit`` values or another dtype: `np.unique` itself)."""
+    codecs) without sorting the strings: each string of at most 8 Latin-1 characters is packed into one
+    integer (exactly), the distinct integers are found from a sample and checked against every trial (a
+    full sort of the integers only when the sample missed one), and only those few are sorted as strings.
+    Longer strings, more than ``limit`` values or another dtype: `np.unique` itself."""
     values = np.ascontiguousarray(values)
-    if values.dtype.kind != "U" or values.size == 0 or values.dtype.itemsize == 0:
+    width = values.dtype.itemsize // 4 if values.dtype.kind == "U" else 0
+    if not 0 < width <= 8 or values.size == 0:
         return np.unique(values, return_inverse=True)
-    chars = values.view(np.uint32).reshape(values.size, -1)
-    key = np.zeros(values.size, dtype=np.uint64)
-    for k in range(chars.shape[1]):
-        key = key * np.uint64(1_000_003) + chars[:, k]
-    keys = np.sort(key)
-    keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
+    chars = values.view(np.uint32).reshape(values.size, width)
+    if int(chars.max()) > 255:
+        return np.unique(values, return_inverse=True)
+    key = chars[:, 0].astype(np.uint64)
+    for k in range(1, width):
+        key |= chars[:, k].astype(np.uint64) << np.uint64(8 * k)
+    keys = np.unique(key[:: max(1, values.size // 4096)])
+    codes = np.searchsorted(keys, key)
+    if not np.array_equal(keys[np.minimum(codes, keys.size - 1)], key):
+        keys = np.unique(key)  # the sample missed a value
+        codes = np.searchsorted(keys, key)
     if keys.size > limit:
         return np.unique(values, return_inverse=True)
-    codes = np.searchsorted(keys, key)
-    some = np.empty(keys.size, dtype=np.int64)
-    some[codes] = np.arange(values.size)  # a trial of each hash, whichever
-    found = values[some]
-    if not np.array_equal(chars, found.view(np.uint32).reshape(found.size, -1)[codes]):
-        return np.unique(values, return_inverse=True)  # a hash collision
+    found = keys.astype("<u8").view(np.uint8).reshape(keys.size, 8)[:, :width]
+    found = found.astype(np.uint32).view(f"U{width}").ravel()
     rank = np.empty(found.size, dtype=np.int64)
     rank[np.argsort(found, kind="stable")] = np.arange(found.size)
     return np.sort(found), rank[codes]
