@@ -106,7 +106,11 @@ def stable_merge(groups: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     n = sum(g.size for g in groups)
     values = np.empty(n, dtype=np.result_type(*groups) if groups else np.float64)
     labels = np.empty(n, dtype=np.int8)
+    largest = max(range(len(groups)), key=lambda k: groups[k].size, default=0)
+    placed = np.zeros(n, dtype=bool)
     for k, group in enumerate(groups):
+        if k == largest:
+            continue
         # Each value lands after the smaller ones of its own group, the equal-or-smaller ones of earlier
         # groups and the strictly smaller ones of later groups.
         at = np.arange(group.size)
@@ -115,6 +119,11 @@ def stable_merge(groups: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
                 at += np.searchsorted(other, group, side="right" if h < k else "left")
         values[at] = group
         labels[at] = k
+        placed[at] = True
+    if groups:
+        # the largest group fills the places left, in its own order (no binary searches of its values)
+        values[~placed] = groups[largest]
+        labels[~placed] = largest
     return values, labels
 
 

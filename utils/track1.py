@@ -8,10 +8,9 @@ The measures are those of `utils.metrics` (docs/evaluation.md), with the package
 first among equal scores, from a stable sort of bona fide then spoof).
 
 Vectorised: the trials are grouped once by (codec, attack or bona fide) with a radix sort of small integer
-keys and each group's scores are sorted on their own; a cell merges its sorted bona fide and spoof
-scores (`utils.metrics.stable_merge`: binary searches, no sort), so its DET curve, counts below the Bayes
-threshold and score blocks for minCllr are cumulative sums over already-sorted arrays, and each Cllr
-half-sum is computed once per group. No per-cell sort, no pandas.
+keys and each group's scores are sorted on their own; a cell's measures come from binary searches of its
+spoof scores in its sorted bona fide scores (`cell_measures`: no merged curve, no per-cell sort), and each
+Cllr half-sum is computed once per group. No pandas.
 """
 
 from __future__ import annotations
