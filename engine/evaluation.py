@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from data.corpora import Corpus, all_corpora, default_corpus, detect_corpus, get_corpus, read_protocol
+from data.corpora.base import TrialColumns
 from data.corpora.trial_metadata import (
     align_asv_scores,
     align_scores,
@@ -433,11 +435,11 @@ def protocol_order(
 
 
 def evaluate_track1(
-    req: EvalRequest, corpus: Corpus, cm: CMScores, scores: np.ndarray, notes: list[str]
+    req: EvalRequest, trials: TrialColumns, cm: CMScores, scores: np.ndarray, notes: list[str]
 ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """Result dict of an ASVspoof 5 Track 1 evaluation (`utils.track1`: pooled measures and
-    ``per_cell[attack][codec]``) and its bona fide, spoof, spoof attack arrays."""
-    trials = corpus.trial_columns(req.protocol, read_text(req.protocol, "protocol file"))
+    ``per_cell[attack][codec]``) of the protocol's ``trials`` and its bona fide, spoof, spoof attack
+    arrays."""
     order = protocol_order(req.scores, req.protocol, req.protocol_format, cm.utt_ids, trials.utt_ids)
     is_bona = trials.keys[order] == BONAFIDE
     two_classes(is_bona, str(req.scores))
@@ -511,10 +513,19 @@ def evaluate_scores(req: EvalRequest, corpus: Corpus | None = None) -> Evaluatio
             "note: scores calibrated to LLRs as "
             + describe_calibration(req.calibration, req.calibration_source or "development scores")
         )
-    cm = read_scores(req.scores, req.score_format)
+    if corpus is not None and corpus.track1_tables:
+        # The protocol (up to a million rows) is read in a second thread while this one reads the scores:
+        # numpy releases the GIL in most of the splitting. A bad score file is still reported first.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="protocol") as pool:
+            protocol = pool.submit(lambda: corpus.trial_columns(req.protocol, read_text(req.protocol,
+                                                                                         "protocol file")))
+            cm = read_scores(req.scores, req.score_format)
+            trials = protocol.result()
+    else:
+        cm = read_scores(req.scores, req.score_format)
     scores = cm.scores if req.calibration is None else req.calibration.apply(cm.scores)
     if corpus is not None and corpus.track1_tables:
-        result, bonafide, spoof, groups = evaluate_track1(req, corpus, cm, scores, notes)
+        result, bonafide, spoof, groups = evaluate_track1(req, trials, cm, scores, notes)
     elif corpus is not None and corpus.conditions is not None:
         result, bonafide, spoof, groups = evaluate_conditions(req, corpus, cm, scores, notes)
     else:

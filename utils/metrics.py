@@ -100,30 +100,46 @@ def det_from_sorted(sorted_scores: np.ndarray, sorted_is_pos: np.ndarray) -> Det
     return DetCurve(frr, far, thresholds)
 
 
+def _merge_places(groups: Sequence[np.ndarray]) -> tuple[int, list[np.ndarray]]:
+    """(the largest group's index, each group's places in the merged order) for arrays each sorted
+    ascending, ordered as a stable sort of their concatenation (among equal values, earlier groups first);
+    the largest group's places are not computed (it fills the places the others leave, in its order)."""
+    largest = max(range(len(groups)), key=lambda k: groups[k].size, default=0)
+    places = []
+    for k, group in enumerate(groups):
+        at = np.arange(group.size)
+        if k != largest:
+            # After the smaller values of its own group, the equal-or-smaller ones of earlier groups and the
+            # strictly smaller ones of later groups.
+            for h, other in enumerate(groups):
+                if h != k:
+                    at += np.searchsorted(other, group, side="right" if h < k else "left")
+        places.append(at)
+    return largest, places
+
+
+def merged_labels(groups: Sequence[np.ndarray]) -> np.ndarray:
+    """The group index (n,) int8 of each value of sorted arrays merged as `stable_merge` merges them."""
+    largest, places = _merge_places(groups)
+    labels = np.full(sum(g.size for g in groups), largest, dtype=np.int8)
+    for k, at in enumerate(places):
+        if k != largest:
+            labels[at] = k
+    return labels
+
+
 def stable_merge(groups: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Arrays each sorted ascending, merged without sorting: (values (n,), group index (n,) int8) in the
     order a stable sort of their concatenation gives (among equal values, earlier groups first)."""
-    n = sum(g.size for g in groups)
-    values = np.empty(n, dtype=np.result_type(*groups) if groups else np.float64)
-    labels = np.empty(n, dtype=np.int8)
-    largest = max(range(len(groups)), key=lambda k: groups[k].size, default=0)
-    placed = np.zeros(n, dtype=bool)
-    for k, group in enumerate(groups):
-        if k == largest:
-            continue
-        # Each value lands after the smaller ones of its own group, the equal-or-smaller ones of earlier
-        # groups and the strictly smaller ones of later groups.
-        at = np.arange(group.size)
-        for h, other in enumerate(groups):
-            if h != k:
-                at += np.searchsorted(other, group, side="right" if h < k else "left")
-        values[at] = group
-        labels[at] = k
-        placed[at] = True
+    largest, places = _merge_places(groups)
+    labels = np.full(sum(g.size for g in groups), largest, dtype=np.int8)
+    values = np.empty(labels.size, dtype=np.result_type(*groups) if groups else np.float64)
+    for k, (group, at) in enumerate(zip(groups, places, strict=True)):
+        if k != largest:
+            values[at] = group
+            labels[at] = k
     if groups:
-        # the largest group fills the places left, in its own order (no binary searches of its values)
-        values[~placed] = groups[largest]
-        labels[~placed] = largest
+        values[labels == largest] = groups[largest]
     return values, labels
 
 

@@ -23,6 +23,7 @@ t-EER in percent).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,9 +37,9 @@ from utils.metrics import (
     asv_error_rates,
     check_cm_scores,
     det_curve,
+    merged_labels,
     min_tdcf,
     min_tdcf_from_det,
-    stable_merge,
 )
 
 #: Spoofing prevalence of the concurrent t-EER; any value in (0, 1) gives the same point (TPAMI 2023).
@@ -86,7 +87,7 @@ def _sorted_labels(tar: np.ndarray, non: np.ndarray, spf: np.ndarray) -> np.ndar
     # Each class sorted on its own (a fast unstable sort: equal scores of one class are interchangeable),
     # then merged as the package's stable sort of the concatenation orders them.
     groups = tuple(np.sort(np.asarray(x, dtype=np.float64)) for x in (tar, non, spf))
-    return stable_merge(groups)[1]
+    return merged_labels(groups)
 
 
 def a_dcf(tar: np.ndarray, non: np.ndarray, spf: np.ndarray, costs: SasvCosts = SASV_COSTS) -> float:
@@ -140,11 +141,14 @@ class AsvCurves:
 def asv_curves(tar: np.ndarray, non: np.ndarray, spf: np.ndarray) -> AsvCurves:
     """Pmiss of targets and Pfa of nontargets and spoofs at every ASV threshold (the package's arithmetic)."""
     labels = _sorted_labels(tar, non, spf)
-    return AsvCurves(
-        pmiss=np.concatenate(([0.0], np.cumsum(labels == 0) / len(tar))),
-        pfa_non=np.concatenate(([1.0], 1 - np.cumsum(labels == 1) / len(non))),
-        pfa_spf=np.concatenate(([1.0], 1 - np.cumsum(labels == 2) / len(spf))),
-    )
+    curves = np.empty((3, labels.size + 1))
+    for k, (curve, n) in enumerate(zip(curves, (len(tar), len(non), len(spf)), strict=True)):
+        # counts up to each point (exact in float64), over the class size; Pfa counts down from 1
+        curve[0] = 0.0
+        np.divide(np.cumsum(labels == k), n, out=curve[1:])
+        if k:
+            np.subtract(1, curve, out=curve)
+    return AsvCurves(*curves)
 
 
 def _tandem_gap(cm: DetCurve, a: np.ndarray, b: np.ndarray, c: np.ndarray, i: np.ndarray) -> np.ndarray:
@@ -220,7 +224,7 @@ def _criterion(cm: DetCurve, asv: AsvCurves, rows: np.ndarray, cm_idx: np.ndarra
     return crit
 
 
-def _rows_that_can_win(cm: DetCurve, asv: AsvCurves, rows: np.ndarray, stride: int = 64) -> np.ndarray:
+def _rows_that_can_win(cm: DetCurve, asv: AsvCurves, rows: np.ndarray, stride: int = 256) -> np.ndarray:
     """The ASV thresholds among ``rows`` (sorted) whose criterion may be the smallest: every ``stride``-th
     one, and those of each stretch between two of them that a lower bound does not rule out.
 
@@ -349,16 +353,17 @@ def sasv_measures(
 ) -> dict[str, float | None]:
     """a_dcf of the SASV scores (target, nontarget, spoof), min_tdcf and t_eer of the CM and ASV scores
     (fractions); with `approx` also t_eer_package. The CM scores are sorted once for both CM measures."""
-    cm_trials = SortedTrials(np.concatenate((trials.cm_tar, trials.cm_non)), trials.cm_spf)
-    check_cm_scores(cm_trials)
-    cm = cm_trials.det()
-    asv = asv_curves(trials.asv_tar, trials.asv_non, trials.asv_spf)
+    # The ASV curves and the CM curve are independent sorts and merges: numpy releases the GIL in them, so
+    # a second thread builds the ASV curves while this one does the CM side and the a-DCF.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="asv_curves") as pool:
+        asv_job = pool.submit(asv_curves, trials.asv_tar, trials.asv_non, trials.asv_spf)
+        cm_trials = SortedTrials(np.concatenate((trials.cm_tar, trials.cm_non)), trials.cm_spf)
+        check_cm_scores(cm_trials)
+        cm = cm_trials.det()
+        out = {"a_dcf": a_dcf(*sasv), "min_tdcf": min_tdcf_from_det(cm, asv_rates, TDCF_COSTS, revised=True)}
+        asv = asv_job.result()
     found = teer_search(cm, asv)
-    out = {
-        "a_dcf": a_dcf(*sasv),
-        "min_tdcf": min_tdcf_from_det(cm, asv_rates, TDCF_COSTS, revised=True),
-        "t_eer": None if found is None else found[0],
-    }
+    out["t_eer"] = None if found is None else found[0]
     if approx:
         out["t_eer_package"] = teer_accelerated(cm, asv)
     return out
