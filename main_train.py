@@ -140,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"{args.config}: recipe has no '{section}' section")
 
     # Heavy imports (data, training) after the recipe is checked; --help stays instant.
-    from engine.partitions import open_partition, open_sources, training_frontend
+    from engine.partitions import open_sources, training_frontend
+    from engine.scorer import open_run_partition
     from engine.trainer import fit
     from models import build_model
     from models.losses import build_loss
@@ -156,10 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_set = open_sources(cfg, data.get("train", "train"), training=True, **where)
         dev_set = open_sources(cfg, data.get("dev", "dev"), key="dev", **where)
         eval_name = data.get("eval")
-        eval_set = (
-            open_partition(cfg, str(eval_name), **where) if _eval_available(args, cfg, eval_name) else None
-        )
-        if eval_set is None and dist_info.is_main and not args.no_eval and eval_name:
+        with_eval = _eval_available(args, cfg, eval_name)
+        if not with_eval and dist_info.is_main and not args.no_eval and eval_name:
             print(f"note: no '{eval_name}' partition found; eval scoring skipped", file=sys.stderr)
 
         seeds = args.seeds or [args.seed]
@@ -170,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             model = build_model(cfg["model"])
             loss_fn = build_loss(cfg["loss"])
             frontend = training_frontend(cfg, dist_info.device)  # None unless the front end is trained
+            # eval as generate_score.py scores best.pt: data.score_crop (whole utterances need the model)
+            eval_set = open_run_partition(cfg, str(eval_name), model, frontend, source=str(args.config),
+                                          **where) if with_eval else None
             result = fit(
                 cfg,
                 model,

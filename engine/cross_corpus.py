@@ -5,6 +5,9 @@ LA eval, 2021 LA eval, 2021 DF eval, In-the-Wild) and write the table papers pri
         --corpus la2021=ASVspoof2021_LA --corpus df2021=ASVspoof2021_DF --corpus itw=release_in_the_wild \\
         --out runs/f0/cross_corpus
 
+Your own recordings take part as ``--corpus manifest=FILE``: the manifest (`data.corpora.manifest`) lists the
+eval trials and their audio files, and its extra columns stay available to the evaluator's ``--group-by``.
+
 For each corpus the eval partition is scored (from raw audio under the corpus root, or from a feature store
 made by ``preprocess.py --dataset`` when ``features`` holds one; corpora the checkpoint's recipe scores whole,
 ``data.score_crop_by_dataset: {itw: full}``, always from audio) and evaluated by `engine.evaluation`, the
@@ -46,24 +49,39 @@ PARTITION = "eval"
 
 @dataclass(frozen=True)
 class Corpus:
-    """One corpus to score: its `data.corpora` name and its root folder."""
+    """One corpus to score: its `data.corpora` name and its root folder, or for a corpus without a root
+    (``manifest``) the file that lists its eval trials."""
 
     name: str
     root: Path
 
     @property
     def spec(self) -> CorpusSpec:
-        """The registered corpus (layout, title, ASV files)."""
-        return get_corpus(self.name)
+        """The registered corpus (layout, title, ASV files); one without a root bound to its file."""
+        spec = get_corpus(self.name)
+        return spec if spec.needs_root else spec.of_file(self.root)
+
+    @property
+    def manifests(self) -> dict[str, str] | None:
+        """``{eval: FILE}`` for a manifest corpus (the scorer reads its audio paths from it), else None."""
+        return None if self.spec.needs_root else {PARTITION: str(self.root)}
+
+    @property
+    def label(self) -> str:
+        """The corpus's name in the results table: its title, for a manifest with the file's name."""
+        spec = self.spec
+        return spec.title if spec.needs_root else f"{spec.title} {self.root.name}"
 
     @classmethod
     def parse(cls, text: str) -> Corpus:
-        """``NAME=ROOT`` (e.g. ``itw=release_in_the_wild``); an unknown name raises `UserError`."""
+        """``NAME=ROOT`` (e.g. ``itw=release_in_the_wild``, ``manifest=lists/eval.csv``); an unknown name
+        raises `UserError`."""
         name, sep, root = text.partition("=")
         name = name.strip().lower()
         names = ", ".join(corpus_names())
         if not sep or not root:
-            raise UserError(f"corpus '{text}': expected NAME=ROOT with NAME one of {names}")
+            raise UserError(f"corpus '{text}': expected NAME=ROOT (or manifest=FILE) with NAME one of "
+                            f"{names}")
         if name not in corpus_names():
             raise UserError(f"corpus '{text}': unknown corpus '{name}'; expected one of {names}")
         return cls(name, Path(root))
@@ -116,10 +134,10 @@ def with_source(
     one, else from audio: then every trial's audio file must exist (`UserError` naming the first missing)."""
     corpus = item.corpus
     if features is not None:
-        store = store_dir_for(features, frontend_cfg, PARTITION, corpus.name)
+        store = store_dir_for(features, frontend_cfg, PARTITION, corpus.spec)
         if store.is_dir():
             return replace(item, store=store)
-    rows = corpus.spec.read(corpus.root, PARTITION)
+    rows = corpus.spec.read(corpus.root, PARTITION)  # a manifest's missing files: `UserError` here
     missing = [Path(r.path) for r in rows if not os.path.isfile(r.path)]
     if missing:
         raise UserError(
@@ -156,7 +174,8 @@ def _table_notes(calibrated: str | None) -> str:
 def _check_corpora(corpora: Sequence[Corpus]) -> None:
     """At least one corpus, none twice."""
     if not corpora:
-        raise UserError("no corpus given; expected NAME=ROOT with NAME one of " + ", ".join(corpus_names()))
+        raise UserError("no corpus given; expected NAME=ROOT (or manifest=FILE) with NAME one of "
+                        + ", ".join(corpus_names()))
     names = [c.name for c in corpora]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -211,7 +230,7 @@ def run_cross_corpus(
         log(f"[{k}/{len(inputs)}] {corpus.name}: scoring {item.n_trials:,} trials ({source})")
         scores = score_partition(scorer, PARTITION, features=item.store,
                                  data_root=None if item.store else corpus.root, dataset=corpus.name,
-                                 num_workers=num_workers, progress=progress)
+                                 manifests=corpus.manifests, num_workers=num_workers, progress=progress)
         score_paths[corpus.name] = out / f"scores_{corpus.name}.txt"
         write_partition_scores(scores, score_paths[corpus.name])
         req = EvalRequest(
@@ -229,7 +248,7 @@ def run_cross_corpus(
         results[corpus.name] = result
         json_paths[corpus.name] = out / f"{corpus.name}.json"
         atomic_write_text(json_paths[corpus.name], json.dumps(result, indent=2) + "\n")
-        label = corpus.spec.title
+        label = corpus.label
         label = label if req.subset is None else label.replace(" eval", f" {subset}")  # the phase evaluated
         rows.append(results_row(label, result))
         tdcf = "" if result.get("min_tdcf") is None else f", min t-DCF {result['min_tdcf']:.4f}"
@@ -261,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="NAME=ROOT",
-        help=f"a corpus root; NAME one of {', '.join(corpus_names())} (repeat the flag for several)",
+        help=f"a corpus root; NAME one of {', '.join(corpus_names())} (repeat the flag for several); "
+        "your recordings as manifest=FILE, a CSV/TSV manifest of eval trials (docs/data.md)",
     )
     parser.add_argument("--out", required=True, help="folder for the score files, JSON results and the table")
     parser.add_argument(

@@ -126,7 +126,8 @@ def extract_partition(
     threads read audio ahead; ``pause``: seconds to wait after each committed block (tests).
     """
     corpus = get_corpus(corpus)
-    rows = corpus.read(data_root, partition)
+    # with skip_bad a missing or empty file is one bad row, not the end of the run (manifests check up front)
+    rows = corpus.read(data_root, partition, check_audio=not skip_bad)
     if limit is not None:
         rows = rows[:limit]
     if not rows:

@@ -269,6 +269,19 @@ def waveform_settings(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"name": "waveform", "n_samples": int(cfg["frontend"].get("n_samples", 64600))}
 
 
+def waveform_input_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The recipe as its countermeasure takes raw waves when the SSL front end runs inside it (fine-tuned):
+    the ``waveform`` front end (`waveform_settings`) and a model input of (n_samples,)."""
+    waveform = waveform_settings(cfg)
+    return {**cfg, "frontend": waveform, "model": {**cfg["model"], "input_shape": [waveform["n_samples"]]}}
+
+
+def scoring_batch(data: Dataset, batch_size: int) -> int:
+    """Utterances per scoring batch of ``data``: ``batch_size``, or 1 for whole utterances (``full``: their
+    lengths differ, and scores then do not depend on the batch size)."""
+    return 1 if getattr(data, "crop", None) == "full" else batch_size
+
+
 def _fits_frontend(input_shape: Sequence[int], frontend: FrontEnd) -> bool:
     """A model input shape of (frames, hidden) also fits SSL features laid out as (1, hidden, frames)."""
     shape, feat = tuple(int(v) for v in input_shape), tuple(frontend.feature_shape)

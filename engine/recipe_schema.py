@@ -205,8 +205,8 @@ class DataSection:
                               choices=TRAIN_CROPS)
     score_crop: str = setting(
         "first", "raw-wave recipes scored with a checkpoint (generate_score.py --data-root, "
-        "engine.cross_corpus): first (frontend.n_samples samples, tiled) or full (whole utterance, for back "
-        "ends taking any length)",
+        "engine.cross_corpus, main_train.py's eval scores): first (frontend.n_samples samples, tiled) or "
+        "full (whole utterance, for back ends taking any length)",
         choices=SCORE_CROPS)
     score_crop_by_dataset: Mapping[str, Literal["first", "full"]] | None = setting(
         None, "score_crop per corpus, over score_crop, e.g. {itw: full} (null: none)")

@@ -19,9 +19,12 @@ from data.dataset import collate_batch
 from engine.partitions import (
     check_feature_shape,
     open_audio_partition,
+    open_partition,
     open_store_partition,
     open_waveform_partition,
     score_crop,
+    scoring_batch,
+    waveform_input_cfg,
 )
 from engine.score_batches import (
     Scores,
@@ -206,31 +209,56 @@ def to_llr(scorer: Scorer, scores: Scores) -> Scores:
 
 def full_length_min_samples(scorer: Scorer, key: str) -> int:
     """The fewest samples ``scorer``'s model takes when it scores whole utterances (``full``, chosen by
-    ``key``): its back end's ``min_frames`` through the SSL front end's conv stack, or a raw-wave model's
-    ``min_samples``. A model that takes only its ``input_shape`` (a fixed flatten size: lcnn, sls), that
-    reads features of a fixed length (a store, or a frozen front end the recipe runs outside the model) or
-    that was compiled for one shape raises a one-line `UserError` naming the model and ``key``, before
+    ``key``; `whole_min_samples`). A model compiled for one shape raises a one-line `UserError` too, before
     anything is scored."""
-    name = scorer.cfg["model"].get("name")
-    where = f"{key}: full: the {name} model of {scorer.source}"
+    where = f"{key}: full: the {scorer.cfg['model'].get('name')} model of {scorer.source}"
     if scorer.fixed_batch is not None:
         raise UserError(f"{where} was compiled (--compile) for one input shape; score full utterances "
                         "without --compile")
-    if (scorer.input_cfg.get("frontend") or {}).get("name") != "waveform":
-        raise UserError(f"{where} reads {scorer.cfg['frontend'].get('name')} features of frontend.n_samples "
+    return whole_min_samples(scorer.model, scorer.cfg, scorer.input_cfg, where)
+
+
+def whole_min_samples(model: nn.Module, cfg: dict[str, Any], input_cfg: dict[str, Any], where: str) -> int:
+    """The fewest samples ``model`` (a raw-wave back end, or a `WithFrontEnd` of recipe ``cfg`` whose
+    ``input_cfg`` takes raw waves) takes on whole utterances: its back end's ``min_frames`` through the SSL
+    front end's conv stack, or a raw-wave model's ``min_samples``. A model that takes only its
+    ``input_shape`` (a fixed flatten size: lcnn, sls) or that reads features of a fixed length (a store, or
+    a frozen front end the recipe runs outside the model) raises a one-line `UserError` starting with
+    ``where``."""
+    if (input_cfg.get("frontend") or {}).get("name") != "waveform":
+        raise UserError(f"{where} reads {cfg['frontend'].get('name')} features of frontend.n_samples "
                         "samples, not raw waves; score it with first")
-    frontend = getattr(scorer.model, "frontend", None)
-    back_end = scorer.model.model if isinstance(scorer.model, WithFrontEnd) else scorer.model
+    frontend = getattr(model, "frontend", None)
+    back_end = model.model if isinstance(model, WithFrontEnd) else model
     min_frames = getattr(back_end, "min_frames", None)
     if frontend is None:
         least = getattr(back_end, "min_samples", None)
     else:
         least = None if min_frames is None else getattr(frontend, "samples_for", lambda _: None)(min_frames)
     if least is None:
-        shape = list(getattr(back_end, "input_shape", scorer.cfg["model"].get("input_shape", [])))
+        shape = list(getattr(back_end, "input_shape", cfg["model"].get("input_shape", [])))
         raise UserError(f"{where} takes inputs of exactly {shape} (a fixed number of frames); score it "
                         "with first")
     return int(least)
+
+
+def open_run_partition(
+    cfg: dict[str, Any], partition: str, model: nn.Module, frontend: nn.Module | None = None, *,
+    source: str = "this run", features: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None, on_the_fly: bool = False,
+) -> Dataset:
+    """``partition`` as the trainer scores it with the model it trains, the same way generate_score.py
+    scores the run's checkpoint: `engine.partitions.score_crop` of recipe ``cfg`` picks the training input
+    (`engine.partitions.open_partition`) or whole utterances, tiled up to what ``model`` (with ``frontend``,
+    the front end trained inside it, if any) takes (`whole_min_samples`; ``source`` names the run in its
+    errors). Data arguments as in `engine.partitions.open_partition`."""
+    crop, key = score_crop(cfg)
+    if crop != "full":
+        return open_partition(cfg, partition, features=features, data_root=data_root, on_the_fly=on_the_fly)
+    scoring = model if frontend is None else WithFrontEnd(model, frontend)
+    least = whole_min_samples(scoring, cfg, cfg if frontend is None else waveform_input_cfg(cfg),
+                              f"{key}: full: the {cfg['model'].get('name')} model of {source}")
+    return open_waveform_partition(data_root, cfg, partition, crop="full", min_samples=least)
 
 
 def open_scored_partition(
@@ -264,9 +292,8 @@ def open_scored_partition(
 
 
 def scoring_batch_size(scorer: Scorer, data: Dataset) -> int:
-    """Utterances per batch for ``data``: the scorer's, or 1 for whole utterances (their lengths differ;
-    scores then do not depend on ``--batch-size``)."""
-    return 1 if getattr(data, "crop", None) == "full" else scorer.batch_size
+    """Utterances per batch for ``data``: the scorer's, or 1 for whole utterances (`scoring_batch`)."""
+    return scoring_batch(data, scorer.batch_size)
 
 
 def scoring_settings(scorer: Scorer) -> dict[str, Any]:

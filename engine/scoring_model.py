@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.partitions import waveform_settings
+from engine.partitions import waveform_input_cfg
 from models import build_model
 from models.countermeasure import WithFrontEnd
 from models.frontends import build_frontend
@@ -130,9 +130,7 @@ def load_scoring_model(
     input_cfg = cfg
     if trained.frontend_state is not None:
         model = _with_frontend(path, model, trained, device)
-        waveform = waveform_settings(cfg)
-        model_cfg = {**cfg["model"], "input_shape": [waveform["n_samples"]]}
-        input_cfg = {**cfg, "frontend": waveform, "model": model_cfg}
+        input_cfg = waveform_input_cfg(cfg)
     return ScoringModel(
         model.to(device).eval(), loss_fn.to(device).eval(), cfg, threshold, path, calibration, input_cfg
     )

@@ -54,6 +54,7 @@ from data.mixture import MixtureDataset, MixtureSampler
 from engine.average import AverageSettings, CheckpointAverager
 from engine.calibrate_checkpoint import calibrate_checkpoint
 from engine.optim import build_optimizer, build_scheduler, noam_factor
+from engine.partitions import scoring_batch
 from engine.records import SOURCE_EER_PREFIX, TensorBoard, source_columns, write_history, write_run_files
 from engine.score_batches import Scores, autocast_context, gather_scores, score_loader, write_partition_scores
 from models.countermeasure import Countermeasure, WithFrontEnd
@@ -735,9 +736,9 @@ class Trainer:
             self.finish_average(result)
         averaged = result.swa_path is not None or result.avg_path is not None
         if self.sets["eval"] is not None and (averaged or self.load_best()):
-            eval_loader, _ = make_loader(
-                self.sets["eval"], self.s.eval_micro, self.dist, False, self.seed, self.s.workers
-            )
+            eval_set = self.sets["eval"]  # whole utterances (data.score_crop: full) one per batch
+            batch = scoring_batch(eval_set, self.s.eval_micro)
+            eval_loader, _ = make_loader(eval_set, batch, self.dist, False, self.seed, self.s.workers)
             scores = self.score(eval_loader, "eval")
             result.eval_eer, _ = scores.eer(what="eval partition")
             result.eval_scores_path = self.out / "scores_eval.txt"

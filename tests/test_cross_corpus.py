@@ -285,6 +285,40 @@ def test_cross_corpus_table_equals_the_evaluator(
     assert la_scores.read_text() == (out / "scores_la2019.txt").read_text()
 
 
+def test_cross_corpus_scores_a_manifest_corpus_like_the_same_audio_as_in_the_wild(
+    calibrated: dict, tiny_corpus: Path, tmp_path: Path, capsys
+) -> None:
+    """``--corpus manifest=FILE``: the manifest's trials are scored from their audio and evaluated as the
+    evaluator does with the manifest as protocol; the same audio as an In-the-Wild root gives the same
+    numbers."""
+    make_itw(tiny_corpus / "LA", tmp_path / "itw")
+    manifest = tmp_path / "lists" / "eval.csv"
+    manifest.parent.mkdir()
+    meta = [line.split(",") for line in (tmp_path / "itw" / "meta.csv").read_text().splitlines()[1:]]
+    # paths relative to the manifest's folder; utt_ids given, as In-the-Wild's (the file without .wav)
+    manifest.write_text("utt_id,path,label,codec\n" + "".join(
+        f"{file[:-4]},../itw/{file},{label},{'mp3' if k % 2 else 'none'}\n"
+        for k, (file, _, label) in enumerate(meta)))
+    out = tmp_path / "table"
+    argv = ["--checkpoint", calibrated["ckpt"], "--corpus", f"manifest={manifest}", "--corpus",
+            f"itw={tmp_path / 'itw'}", "--out", out, *COMMON]
+    assert run_cli(cross_corpus_main, [str(a) for a in argv]) == 0
+    assert "[1/2] manifest: scoring 4 trials (audio" in capsys.readouterr().err
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["corpus"], r["n_trials"]) for r in rows] == [("Manifest eval.csv", "4"), ("In-the-Wild", "4")]
+    got, itw = (json.loads((out / f"{name}.json").read_text()) for name in ("manifest", "itw"))
+    assert (got["n_bonafide"], got["n_spoof"]) == (2, 2)
+    assert {k: got[k] for k in NUMBERS} == {k: itw[k] for k in NUMBERS}
+    assert (out / "scores_manifest.txt").read_text() == (out / "scores_itw.txt").read_text()
+    target = tmp_path / "manifest.json"
+    argv = [out / "scores_manifest.txt", "--protocol", manifest, "--metrics", "asvspoof5", "--calibrate",
+            calibrated["dev"], "--json", target]
+    assert run_cli(evaluate_main, [str(a) for a in argv]) == 0
+    expected = json.loads(target.read_text())
+    assert {k: got[k] for k in NUMBERS} == {k: expected[k] for k in NUMBERS}
+    assert 0 <= got["eer"] <= 1 and rows[0]["eer"] == repr(expected["eer"])
+
+
 def test_cross_corpus_bad_input_is_one_line_and_writes_nothing(
     calibrated: dict, tiny_corpus: Path, tmp_path: Path, capsys
 ) -> None:

@@ -10,13 +10,14 @@ one XLS-R frame needs: tiled up to 400), 2,300, 4,000 and 6,100 samples in a gen
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from test_package import tiny_checkpoint
+from test_package import tiny_checkpoint, tiny_recipe
 
 import generate_score
 from data.audio import load_audio
@@ -173,3 +174,36 @@ def test_the_ssl_front_end_takes_any_length() -> None:
     assert torch.equal(frontend(waves), torch.from_numpy(fixed.extract(list(waves.numpy()))))
     with pytest.raises(ValueError, match=r"expected \(B, n >= 400\) waves, got \(1, 399\)"):
         frontend(waves[:1, :399])
+
+
+def test_training_scores_eval_as_generate_score_does_the_checkpoint(itw: Path, tmp_path: Path) -> None:
+    """A fine-tuned Nes2Net-X recipe with ``data.score_crop: full`` trained one epoch: the trainer's eval
+    scores (scores_eval.txt, summary.json's eval_eer) are generate_score.py --crop full's scores of best.pt,
+    not the first 4,000 samples'; the In-the-Wild meta.csv serves as the manifest of every partition."""
+    import main_train
+    from utils.config import save_config
+    from utils.metrics import compute_eer
+
+    meta = str(itw / "meta.csv")
+    cfg = tiny_recipe("nes2net_x", "xlsr_nes2net_x_la", frontend=SMALL,
+                      data={"dataset": "manifest", "manifests": {p: meta for p in ("train", "dev", "eval")},
+                            "score_crop": "full"})
+    config, run = tmp_path / "full.yaml", tmp_path / "run"
+    save_config(cfg, config)
+    assert main_train.main(["--config", str(config), "--out", str(run), "train.epochs=1",
+                            "train.batch_size=4", "train.average=null", "train.calibrate=false",
+                            "train.amp=none", "train.compile=false", "train.num_workers=0", "--device", "cpu",
+                            "--no-progress"]) == 0
+    trained = read_scores(run / "scores_eval.txt")
+    out = tmp_path / "full.txt"
+    assert generate_score.main(["--checkpoint", str(run / "best.pt"), "--manifest", f"eval={meta}", "--crop",
+                                "full", "--output", str(out), "--device", "cpu", "--no-progress"]) == 0
+    full = read_scores(out)
+    assert list(trained.utt_ids) == list(full.utt_ids) == ["0", "1", "2", "3"]
+    # whole utterances (3 of the 4 score otherwise on the first 4,000 samples: the test above); fp32, the
+    # trainer's memory layout may differ from the scorer's (channels_last): equal to 1e-5
+    np.testing.assert_allclose(trained.scores, full.scores, rtol=1e-5, atol=0)
+    keys = full.keys
+    eer = compute_eer(full.scores[keys == "bonafide"], full.scores[keys == "spoof"])[0]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["eval_eer"] == pytest.approx(eer, abs=1e-12)

@@ -1,7 +1,8 @@
 """Several corpora in one training run (data/mixture.py, ``data.train``/``data.dev`` as lists of sources,
 ``train.draws_per_epoch``): the sampler's proportions, determinism and rank slices; the source schema's
-one-line errors; a run on two tiny corpora (the toy corpus of tests/toy_corpus.py and a generated 2019 LA
-one) with per-source dev EERs, killed with SIGKILL and resumed to the same weights and history."""
+one-line errors; a manifest source beside a corpus; a run on two tiny corpora (the toy corpus of
+tests/toy_corpus.py and a generated 2019 LA one) with per-source dev EERs, killed with SIGKILL and resumed
+to the same weights and history."""
 
 from __future__ import annotations
 
@@ -251,3 +252,55 @@ def test_a_run_on_two_corpora_resumes_after_sigkill_to_the_same_weights_and_hist
     assert float(best["dev_eer"]) == pytest.approx(eer(toy | la), abs=1e-12)
     assert summary["dev_eer_sources"] == pytest.approx(expected, abs=1e-12)
     assert summary["dev_eer"] == pytest.approx(float(best["dev_eer"]), abs=1e-12)
+
+
+def test_a_manifest_source_trains_beside_a_corpus_with_its_own_dev_eer(
+    two_corpora: dict[str, Path], tmp_path: Path
+) -> None:
+    """A source ``{dataset: manifest, manifests: {...}}`` next to the 2019 LA one, from audio (F0 on the
+    fly): its rows come from its manifest, draws follow the weights, and history.csv's dev_eer_<name>
+    columns are the EERs of each source's share of scores_dev.txt."""
+    import toy_corpus
+
+    import main_train
+
+    mine = tmp_path / "mine"
+    written = toy_corpus.write_toy_corpus(mine, {"train": 4, "dev": 5}, seed=1)
+    manifests = {}
+    for partition, rows in written.items():
+        lines = ["path,label"] + [f"{Path(r.path).relative_to(mine)},{r.key}" for r in rows]
+        manifests[partition] = mine / f"{partition}.csv"
+        manifests[partition].write_text("\n".join(lines) + "\n")
+
+    def sources(partition: str) -> list[dict]:
+        return [{"dataset": "la2019", "partition": partition, "root": str(two_corpora["la2019"]),
+                 "name": "la"},
+                {"dataset": "manifest", "partition": partition, "weight": 3.0, "name": "mine",
+                 "manifests": {partition: str(manifests[partition])}}]
+
+    config = recipe(tmp_path, "demo_xlsr_lcnn", frontend={"name": "f0", "n_frames": 24},
+                    model={"name": "lcnn", "input_shape": [1, 45, 24]},
+                    data={"dataset": "la2019", "train": sources("train"), "dev": sources("dev")})
+    cfg = load_recipe(config)
+    train = open_sources(cfg, cfg["data"]["train"], on_the_fly=True, training=True)
+    assert (train.names, train.sizes, train.weights) == (["la", "mine"], [4, 4], [1.0, 3.0])
+    assert [r.utt_id for r in train.parts[1].rows] == [
+        "audio/train/g/train_000", "audio/train/f/train_001", "audio/train/f/train_002",
+        "audio/train/g/train_003"]
+    draws = mixture_order(train.sizes, train.weights, 8, seed=0, epoch=0)
+    assert ((draws < 4).sum().item(), (draws >= 4).sum().item()) == (1, 7)  # weights 1:3, 8 draws
+
+    run = tmp_path / "run"
+    assert main_train.main(["--config", str(config), "--on-the-fly", "--out", str(run), "train.epochs=1",
+                            "train.draws_per_epoch=8", "train.amp=none", "train.compile=false", *COMMON]) == 0
+    with open(run / "history.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert list(row)[-2:] == ["dev_eer_la", "dev_eer_mine"]
+    scores = read_scores(run / "scores_dev.txt")
+    la, own = np.char.startswith(scores.utt_ids, "LA_D_"), np.char.startswith(scores.utt_ids, "audio/dev/")
+    assert (la.sum(), own.sum(), len(scores.utt_ids)) == (4, 5, 9)
+    for name, mask in (("la", la), ("mine", own)):
+        keys, values = scores.keys[mask], scores.scores[mask]
+        expected = compute_eer(values[keys == "bonafide"], values[keys == "spoof"])[0]
+        assert float(row[f"dev_eer_{name}"]) == pytest.approx(expected, abs=1e-12)
+    assert load_recipe(run / "config.yaml")["data"]["dev"][1]["manifests"] == {"dev": str(manifests["dev"])}

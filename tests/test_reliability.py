@@ -276,6 +276,38 @@ def test_bad_audio_stops_with_one_line_error_then_skip_bad_marks_it(tmp_path, ca
     assert [b[0] for b in store.bad_files()] == ["LA_T_1000001", "LA_T_1000003"]
 
 
+def test_skip_bad_marks_a_manifests_missing_and_empty_files_bad(tmp_path, capsys) -> None:
+    """A manifest's missing or empty files stop preprocess.py with the manifest's one-line count; with
+    --skip-bad they are bad rows of the store, listed in the .bad.tsv report, like any corpus's bad files."""
+    root, out = tmp_path / "corpus", tmp_path / "out"
+    write_corpus(root, [("a", "16k"), ("b", "empty"), ("d", "16k")])
+    flac = root / "ASVspoof2019_LA_train" / "flac"
+    manifest = root / "train.csv"
+    names = ["a", "b", "c", "d"]  # c has no file
+    manifest.write_text("path,label\n" + "".join(f"{flac / n}.flac,{'spoof' if n > 'b' else 'real'}\n"
+                                                 for n in names))
+    args = ["--manifest", f"train={manifest}", "--frontend", "f0", "--out", str(out), "--no-progress",
+            "--batch-size", "1", "--num-workers", "0"]
+    code, _, err = run_preprocess(args, capsys)
+    assert (code, err) == (2, f"error: {manifest}: 2 of 4 audio files missing or empty: {flac / 'b.flac'}, "
+                              f"{flac / 'c.flac'}\n")
+    assert not out.exists()
+
+    code, text, err = run_preprocess([*args, "--skip-bad"], capsys)
+    assert code == 0, err
+    assert "4 rows (0 already done, 2 computed, 2 bad)" in text
+    from data.corpora.manifest import store_key
+
+    store_dir = out / "f0" / f"manifest-train-{store_key(manifest)}"
+    store = FeatureStore(store_dir)
+    assert store.complete and store.status.tolist() == [DONE, BAD, BAD, DONE]
+    lines = (store_dir / "shard-0000-of-0001.bad.tsv").read_text().splitlines()
+    report = [line.split("\t") for line in lines]
+    assert [r[:2] for r in report] == [[f"ASVspoof2019_LA_train/flac/{n}", str(flac / f"{n}.flac")]
+                                       for n in ("b", "c")]
+    assert "empty" in report[0][2] and "not found" in report[1][2]
+
+
 # --- Bad settings --------------------------------------------------------------------------------------
 
 

@@ -164,9 +164,10 @@ class Corpus:
         must not overlap between corpora (`detect_corpus` refuses a file two corpora claim)."""
         return False
 
-    def read(self, root: str | os.PathLike, partition: str) -> list[ProtocolRow]:
+    def read(self, root: str | os.PathLike, partition: str, *, check_audio: bool = True) -> list[ProtocolRow]:
         """The rows of one partition with their audio paths; a missing root or protocol raises `UserError`
-        naming the path."""
+        naming the path. ``check_audio``: corpora that check their audio files up front (manifests) skip
+        that check when False, so a reader that marks bad files (preprocess.py --skip-bad) gets every row."""
         root = Path(root)
         path = self.protocol_path(root, partition)
         if not root.is_dir():

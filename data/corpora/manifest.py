@@ -213,12 +213,15 @@ class ManifestCorpus(Corpus):
     ) -> list[ProtocolRow]:
         return read_manifest(path, text, None if root is None else path.parent)
 
-    def read(self, root: str | os.PathLike | None, partition: str) -> list[ProtocolRow]:
-        """The rows of a partition's manifest with their audio paths (``root`` is not used); missing or
-        empty audio files raise `UserError` (`missing_audio`)."""
+    def read(
+        self, root: str | os.PathLike | None, partition: str, *, check_audio: bool = True
+    ) -> list[ProtocolRow]:
+        """The rows of a partition's manifest with their audio paths (``root`` is not used); with
+        ``check_audio`` missing or empty audio files raise `UserError` (`missing_audio`)."""
         path = self.protocol_path(root, partition)
         rows = self.parse(path, read_text(path, "manifest"), path.parent, partition)
-        missing_audio(path, rows)
+        if check_audio:
+            missing_audio(path, rows)
         return rows
 
     def store_name(self, partition: str) -> str:
