@@ -208,25 +208,30 @@ class TokenColumns(Sequence):
         is not a number raises ValueError. Plain decimals (``-12.5``) whose digits form an integer below 2^53
         are exactly ``digits / 10^k`` (one correctly rounded division, both operands exact: Clinger's fast
         path); other tokens (exponents, 17 significant digits, ``nan``) go through numpy's own conversion."""
-        chars = self._chars(c)
-        values = np.zeros(chars.shape[0], dtype=np.int64)
-        n_digits = np.zeros(chars.shape[0], dtype=np.int64)
-        n_after = np.zeros(chars.shape[0], dtype=np.int64)  # digits after the point
-        seen_point = np.zeros(chars.shape[0], dtype=bool)
-        plain = np.ones(chars.shape[0], dtype=bool)
-        for j in range(chars.shape[1]):
-            ch = chars[:, j]
-            digit = (ch >= 48) & (ch <= 57)
-            n_digits += digit
-            n_after += digit & seen_point
-            values = np.where(digit & (n_digits <= 18), values * 10 + (ch - 48), values)
-            point = ch == 46
-            plain &= digit | (ch == 0) | (point & ~seen_point) | ((j == 0) & ((ch == 45) | (ch == 43)))
-            seen_point |= point
-        plain &= (n_digits > 0) & (n_digits <= 18) & (values <= 2**53) & (n_after < _POW10.size)
-        out = np.zeros(chars.shape[0], dtype=np.float64)
-        out[plain] = values[plain] / _POW10[n_after[plain]]
-        out[plain & (chars[:, 0] == 45)] *= -1
+        if self._chars(c).shape[1] > 64:  # (the counts below are uint8)
+            return self.raw(c).astype(np.float64)
+        t = np.ascontiguousarray(self._chars(c).T)  # (width, n_rows): one character position per row
+        digit = (t >= 48) & (t <= 57)
+        point = t == 46
+        ok = digit | point | (t == 0)
+        ok[0] |= (t[0] == 45) | (t[0] == 43)  # a sign, first only
+        after_point = point.copy()
+        for j in range(1, t.shape[0]):
+            after_point[j] |= after_point[j - 1]
+        n_digits = digit.sum(axis=0, dtype=np.uint8)
+        n_after = (digit & after_point).sum(axis=0, dtype=np.uint8)  # digits after the point
+        # Horner's rule over the digit positions; a point, sign or padding multiplies by 1 and adds 0.
+        step = digit.view(np.uint8) * np.uint8(9) + np.uint8(1)
+        units = t - np.uint8(48)
+        units *= digit
+        values = units[0].astype(np.int64)
+        for j in range(1, t.shape[0]):
+            values *= step[j]
+            values += units[j]
+        plain = ok.all(axis=0) & (point.sum(axis=0, dtype=np.uint8) <= 1) & (n_digits > 0) & (n_digits <= 18)
+        plain &= (values <= 2**53) & (n_after < _POW10.size)
+        out = values / _POW10[np.minimum(n_after, _POW10.size - 1)]
+        out *= np.where(t[0] == 45, -1.0, 1.0)
         if not plain.all():
             out[~plain] = self.raw(c)[~plain].astype(np.float64)
         return out
