@@ -185,6 +185,11 @@ def run_tiny_f0_recipe(tmp_path: Path, data_root: Path | None, dataset: str, nam
     return out
 
 
+#: Smaller back-end settings where a recipe's model is slow on CPU (XLSR-Mamba: 12 encoders unrolled over
+#: every frame; Nes2Net-X: 7 x 8 nested branches): the same classes and code paths at a fraction of the cost.
+SMALLER_MODELS = {"xlsr_mamba": {"emb_size": 16, "num_encoders": 2}, "nes2net_x": {"nes_ratio": [2, 2]}}
+
+
 # --- An untrained checkpoint and a few recordings for generate_score.py ---------------------------------
 
 THRESHOLD = 0.05
