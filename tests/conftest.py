@@ -37,6 +37,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture(autouse=True)
+def _restore_deterministic_algorithms() -> Iterator[None]:
+    """A test that trains in-process with --deterministic switches torch's deterministic kernels on for the
+    whole worker; later tests then ran slower (XLSR-Mamba's tiny epoch: 2 s -> 42 s) and order-dependently."""
+    enabled, warn_only = (torch.are_deterministic_algorithms_enabled(),
+                          torch.is_deterministic_algorithms_warn_only_enabled())
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The ../shared folder with the real ASVspoof 2019 LA reference files; skip when absent."""
