@@ -37,6 +37,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture(autouse=True)
+def _restore_deterministic_algorithms() -> Iterator[None]:
+    """A test that trains in-process with --deterministic switches torch's deterministic kernels on for the
+    whole worker; later tests then ran slower (XLSR-Mamba's tiny epoch: 2 s -> 42 s) and order-dependently."""
+    enabled, warn_only = (torch.are_deterministic_algorithms_enabled(),
+                          torch.is_deterministic_algorithms_warn_only_enabled())
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The ../shared folder with the real ASVspoof 2019 LA reference files; skip when absent."""
@@ -183,6 +193,11 @@ def run_tiny_f0_recipe(tmp_path: Path, data_root: Path | None, dataset: str, nam
             "--no-progress", "train.epochs=1", "train.batch_size=4", "train.amp=none", "train.compile=false"]
     assert run_cli(run_recipe.main, argv) == 0
     return out
+
+
+#: Smaller back-end settings where a recipe's model is slow on CPU (XLSR-Mamba: 12 encoders unrolled over
+#: every frame; Nes2Net-X: 7 x 8 nested branches): the same classes and code paths at a fraction of the cost.
+SMALLER_MODELS = {"xlsr_mamba": {"emb_size": 16, "num_encoders": 2}, "nes2net_x": {"nes_ratio": [2, 2]}}
 
 
 # --- An untrained checkpoint and a few recordings for generate_score.py ---------------------------------

@@ -65,15 +65,15 @@ def test_the_whole_chain_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
     """preprocess → train → score → evaluate for both recipes, each step a real CLI process."""
     from engine.demo import SYSTEMS, run_demo
 
-    results = run_demo(tmp_path / "demo", progress=False, sizes=(16, 12, 24),
+    results = run_demo(tmp_path / "demo", progress=False, sizes=(8, 6, 12),
                        overrides=("train.epochs=1", "train.batch_size=8"))
     for system in SYSTEMS:
         report = results[system.name]
-        assert report["n_bonafide"] + report["n_spoof"] == 24
+        assert report["n_bonafide"] + report["n_spoof"] == 12
         assert (tmp_path / "demo" / "eval" / f"{system.name}_eval.png").stat().st_size > 10_000
         score_file = tmp_path / "demo" / "scores" / f"{system.name}_eval.txt"
         scores = score_file.read_text().splitlines()
-        assert len(scores) == 24 and len(scores[0].split()) == 4
+        assert len(scores) == 12 and len(scores[0].split()) == 4
         # the reported numbers are the official script's on the written score and ASV files
         asv = next((tmp_path / "demo").rglob("ASVspoof2019.LA.asv.eval.gi.trl.scores.txt"))
         official = evaluate(str(score_file), str(asv))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import SHARED, SMALLER_MODELS
 from test_package import tiny_checkpoint
 
 import generate_score
@@ -41,17 +41,13 @@ def assert_same_scores(torch_rows: list[dict], onnx_rows: list[dict]) -> None:
         assert [r[name] for r in onnx_rows] == [r[name] for r in torch_rows]
 
 
-#: Smaller settings where the recipe's tiny model exports slowly (XLSR-Mamba: 12 encoders unrolled
-#: over every frame; Nes2Net-X: 7 x 8 nested branches), each about a minute; fewer test the same graph.
-SMALLER = {"xlsr_mamba": {"emb_size": 16, "num_encoders": 2}, "nes2net_x": {"nes_ratio": [2, 2]}}
-
-
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_onnx_runtime_scores_equal_pytorch(name: str, clips, tmp_path: Path) -> None:
     """Short (tiled) and resampled stereo recordings, and a long one where the window is long (several
     windows in batches of 2; the tiny raw-waveform models already cut the 2.5 s stereo one into 33), with
     LLRs."""
-    checkpoint = tiny_checkpoint(name, tmp_path, **({"model": SMALLER[name]} if name in SMALLER else {}))
+    checkpoint = tiny_checkpoint(name, tmp_path, **({"model": SMALLER_MODELS[name]} if name in SMALLER_MODELS
+                                                    else {}))
     package, _ = package_model(checkpoint, tmp_path / "pkg")
     assert run_cli(export_main, [str(package), str(package / ONNX_NAME)]) == 0
     window = json.loads((package / "config.json").read_text())["input"]["n_samples"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, THRESHOLD
+from conftest import CONFIGS, SMALLER_MODELS, THRESHOLD
 
 import generate_score
 from engine.package import main as package_main
@@ -95,7 +95,8 @@ def score(checkpoint: Path | str, clips: dict[str, Path], out: Path, stereo: boo
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_package_scores_the_same_bytes_as_its_checkpoint(name: str, clips, tmp_path: Path) -> None:
-    checkpoint = tiny_checkpoint(name, tmp_path)
+    checkpoint = tiny_checkpoint(name, tmp_path, **({"model": SMALLER_MODELS[name]} if name in SMALLER_MODELS
+                                                    else {}))
     package, notes = package_model(checkpoint, tmp_path / "package")
     assert notes == []
     assert sorted(p.name for p in package.iterdir()) == [CARD_NAME, CONFIG_NAME, WEIGHTS_NAME]
