@@ -471,34 +471,38 @@ def min_cllr(bonafide_scores: np.ndarray, spoof_scores: np.ndarray) -> float:
     return min_cllr_from_counts(n_bona, n_all)
 
 
-def _prune_to_hull(block_bona: np.ndarray, block_all: np.ndarray, passes: int = 50) -> tuple[list, list]:
+def _prune_to_hull(x: np.ndarray, y: np.ndarray, passes: int = 50) -> tuple[list, list]:
     """Pool PAV blocks in vectorised passes before the sequential pass: a block boundary whose left block's
     posterior is not below the right block's lies above the cumulative (trials, bona fide) diagram's convex
     minorant, so PAV pools across it whatever else it pools; removing every such boundary at once, a few
-    passes over, leaves the sequential loop little to do (the same blocks in the end)."""
-    x = np.concatenate(([0], np.cumsum(block_all, dtype=np.int64)))
-    y = np.concatenate(([0], np.cumsum(block_bona, dtype=np.int64)))
+    passes over, leaves the sequential loop little to do (the same blocks in the end). ``x``, ``y``: the
+    diagram's points (k + 1,) int64 from (0, 0); returns the remaining blocks' bona fide and trial counts."""
     for _ in range(passes):
-        dx, dy = np.diff(x), np.diff(y)
+        dx, dy = x[1:] - x[:-1], y[1:] - y[:-1]
         # interior point k+1 goes when dy[k]/dx[k] >= dy[k+1]/dx[k+1] (integer cross-multiplication)
         drop = dy[:-1] * dx[1:] >= dy[1:] * dx[:-1]
         if not drop.any():
             break
         keep = np.concatenate(([True], ~drop, [True]))
         x, y = x[keep], y[keep]
-    return np.diff(y).tolist(), np.diff(x).tolist()
+    return (y[1:] - y[:-1]).tolist(), (x[1:] - x[:-1]).tolist()
 
 
 def min_cllr_from_counts(n_bona: np.ndarray, n_all: np.ndarray) -> float:
     """`min_cllr` from the trial counts per distinct score in ascending score order: bona fide trials and
     all trials, (n_values,) integers each (both classes present)."""
-    n_bona_total = int(n_bona.sum())
-    n_spoof_total = int(n_all.sum()) - n_bona_total
-    # Adjacent pure blocks of one class have equal posteriors (0 or 1), so PAV may pool them up front;
-    # this leaves few blocks for the Python loop when the classes are well separated.
-    kind = np.where(n_bona == 0, 0, np.where(n_bona == n_all, 1, 2))
-    starts = np.flatnonzero(np.concatenate(([True], (kind[1:] != kind[:-1]) | (kind[1:] == 2))))
-    block_bona, block_all = _prune_to_hull(np.add.reduceat(n_bona, starts), np.add.reduceat(n_all, starts))
+    x = np.concatenate(([0], np.cumsum(n_all, dtype=np.int64)))
+    y = np.concatenate(([0], np.cumsum(n_bona, dtype=np.int64)))
+    return min_cllr_from_diagram(x, y)
+
+
+def min_cllr_from_diagram(x: np.ndarray, y: np.ndarray) -> float:
+    """`min_cllr` from the cumulative (trials, bona fide) diagram in ascending score order: points (k + 1,)
+    int64 from (0, 0) to (N, N_bonafide), one wherever a run of tied scores ends (more, or fewer where the
+    dropped ones cannot be corners of its convex minorant, give the same value)."""
+    n_bona_total, n_spoof_total = int(y[-1]), int(x[-1] - y[-1])
+    # Pure runs (all bona fide or all spoof) are collinear and go in the first vectorised pass.
+    block_bona, block_all = _prune_to_hull(x, y)
     stack_bona: list[int] = []
     stack_all: list[int] = []
     for b, n in zip(block_bona, block_all, strict=True):

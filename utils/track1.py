@@ -22,7 +22,7 @@ import numpy as np
 from utils.metrics import (
     ASVSPOOF5_COSTS,
     DcfCosts,
-    min_cllr_from_counts,
+    min_cllr_from_diagram,
     normalised_dcf,
 )
 
@@ -68,13 +68,13 @@ def cell_measures(
     cllr = 0.5 * (bona.cllr_sum / n_bona + spoof.cllr_sum / n_spoof) / np.log(2)
     # a spoof value's last trial closes a block of the tie-aware cumulative (trials, bona fide) diagram
     last = np.flatnonzero(np.append(spoof.scores[1:] != spoof.scores[:-1], True))
-    ends_bona = np.append(before[last], n_bona)
-    ends_all = np.append(before[last] + last + 1, n_bona + n_spoof)
+    diagram_bona = np.concatenate(([0], before[last], [n_bona]))
+    diagram_all = np.concatenate(([0], before[last] + last + 1, [n_bona + n_spoof]))
     return {
         "min_dcf": float(normalised_dcf(run_start / n_bona, far, *c).min()),
         "act_dcf": float(normalised_dcf(pmiss, pfa, *c)),
         "cllr": float(cllr),
-        "min_cllr": min_cllr_from_counts(np.diff(ends_bona, prepend=0), np.diff(ends_all, prepend=0)),
+        "min_cllr": min_cllr_from_diagram(diagram_all, diagram_bona),
         "eer": _eer_from_runs(run_start, far, n_bona),
     }
 
@@ -106,8 +106,11 @@ def few_unique(values: np.ndarray, limit: int = 256) -> tuple[np.ndarray, np.nda
     if not 0 < width <= 8 or values.size == 0:
         return np.unique(values, return_inverse=True)
     chars = values.view(np.uint32).reshape(values.size, width)
-    if int(chars.max()) > 255:
+    largest = chars.max(axis=0)  # per character position: one pass over the array
+    if int(largest.max()) > 255:
         return np.unique(values, return_inverse=True)
+    width = max(int(np.flatnonzero(largest).max(initial=0)) + 1, 1)  # the dtype may be wider than needed
+    chars = chars[:, :width]
     key = chars[:, 0].astype(np.uint64)
     for k in range(1, width):
         key |= chars[:, k].astype(np.uint64) << np.uint64(8 * k)
