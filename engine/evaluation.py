@@ -46,6 +46,7 @@ from utils.scorefiles import (
     CMScores,
     read_asv_scores,
     read_asv_trial_scores,
+    read_head,
     read_scores,
     read_text,
     rename_legacy_attacks,
@@ -239,7 +240,7 @@ def protocol_corpus(req: EvalRequest) -> Corpus | None:
     corpus = None
     if req.protocol is not None:
         if req.protocol_format == "auto":
-            corpus = detect_corpus(req.protocol, read_text(req.protocol, "protocol file"))
+            corpus = detect_corpus(req.protocol, read_head(req.protocol, "protocol file"))
         else:
             corpus = get_corpus(req.protocol_format)
         corpus = corpus.of_file(req.protocol)  # a manifest's columns come from its header

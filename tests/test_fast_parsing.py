@@ -18,6 +18,7 @@ from utils.scorefiles import (
     check_unique,
     first_line_span,
     parse_scores,
+    read_head,
     read_scores,
     split_table,
     token_counts,
@@ -193,3 +194,18 @@ def test_teer_row_pruning_keeps_the_winner(seed: int, monkeypatch: pytest.Monkey
     pruned = sasv.teer_search(*curves)
     monkeypatch.setattr(sasv, "_rows_that_can_win", lambda cm, asv, rows: rows)
     assert pruned == sasv.teer_search(*curves)
+
+
+def test_read_head_stops_after_the_first_non_blank_line(tmp_path: Path) -> None:
+    path = tmp_path / "p.txt"
+    path.write_bytes(b"\n  \n" + "é".encode() * 40_000 + b" header\n" + b"row 1\n" * 1000 + b"\xff" * 10)
+    head = read_head(path, "protocol file", chunk=1000)  # é split across chunks, \xff never read
+    assert " header\n" in head and len(head) < 40_004 + 8 + 1000  # the chunks read, no more
+    assert first_line_span(head) == first_line_span(path.read_bytes().decode("utf-8", "replace"))
+    path.write_bytes(b"\n\n only line, no newline")
+    assert read_head(path, chunk=4) == "\n\n only line, no newline"
+    path.write_bytes(b"\xfe first line\n")
+    with pytest.raises(UserError, match=r": not a text file \(byte 0 is not UTF-8\)$"):
+        read_head(path, "protocol file")
+    with pytest.raises(UserError, match=r"protocol file not found$"):
+        read_head(tmp_path / "missing.txt", "protocol file")

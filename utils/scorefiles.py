@@ -19,6 +19,7 @@ pass look for the offending line, so every error still names ``file:line``.
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from collections.abc import Sequence
@@ -65,6 +66,29 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from exc
+
+
+def read_head(path: str | os.PathLike, what: str = "file", chunk: int = 1 << 16) -> str:
+    """The start of a UTF-8 text file: the chunks read until its first non-blank line has ended (all of it
+    if there is none), enough to tell a file's format without reading a million lines. A missing or
+    unreadable file, or bytes that are not UTF-8 in that part, raise `UserError` as in `read_text`."""
+    path = Path(path)
+    if not path.exists() or path.is_dir():
+        read_text(path, what)  # raises the same message
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    text = ""
+    try:
+        with path.open("rb") as handle:
+            while True:
+                data = handle.read(chunk)
+                text += decoder.decode(data, final=not data)
+                span = first_line_span(text)
+                if not data or (span is not None and span[1] < len(text)):
+                    return text
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read {what}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        return read_text(path, what)  # raises, naming the first byte that is not UTF-8
 
 
 _NONBLANK = re.compile(r"\S")
@@ -171,7 +195,8 @@ class TokenColumns(Sequence):
         """Column c as a (n_rows, width) uint8 matrix, zero after each token's end."""
         if c not in self._bytes:
             t = self._tokens
-            starts = t.starts[c :: self._ncols]
+            # contiguous copies: every pass below would otherwise read a cache line per token
+            starts = np.ascontiguousarray(t.starts[c :: self._ncols])
             lengths = t.ends[c :: self._ncols] - starts
             width = max(int(lengths.max()) if lengths.size else 1, 1)
             n_words = (width + 7) // 8
