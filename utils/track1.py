@@ -34,12 +34,15 @@ class SortedSide:
     """The sorted scores (n,) of one class of one cell; its Cllr sum is computed once however many cells
     share it (bona fide: ln(1 + e^−s) summed, spoof: ln(1 + e^s))."""
 
-    def __init__(self, scores: np.ndarray, bona: bool):
+    def __init__(self, scores: np.ndarray, bona: bool, parts: list[SortedSide] | None = None):
         self.scores = scores
         self.bona = bona
+        self._parts = parts  # the groups this side is made of, whose sums add up to its own
 
     @cached_property
     def cllr_sum(self) -> float:
+        if self._parts is not None:
+            return float(sum(part.cllr_sum for part in self._parts))
         return float(np.logaddexp(0, -self.scores if self.bona else self.scores).sum())
 
 
@@ -140,9 +143,10 @@ def _grouped(scores: np.ndarray, key: np.ndarray, n_groups: int) -> list[np.ndar
     return groups
 
 
-def _sides(groups: list[np.ndarray], bona: bool) -> SortedSide:
-    """One side made of several sorted groups (a pooled row or column)."""
-    return SortedSide(np.sort(np.concatenate(groups)), bona)
+def _sides(groups: list[SortedSide], bona: bool) -> SortedSide:
+    """One side made of several groups (a pooled row or column): their scores sorted together, its Cllr
+    sum the sum of theirs (each trial's term computed once)."""
+    return SortedSide(np.sort(np.concatenate([g.scores for g in groups])), bona, groups)
 
 
 def track1_tables(
@@ -169,20 +173,21 @@ def track1_tables(
     n_codec = codec_names.size
     groups = _grouped(scores, codec_code * (n_att + 1) + cls, n_codec * (n_att + 1))
     # cell[c][a]: sorted scores of codec c and class a (a = n_att: bona fide)
-    cell = [groups[c * (n_att + 1) : (c + 1) * (n_att + 1)] for c in range(n_codec)]
-    bona_of = [SortedSide(cell[c][n_att], True) for c in range(n_codec)]
-    bona_all = SortedSide(np.sort(scores[is_bona]), True)
-    spoof_all = SortedSide(np.sort(scores[~is_bona]), False)
+    cell = [[SortedSide(g, a == n_att) for a, g in enumerate(groups[c * (n_att + 1) : (c + 1) * (n_att + 1)])]
+            for c in range(n_codec)]  # fmt: skip
+    bona_of = [cell[c][n_att] for c in range(n_codec)]
+    bona_all = _sides(bona_of, True)
+    spoof_by_codec_all = [_sides(cell[c][:n_att], False) for c in range(n_codec)]
+    spoof_all = _sides(spoof_by_codec_all, False)
     row_labels = [POOLED, *attack_names.tolist()]
     col_labels = [POOLED, *codec_names.tolist()] if codecs is not None else [POOLED]
     per_cell: dict[str, dict[str, dict[str, float] | None]] = {}
     for r, row in enumerate(row_labels):
         if r == 0:
-            spoof_pooled = spoof_all
-            spoof_by_codec = [_sides(cell[c][:n_att], False) for c in range(n_codec)]
+            spoof_pooled, spoof_by_codec = spoof_all, spoof_by_codec_all
         else:
-            spoof_pooled = _sides([cell[c][r - 1] for c in range(n_codec)], False)
-            spoof_by_codec = [SortedSide(cell[c][r - 1], False) for c in range(n_codec)]
+            spoof_by_codec = [cell[c][r - 1] for c in range(n_codec)]
+            spoof_pooled = _sides(spoof_by_codec, False)
         cells = {POOLED: cell_measures(bona_all, spoof_pooled, costs)}
         if codecs is not None:
             for c, col in enumerate(col_labels[1:]):
