@@ -14,8 +14,10 @@ import pytest
 from utils.errors import UserError
 from utils.metrics import SortedTrials, stable_merge
 from utils.scorefiles import (
+    CM_KEYS,
     TokenColumns,
     check_unique,
+    check_values,
     first_line_span,
     parse_scores,
     read_head,
@@ -209,3 +211,14 @@ def test_read_head_stops_after_the_first_non_blank_line(tmp_path: Path) -> None:
         read_head(path, "protocol file")
     with pytest.raises(UserError, match=r"protocol file not found$"):
         read_head(tmp_path / "missing.txt", "protocol file")
+
+
+def test_check_values_compares_whole_words() -> None:
+    # 'spoo' and 'spoofx' share bytes with 'spoof'; 'bonafide' fills the 8-byte word exactly.
+    text = "a bonafide\nb spoof\n\nc spoof\n"
+    assert check_values(split_table(PATH, text, 2, "id key"), 1, CM_KEYS, "key").tolist() == [
+        "bonafide", "spoof", "spoof"]  # fmt: skip
+    for bad, line in (("spoo", 2), ("spoofx", 2), ("bonafide1", 2), ("é", 2)):
+        table = split_table(PATH, f"a spoof\nb {bad}\n", 2, "id key")
+        with pytest.raises(UserError, match=rf"^t\.txt:{line}: key '{bad}' is not one of bonafide, spoof$"):
+            check_values(table, 1, CM_KEYS, "key")

@@ -185,6 +185,7 @@ class TokenColumns(Sequence):
     def __init__(self, tokens: Tokens, ncols: int):
         self._tokens = tokens
         self._ncols = ncols
+        self._words: dict[int, np.ndarray] = {}  # (n_rows, n_words) little-endian uint64, zero-padded
         self._bytes: dict[int, np.ndarray] = {}
         self._str: dict[int, np.ndarray] = {}
 
@@ -208,8 +209,23 @@ class TokenColumns(Sequence):
                 # (a shorter token's word w is all masked: clip its offset into the text)
                 offsets = starts if w == 0 else np.minimum(starts + 8 * w, at.size - 1)
                 np.bitwise_and(at[offsets], keep, out=words[:, w])
+            self._words[c] = words
             self._bytes[c] = words.view(np.uint8).reshape(starts.size, 8 * n_words)[:, :width]
         return self._bytes[c]
+
+    def matches(self, c: int, allowed: Sequence[str]) -> np.ndarray | None:
+        """Whether each token of column c is one of ``allowed`` (n_rows,) bool, compared as whole 8-byte
+        words; None where a token or a value is longer than 8 bytes or a value is not ASCII."""
+        if not all(v.isascii() and len(v) <= 8 for v in allowed):
+            return None
+        chars = self._chars(c)
+        if chars.shape[1] > 8:
+            return None
+        word = self._words[c][:, 0]
+        ok = np.zeros(word.size, dtype=bool)
+        for value in allowed:
+            ok |= word == int.from_bytes(value.encode().ljust(8, b"\0"), "little")
+        return ok
 
     def split_last(self, c: int, sep: str) -> tuple[np.ndarray, np.ndarray] | None:
         """Column c split at the last ``sep`` (one ASCII character): str arrays before and after it, as
@@ -379,9 +395,11 @@ def parse_scores(table: Table, col: int) -> np.ndarray:
 def check_values(table: Table, col: int, allowed: Sequence[str], name: str) -> np.ndarray:
     """Column `col` as a str array whose values must all be in `allowed`."""
     values = np.array(table.columns[col])
-    ok = np.zeros(values.shape, dtype=bool)
-    for value in allowed:  # a few allowed values: one comparison each (np.isin would sort the strings)
-        ok |= values == value
+    ok = table.columns.matches(col, allowed) if isinstance(table.columns, TokenColumns) else None
+    if ok is None:
+        ok = np.zeros(values.shape, dtype=bool)
+        for value in allowed:  # a few allowed values: one comparison each (np.isin would sort the strings)
+            ok |= values == value
     if not ok.all():
         k = int(np.argmin(ok))
         raise UserError(
