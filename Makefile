@@ -31,7 +31,7 @@ lint: install
 
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist worksteal
 
 bench: install
 	$(PY) bench/bench_evaluate.py
