@@ -514,7 +514,8 @@ def evaluate_scores(req: EvalRequest, corpus: Corpus | None = None) -> Evaluatio
             "note: scores calibrated to LLRs as "
             + describe_calibration(req.calibration, req.calibration_source or "development scores")
         )
-    if corpus is not None and corpus.track1_tables:
+    track1 = corpus is not None and corpus.track1_tables
+    if track1:
         # The protocol (up to a million rows) is read in a second thread while this one reads the scores:
         # numpy releases the GIL in most of the splitting. A bad score file is still reported first.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="protocol") as pool:
@@ -525,21 +526,21 @@ def evaluate_scores(req: EvalRequest, corpus: Corpus | None = None) -> Evaluatio
     else:
         cm = read_scores(req.scores, req.score_format)
     scores = cm.scores if req.calibration is None else req.calibration.apply(cm.scores)
-    if corpus is not None and corpus.track1_tables:
+    if track1:
         result, bonafide, spoof, groups = evaluate_track1(req, trials, cm, scores, notes)
     elif corpus is not None and corpus.conditions is not None:
         result, bonafide, spoof, groups = evaluate_conditions(req, corpus, cm, scores, notes)
     else:
         result, bonafide, spoof, groups = evaluate_2019(req, corpus, cm, scores, notes)
     # Track 1 results hold the ASVspoof 5 measures already.
-    if req.metrics == "asvspoof5" and not (corpus is not None and corpus.track1_tables):
+    if req.metrics == "asvspoof5" and not track1:
         try:
             result.update(asvspoof5_measures(bonafide, spoof))
         except MetricError as exc:
             raise UserError(f"{req.scores}: {exc}") from None
     if req.group_by:
         result["groups"] = protocol_groups(req, corpus, cm.utt_ids, -scores if result["negated"] else scores,
-                                           req.metrics == "asvspoof5" or corpus.track1_tables)
+                                           req.metrics == "asvspoof5" or track1)
     if req.calibration is not None:
         result["calibration"] = {**req.calibration.as_dict(), "dev_scores": req.calibration_source}
     if corpus is not None and not corpus.has_attacks:

@@ -100,44 +100,42 @@ def det_from_sorted(sorted_scores: np.ndarray, sorted_is_pos: np.ndarray) -> Det
     return DetCurve(frr, far, thresholds)
 
 
-def _merge_places(groups: Sequence[np.ndarray]) -> tuple[int, list[np.ndarray]]:
-    """(the largest group's index, each group's places in the merged order) for arrays each sorted
-    ascending, ordered as a stable sort of their concatenation (among equal values, earlier groups first);
-    the largest group's places are not computed (it fills the places the others leave, in its order)."""
+def _merge_places(groups: Sequence[np.ndarray]) -> tuple[int, np.ndarray, list[np.ndarray]]:
+    """(the largest group's index, group index (n,) int8 of each merged value, each group's places in the
+    merged order) for arrays each sorted ascending, ordered as a stable sort of their concatenation (among
+    equal values, earlier groups first). The largest group's places are not searched: it fills the places
+    the others leave, in its own order (its entry is an empty array)."""
     largest = max(range(len(groups)), key=lambda k: groups[k].size, default=0)
+    labels = np.full(sum(g.size for g in groups), largest, dtype=np.int8)
     places = []
     for k, group in enumerate(groups):
+        if k == largest:
+            places.append(np.zeros(0, dtype=np.int64))
+            continue
+        # After the smaller values of its own group, the equal-or-smaller ones of earlier groups and the
+        # strictly smaller ones of later groups.
         at = np.arange(group.size)
-        if k != largest:
-            # After the smaller values of its own group, the equal-or-smaller ones of earlier groups and the
-            # strictly smaller ones of later groups.
-            for h, other in enumerate(groups):
-                if h != k:
-                    at += np.searchsorted(other, group, side="right" if h < k else "left")
+        for h, other in enumerate(groups):
+            if h != k:
+                at += np.searchsorted(other, group, side="right" if h < k else "left")
+        labels[at] = k
         places.append(at)
-    return largest, places
+    return largest, labels, places
 
 
 def merged_labels(groups: Sequence[np.ndarray]) -> np.ndarray:
     """The group index (n,) int8 of each value of sorted arrays merged as `stable_merge` merges them."""
-    largest, places = _merge_places(groups)
-    labels = np.full(sum(g.size for g in groups), largest, dtype=np.int8)
-    for k, at in enumerate(places):
-        if k != largest:
-            labels[at] = k
-    return labels
+    return _merge_places(groups)[1]
 
 
 def stable_merge(groups: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Arrays each sorted ascending, merged without sorting: (values (n,), group index (n,) int8) in the
     order a stable sort of their concatenation gives (among equal values, earlier groups first)."""
-    largest, places = _merge_places(groups)
-    labels = np.full(sum(g.size for g in groups), largest, dtype=np.int8)
+    largest, labels, places = _merge_places(groups)
     values = np.empty(labels.size, dtype=np.result_type(*groups) if groups else np.float64)
     for k, (group, at) in enumerate(zip(groups, places, strict=True)):
         if k != largest:
             values[at] = group
-            labels[at] = k
     if groups:
         values[labels == largest] = groups[largest]
     return values, labels

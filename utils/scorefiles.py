@@ -136,7 +136,6 @@ class Tokens:
             return None
         return first + 1
 
-
     def _consecutive_rows(self, ncols: int) -> np.ndarray | None:
         """`row_lines` when the rows fill consecutive lines (blank lines only before the first and after
         the last), checked with one comparison per row: row r lies between newlines r−1 and r counted from
@@ -249,9 +248,10 @@ class TokenColumns(Sequence):
         is not a number raises ValueError. Plain decimals (``-12.5``) whose digits form an integer below 2^53
         are exactly ``digits / 10^k`` (one correctly rounded division, both operands exact: Clinger's fast
         path); other tokens (exponents, 17 significant digits, ``nan``) go through numpy's own conversion."""
-        if self._chars(c).shape[1] > 64:  # (the counts below are uint8)
+        chars = self._chars(c)
+        if chars.shape[1] > 64:  # (the counts below are uint8)
             return self.raw(c).astype(np.float64)
-        t = np.ascontiguousarray(self._chars(c).T)  # (width, n_rows): one character position per row
+        t = np.ascontiguousarray(chars.T)  # (width, n_rows): one character position per row
         digit = (t >= 48) & (t <= 57)
         point = t == 46
         ok = digit | point | (t == 0)
