@@ -16,9 +16,10 @@ from official_asvspoof5_track1 import track1, track1_full
 from data.corpora import detect_corpus, get_corpus, read_protocol
 from data.corpora.__main__ import main as check_main
 from evaluate_tDCF_asvspoof19 import main as evaluate_main
+from utils import track1 as track1_module
 from utils.errors import UserError, run_cli
 from utils.scorefiles import read_scores, write_scores
-from utils.track1 import track1_tables
+from utils.track1 import SortedSide, cells_measures, track1_tables
 
 ATTACKS = ("A17", "A18", "A19", "A20")
 CODECS = ("-", "C01", "C02", "C03")
@@ -208,6 +209,39 @@ def test_cell_measures_equal_the_package_on_small_cells_with_ties(resolution: fl
         for key in ("eer", "min_dcf", "act_dcf"):
             assert got[key] == pytest.approx(expected[key], abs=1e-15), (key, bona, spoof)
         assert got["min_cllr"] == pytest.approx(brute_min_cllr(bona, spoof), abs=1e-12)
+
+
+@pytest.mark.parametrize("batch", [1, 50, 1 << 18])
+def test_cells_in_one_batch_equal_cells_one_by_one(monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    # Batched cells share arrays (segments, stretches of equal bona fide counts, one hull pass): each
+    # cell's measures must be exactly those it has alone, empty cells None, whatever the batch size.
+    rng = np.random.default_rng(batch)
+    cells = []
+    for _ in range(40):
+        n_bona, n_spoof = rng.integers(0, 60, 2)
+        bona = np.sort(np.round(rng.normal(1, 1.5, n_bona), int(rng.integers(0, 3))))
+        spoof = np.sort(np.round(rng.normal(-1, 1.5, n_spoof), int(rng.integers(0, 3))))
+        cells.append((SortedSide(bona, True), SortedSide(spoof, False)))
+    alone = [cells_measures([cell])[0] for cell in cells]
+    monkeypatch.setattr(track1_module, "_BATCH_TRIALS", batch)
+    assert cells_measures(cells) == alone
+    empty = sum(b.scores.size == 0 or s.scores.size == 0 for b, s in cells)
+    assert sum(m is None for m in alone) == empty > 0
+    for (bona, spoof), measures in zip(cells, alone, strict=True):
+        if measures is not None:
+            expected = track1(bona.scores, spoof.scores)
+            for key in ("eer", "min_dcf", "act_dcf"):
+                assert measures[key] == pytest.approx(expected[key], abs=1e-15)
+            assert measures["min_cllr"] == pytest.approx(brute_min_cllr(bona.scores, spoof.scores), abs=1e-12)
+
+
+def test_bona_fide_counts_below_each_spoof_score_merged_or_searched() -> None:
+    rng = np.random.default_rng(3)
+    for n_bona, n_spoof in ((100, 10), (100, 40), (10, 100), (0, 5), (5, 1)):
+        bona = np.sort(np.round(rng.normal(0, 1, n_bona), 1))
+        spoof = np.sort(np.round(rng.normal(0, 1, n_spoof), 1))
+        got = track1_module._bona_before(bona, spoof)
+        assert got.tolist() == [int(np.count_nonzero(bona <= s)) for s in spoof]
 
 
 def test_track1_ties_count_bona_fide_first() -> None:

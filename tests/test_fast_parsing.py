@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from utils import scorefiles
 from utils.errors import UserError
 from utils.metrics import SortedTrials, stable_merge
 from utils.scorefiles import (
@@ -57,6 +58,21 @@ def test_token_columns_equal_str_split() -> None:
             assert table.columns[c].tolist() == [row[c] for row in rows if row]
             assert table.columns.raw(c).tolist() == [row[c].encode() for row in rows if row]
         assert token_counts(text).tolist() == [len(row) for row in rows]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64])
+def test_tokenize_in_chunks_equals_str_split(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    # Tokens, lines and control characters that straddle the tokenizer's chunk boundaries.
+    monkeypatch.setattr(scorefiles, "_TOKENIZE_CHUNK", chunk)
+    rng = np.random.default_rng(chunk)
+    for text in (random_table(rng, 40, 3), "  ab\tcd \n\nefgh", "x", "", "\n \n", "abcdefghij klm\n"):
+        tokens = tokenize(text)
+        words = text.split()
+        assert [text[a:b] for a, b in zip(tokens.starts, tokens.ends, strict=True)] == words
+        assert tokens.newlines.tolist() == [i for i, ch in enumerate(text) if ch == "\n"]
+        assert token_counts(text).tolist() == [len(line.split()) for line in text.splitlines()]
+    for odd in ("abcdefgh ij\rk\n", "abcdefghijkl\x0b"):
+        assert tokenize(odd) is None
 
 
 @pytest.mark.parametrize("leading, trailing", [("", ""), ("\n \n", "\n\n  \n"), ("", "\n")])

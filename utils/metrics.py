@@ -469,21 +469,25 @@ def min_cllr(bonafide_scores: np.ndarray, spoof_scores: np.ndarray) -> float:
     return min_cllr_from_counts(n_bona, n_all)
 
 
-def _prune_to_hull(x: np.ndarray, y: np.ndarray, passes: int = 50) -> tuple[list, list]:
-    """Pool PAV blocks in vectorised passes before the sequential pass: a block boundary whose left block's
-    posterior is not below the right block's lies above the cumulative (trials, bona fide) diagram's convex
+def hull_candidates(x: np.ndarray, y: np.ndarray, fixed: np.ndarray, passes: int = 50) -> np.ndarray:
+    """Indices of the points of cumulative (trials, bona fide) diagrams that PAV may still need: a block
+    boundary whose left block's posterior is not below the right block's lies above the diagram's convex
     minorant, so PAV pools across it whatever else it pools; removing every such boundary at once, a few
-    passes over, leaves the sequential loop little to do (the same blocks in the end). ``x``, ``y``: the
-    diagram's points (k + 1,) int64 from (0, 0); returns the remaining blocks' bona fide and trial counts."""
+    vectorised passes over, leaves the sequential loop little to do (the same blocks in the end).
+
+    ``x``, ``y``: the points (m,) int64 of one diagram, or of several one after another; ``fixed`` (m,)
+    bool marks the points never removed: each diagram's first and last (the segment between two diagrams
+    is then never looked at)."""
+    index = np.arange(x.size)
     for _ in range(passes):
         dx, dy = x[1:] - x[:-1], y[1:] - y[:-1]
         # interior point k+1 goes when dy[k]/dx[k] >= dy[k+1]/dx[k+1] (integer cross-multiplication)
-        drop = dy[:-1] * dx[1:] >= dy[1:] * dx[:-1]
+        drop = (dy[:-1] * dx[1:] >= dy[1:] * dx[:-1]) & ~fixed[1:-1]
         if not drop.any():
             break
         keep = np.concatenate(([True], ~drop, [True]))
-        x, y = x[keep], y[keep]
-    return (y[1:] - y[:-1]).tolist(), (x[1:] - x[:-1]).tolist()
+        x, y, fixed, index = x[keep], y[keep], fixed[keep], index[keep]
+    return index
 
 
 def min_cllr_from_counts(n_bona: np.ndarray, n_all: np.ndarray) -> float:
@@ -498,9 +502,18 @@ def min_cllr_from_diagram(x: np.ndarray, y: np.ndarray) -> float:
     """`min_cllr` from the cumulative (trials, bona fide) diagram in ascending score order: points (k + 1,)
     int64 from (0, 0) to (N, N_bonafide), one wherever a run of tied scores ends (more, or fewer where the
     dropped ones cannot be corners of its convex minorant, give the same value)."""
-    n_bona_total, n_spoof_total = int(y[-1]), int(x[-1] - y[-1])
+    fixed = np.zeros(x.size, dtype=bool)
+    fixed[[0, -1]] = True
     # Pure runs (all bona fide or all spoof) are collinear and go in the first vectorised pass.
-    block_bona, block_all = _prune_to_hull(x, y)
+    kept = hull_candidates(x, y, fixed)
+    return min_cllr_from_blocks(np.diff(y[kept]).tolist(), np.diff(x[kept]).tolist())
+
+
+def min_cllr_from_blocks(block_bona: list[int], block_all: list[int]) -> float:
+    """`min_cllr` from the bona fide and trial counts of consecutive blocks in ascending score order, the
+    blocks that PAV starts from (lists of ints; pooling them all gives every trial)."""
+    n_bona_total, n_all_total = sum(block_bona), sum(block_all)
+    n_spoof_total = n_all_total - n_bona_total
     stack_bona: list[int] = []
     stack_all: list[int] = []
     for b, n in zip(block_bona, block_all, strict=True):

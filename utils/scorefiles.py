@@ -156,18 +156,40 @@ def tokenize(text: str) -> Tokens | None:
     that is not plain ASCII with spaces, tabs and newlines (the caller splits the lines itself)."""
     if not text.isascii():
         return None
-    b = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
-    newlines = np.flatnonzero(b == 10)
-    # Control characters other than tab and newline (\r, \x0b, \x1c, NUL, ...) are whitespace or line
-    # breaks to str.split()/splitlines() in some cases and not others: leave such text to them.
-    if np.count_nonzero(b < 32) != newlines.size + text.count("\t"):
+    raw = text.encode("ascii")
+    n = len(raw)
+    data = np.empty(n + 8, dtype=np.uint8)  # zero padding: a column reads whole 8-byte words from a token
+    data[:n] = np.frombuffer(raw, dtype=np.uint8)
+    data[n:] = 0
+    offset = np.int32 if n < 2**31 - 8 else np.int64
+    # Chunks small enough for the cache, through buffers reused: no temporaries the size of the text.
+    chunk = min(_TOKENIZE_CHUNK, max(n, 1))
+    space = np.empty(chunk + 1, dtype=bool)  # space[0]: whether the byte before the chunk is whitespace
+    mask = np.empty(chunk, dtype=bool)
+    edges, newlines, controls = [], [], 0
+    space[0] = True
+    for lo in range(0, n, chunk):
+        part = data[lo : min(lo + chunk, n)]
+        m, hit = part.size, mask[: part.size]
+        # Control characters other than tab and newline (\r, \x0b, \x1c, NUL, ...) are whitespace or line
+        # breaks to str.split()/splitlines() in some cases and not others: leave such text to them.
+        controls += np.count_nonzero(np.less(part, 32, out=hit))
+        found = np.flatnonzero(np.equal(part, 10, out=hit))
+        newlines.append((found + lo).astype(offset))
+        controls -= found.size + np.count_nonzero(np.equal(part, 9, out=hit))
+        # Bounded by whitespace on both sides, a change of class marks a token's start, then its end.
+        np.less_equal(part, 32, out=space[1 : m + 1])
+        edges.append((np.flatnonzero(np.not_equal(space[1 : m + 1], space[:m], out=hit)) + lo).astype(offset))
+        space[0] = space[m]
+    if controls:
         return None
-    # Bounded by whitespace on both sides, a change of class marks a token's start, then its end.
-    padded = np.ones(b.size + 2, dtype=bool)
-    np.less_equal(b, 32, out=padded[1:-1])
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
-    # zero padding: a column reads whole 8-byte words from each token's start
-    return Tokens(np.concatenate((b, np.zeros(8, dtype=np.uint8))), edges[0::2], edges[1::2], newlines)
+    edges.append(np.array([] if space[0] else [n], dtype=offset))  # a token running to the end closes there
+    edge = np.concatenate(edges)
+    return Tokens(data, edge[0::2], edge[1::2], np.concatenate([np.zeros(0, offset), *newlines]))
+
+
+#: bytes of text per tokenizer pass
+_TOKENIZE_CHUNK = 1 << 18
 
 
 def token_counts(text: str) -> np.ndarray | None:
@@ -394,7 +416,7 @@ def parse_scores(table: Table, col: int) -> np.ndarray:
 
 def check_values(table: Table, col: int, allowed: Sequence[str], name: str) -> np.ndarray:
     """Column `col` as a str array whose values must all be in `allowed`."""
-    values = np.array(table.columns[col])
+    values = np.asarray(table.columns[col])
     ok = table.columns.matches(col, allowed) if isinstance(table.columns, TokenColumns) else None
     if ok is None:
         ok = np.zeros(values.shape, dtype=bool)
@@ -501,7 +523,7 @@ def read_scores(path: str | os.PathLike, fmt: str = "auto") -> CMScores:
             ids, attacks = split
         scores, keys = parse_scores(table, 1), check_values(table, 2, CM_KEYS, "key")
     check_unique(path, ids, table.line_numbers)
-    return CMScores(path, fmt, np.array(ids), scores, attacks, keys, table.line_numbers)
+    return CMScores(path, fmt, np.asarray(ids), scores, attacks, keys, table.line_numbers)
 
 
 def _split_attack_suffix(table: Table, layout: str) -> tuple[list[str], np.ndarray]:

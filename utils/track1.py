@@ -22,7 +22,8 @@ import numpy as np
 from utils.metrics import (
     ASVSPOOF5_COSTS,
     DcfCosts,
-    min_cllr_from_diagram,
+    hull_candidates,
+    min_cllr_from_blocks,
     normalised_dcf,
 )
 
@@ -49,7 +50,14 @@ class SortedSide:
 def cell_measures(
     bona: SortedSide, spoof: SortedSide, costs: DcfCosts = ASVSPOOF5_COSTS
 ) -> dict[str, float] | None:
-    """The Track 1 measures of one cell from its sorted bona fide and spoof scores; None without both.
+    """The Track 1 measures of one cell from its sorted bona fide and spoof scores; None without both."""
+    return cells_measures([(bona, spoof)], costs)[0]
+
+
+def cells_measures(
+    cells: list[tuple[SortedSide, SortedSide]], costs: DcfCosts = ASVSPOOF5_COSTS
+) -> list[dict[str, float] | None]:
+    """The Track 1 measures of many cells (bona fide side, spoof side) at once, each None without both.
 
     The merged ranking is never built. ``before[j]`` (binary searches) counts the bona fide trials ranked
     before spoof trial j (bona fide first on ties), which fixes every DET point: after k spoof trials the
@@ -57,78 +65,202 @@ def cell_measures(
     So minDCF is reached at the start of such a run, the EER crossing lies in the first run that ends at or
     above frr = far, and the convex hull that minCllr's PAV pooling follows has its corners only where a
     run of spoof values ends; the same floating-point operations as on the whole curve, on n_spoof points.
+    The cells' spoof trials lie one after another in one array (segment k: cell k), so each step is a
+    few numpy passes over all cells rather than a few per cell.
     """
-    n_bona, n_spoof = bona.scores.size, spoof.scores.size
-    if n_bona == 0 or n_spoof == 0:
-        return None
+    out: list[dict[str, float] | None] = [None] * len(cells)
+    live = [k for k, (b, s) in enumerate(cells) if b.scores.size and s.scores.size]
+    # Batches of consecutive cells small enough for the cache (one cell alone may be larger).
+    batch: list[int] = []
+    for i, k in enumerate(live):
+        batch.append(k)
+        size = sum(cells[j][1].scores.size for j in batch)
+        if i + 1 == len(live) or size + cells[live[i + 1]][1].scores.size > _BATCH_TRIALS:
+            for j, measures in zip(batch, _batch_measures([cells[j] for j in batch], costs), strict=True):
+                out[j] = measures
+            batch = []
+    return out
+
+
+#: spoof trials per batch of cells in `cells_measures`
+_BATCH_TRIALS = 1 << 18
+
+
+def _batch_measures(cells: list[tuple[SortedSide, SortedSide]], costs: DcfCosts) -> list[dict[str, float]]:
+    """`cells_measures` of cells that all have both classes.
+
+    Along a cell's sorted spoof trials, ``before`` rises only where bona fide trials are ranked between two
+    of them; within a stretch of equal ``before`` the false-alarm rate falls while the miss rate stays, so
+    the DCF falls (to its stretch's last trial), the EER condition turns true at most once, and no point but
+    the last can be a corner of minCllr's hull (a flat segment follows it). Only the stretches' last
+    trials are looked at, the EER crossing searched within its stretch.
+    """
+    n_bona = np.array([b.scores.size for b, _ in cells])
+    n_spoof = np.array([s.scores.size for _, s in cells])
+    seg = np.concatenate(([0], np.cumsum(n_spoof)))  # cell i's spoof trials: seg[i] .. seg[i+1]
+    before = np.concatenate([_bona_before(b.scores, s.scores) for b, s in cells])
+    ends = np.ones(before.size, dtype=bool)
+    np.not_equal(before[1:], before[:-1], out=ends[:-1])
+    ends[seg[1:] - 1] = True
+    last = np.flatnonzero(ends)  # each stretch's last spoof trial
+    cell = np.searchsorted(seg, last, side="right") - 1
+    opens = np.searchsorted(last, seg)  # cell i's stretches: last[opens[i]] .. last[opens[i+1] - 1]
+    j = last - seg[cell]  # index in its cell
+    b_at, nb, ns = before[last], n_bona[cell], n_spoof[cell]
     c = (costs.pspoof, costs.cmiss, costs.cfa)
-    before = np.searchsorted(bona.scores, spoof.scores, side="right")
-    run_start = np.concatenate(([0], before))  # bona fide count where the false-alarm rate becomes far[k]
-    far = (n_spoof - np.arange(n_spoof + 1)) / n_spoof
+    # DET point k (k = 0..n_spoof): bona fide count before[k-1] (0 for k = 0), far = (n_spoof − k)/n_spoof
+    min_dcf = np.minimum(np.minimum.reduceat(normalised_dcf(b_at / nb, (ns - j - 1) / ns, *c), opens[:-1]),
+                         normalised_dcf(0 / 1, 1.0, *c))  # fmt: skip
+    # actual DCF at the Bayes threshold; each bona fide side is searched once
     threshold = -np.log(costs.cmiss * (1 - costs.pspoof) / (costs.cfa * costs.pspoof))
-    pmiss = int(np.searchsorted(bona.scores, threshold, side="left")) / n_bona  # bona fide < threshold
-    pfa = (n_spoof - int(np.searchsorted(spoof.scores, threshold, side="left"))) / n_spoof
-    cllr = 0.5 * (bona.cllr_sum / n_bona + spoof.cllr_sum / n_spoof) / np.log(2)
-    # a spoof value's last trial closes a block of the tie-aware cumulative (trials, bona fide) diagram
-    last = np.flatnonzero(np.append(spoof.scores[1:] != spoof.scores[:-1], True))
-    diagram_bona = np.concatenate(([0], before[last], [n_bona]))
-    diagram_all = np.concatenate(([0], before[last] + last + 1, [n_bona + n_spoof]))
-    return {
-        "min_dcf": float(normalised_dcf(run_start / n_bona, far, *c).min()),
-        "act_dcf": float(normalised_dcf(pmiss, pfa, *c)),
-        "cllr": float(cllr),
-        "min_cllr": min_cllr_from_diagram(diagram_all, diagram_bona),
-        "eer": _eer_from_runs(run_start, far, n_bona),
-    }
+    below = {id(b): int(np.searchsorted(b.scores, threshold, side="left")) for b, _ in cells}
+    pmiss = np.array([below[id(b)] for b, _ in cells]) / n_bona
+    spoof_below = np.array([np.searchsorted(s.scores, threshold, side="left") for _, s in cells])
+    pfa = (n_spoof - spoof_below) / n_spoof
+    act_dcf = normalised_dcf(pmiss, pfa, *c)
+    # run k (after k spoof trials) ends at or above the EER crossing where before[k]/n_bona >= far_k
+    crossed = np.append(np.flatnonzero(b_at / nb >= (ns - j) / ns), last.size)  # (last.size: none)
+    eer = _eers(before, seg, last, opens, crossed[np.searchsorted(crossed, opens[:-1])], n_bona, n_spoof)
+    min_cllr = _min_cllrs(b_at + j + 1, b_at, opens, n_bona, n_spoof)
+    cllr = [0.5 * (b.cllr_sum / b.scores.size + s.cllr_sum / s.scores.size) / np.log(2) for b, s in cells]
+    return [{"min_dcf": float(min_dcf[i]), "act_dcf": float(act_dcf[i]), "cllr": float(cllr[i]),
+             "min_cllr": min_cllr[i], "eer": eer[i]} for i in range(len(cells))]  # fmt: skip
 
 
-def _eer_from_runs(run_start: np.ndarray, far: np.ndarray, n_bona: int) -> float:
-    """`utils.metrics.eer_from_det` on the DET curve whose run k (false-alarm rate far[k], (n_spoof+1,))
-    covers the bona fide counts run_start[k] .. run_start[k+1] (n_bona after the last run): the two points
-    around the sign change of frr − far (which only grows along the curve), the first of them on a tie."""
-    run_end = np.append(run_start[1:], n_bona)
-    k = int(np.argmax(run_end / n_bona >= far))  # the run holding the first point with frr >= far
-    lo, hi = int(run_start[k]), int(run_end[k])
-    guess = n_bona * far[k]
-    counts = np.arange(max(lo, int(guess) - 1), max(min(hi, int(guess) + 2), lo) + 1)
-    at = int(counts[np.argmax(counts / n_bona >= far[k])])
-    points = [(at - 1, k) if at > lo else (lo, k - 1), (at, k)]
-    rates = [(count / n_bona, far[run]) for count, run in points]
-    gaps = [abs(frr - fa) for frr, fa in rates]
-    return float(np.mean(rates[0] if gaps[0] <= gaps[1] else rates[1]))
+def _bona_before(bona: np.ndarray, spoof: np.ndarray) -> np.ndarray:
+    """For each of the sorted ``spoof`` scores (n,), how many of the sorted ``bona`` scores are at or below
+    it (``np.searchsorted(bona, spoof, side="right")``): merged (a stable sort of the two runs, bona fide
+    first on ties) when the spoof side is not much the smaller, else binary searches."""
+    if 4 * spoof.size < bona.size:
+        return np.searchsorted(bona, spoof, side="right")
+    order = np.argsort(np.concatenate((bona, spoof)), kind="stable")
+    return np.flatnonzero(order >= bona.size) - np.arange(spoof.size)
+
+
+def _eers(
+    before: np.ndarray,
+    seg: np.ndarray,
+    last: np.ndarray,
+    opens: np.ndarray,
+    first_crossed: np.ndarray,
+    n_bona: np.ndarray,
+    n_spoof: np.ndarray,
+) -> list[float]:
+    """`utils.metrics.eer_from_det` of each cell, from its DET curve in runs: run k (far_k = (n_spoof −
+    k)/n_spoof) covers the bona fide counts before[k-1] .. before[k] (0 before the first, n_bona after the
+    last); frr − far only grows along the curve, so the crossing lies in the first run k that ends at or
+    above frr = far (the last run always does), and the EER is the mean of the two points around it (the
+    first of them on a tie). ``first_crossed[i]``: the index into ``last`` of cell i's first stretch whose
+    last run has crossed (or some later cell's); k is found by bisection within that stretch."""
+    eers = []
+    for i, stretch in enumerate(first_crossed.tolist()):
+        n_b, n_s, base = int(n_bona[i]), int(n_spoof[i]), int(seg[i])
+
+        def far_of(run: int, n_s: int = n_s) -> float:
+            return (n_s - run % (n_s + 1)) / n_s  # (run −1: the last, as numpy indexes)
+
+        def start_of(run: int, n_b: int = n_b, base: int = base) -> int:
+            return 0 if run == 0 else int(before[base + run - 1])
+
+        if opens[i] <= stretch < opens[i + 1]:
+            lo_k = int(last[stretch - 1]) - base + 1 if stretch > opens[i] else 0
+            k, b_k = int(last[stretch]) - base, int(before[last[stretch]])
+            while lo_k < k:  # the first run of the stretch with b_k / n_b >= far_k
+                mid = (lo_k + k) // 2
+                lo_k, k = (lo_k, mid) if b_k / n_b >= far_of(mid) else (mid + 1, k)
+        else:
+            k = n_s
+        lo, hi = start_of(k), (int(before[base + k]) if k < n_s else n_b)
+        guess = n_b * far_of(k)
+        counts = range(max(lo, int(guess) - 1), max(min(hi, int(guess) + 2), lo) + 1)
+        at = next((count for count in counts if count / n_b >= far_of(k)), counts[0])
+        points = [(at - 1, k) if at > lo else (lo, k - 1), (at, k)]
+        rates = [(count / n_b, far_of(run)) for count, run in points]
+        gaps = [abs(frr - fa) for frr, fa in rates]
+        frr, fa = rates[0] if gaps[0] <= gaps[1] else rates[1]
+        eers.append(float((frr + fa) / 2))
+    return eers
+
+
+def _min_cllrs(
+    x_inner: np.ndarray, y_inner: np.ndarray, opens: np.ndarray, n_bona: np.ndarray, n_spoof: np.ndarray
+) -> list[float]:
+    """`utils.metrics.min_cllr` of each cell from the candidate corners of its cumulative (trials, bona fide)
+    diagram: (0, 0), the points (x_inner, y_inner) of cell i at opens[i] .. opens[i+1] - 1, and
+    (n_bona + n_spoof, n_bona)."""
+    m = np.diff(opens)
+    starts = np.concatenate(([0], np.cumsum(m + 2)))  # where each cell's diagram starts
+    x = np.empty(starts[-1], dtype=np.int64)
+    y = np.empty(starts[-1], dtype=np.int64)
+    inner = np.arange(x_inner.size) + 2 * np.repeat(np.arange(m.size), m) + 1
+    x[inner], y[inner] = x_inner, y_inner
+    x[starts[:-1]], y[starts[:-1]] = 0, 0
+    x[starts[1:] - 1], y[starts[1:] - 1] = n_bona + n_spoof, n_bona
+    fixed = np.zeros(x.size, dtype=bool)
+    fixed[starts[:-1]] = fixed[starts[1:] - 1] = True
+    kept = hull_candidates(x, y, fixed)
+    # the kept points of cell i lie between its two fixed ends; its blocks are their differences
+    bounds = np.searchsorted(kept, starts).tolist()
+    xs, ys = x[kept].tolist(), y[kept].tolist()
+    cllrs = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        block_all = [xs[j + 1] - xs[j] for j in range(lo, hi - 1)]
+        block_bona = [ys[j + 1] - ys[j] for j in range(lo, hi - 1)]
+        cllrs.append(min_cllr_from_blocks(block_bona, block_all))
+    return cllrs
 
 
 def few_unique(values: np.ndarray, limit: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(values, return_inverse=True)`` for a str array (n,) with few distinct values (attacks,
     codecs) without sorting the strings: each string of at most 8 Latin-1 characters is packed into one
-    integer (exactly), the distinct integers are found from a sample and checked against every trial (a
-    full sort of the integers only when the sample missed one), and only those few are sorted as strings.
-    Longer strings, more than ``limit`` values or another dtype: `np.unique` itself."""
+    integer (exactly), the distinct integers are found from a sample (all of them when the sample missed
+    one) and each trial's is looked up in a perfect hash table of those few, checked against every trial;
+    only the few are sorted as strings. Longer strings, more than ``limit`` values or another dtype:
+    `np.unique` itself."""
     values = np.ascontiguousarray(values)
     width = values.dtype.itemsize // 4 if values.dtype.kind == "U" else 0
     if not 0 < width <= 8 or values.size == 0:
         return np.unique(values, return_inverse=True)
     chars = values.view(np.uint32).reshape(values.size, width)
-    largest = chars.max(axis=0)  # per character position: one pass over the array
-    if int(largest.max()) > 255:
+    if int(chars.max()) > 255:
         return np.unique(values, return_inverse=True)
-    width = max(int(np.flatnonzero(largest).max(initial=0)) + 1, 1)  # the dtype may be wider than needed
-    chars = chars[:, :width]
-    key = chars[:, 0].astype(np.uint64)
-    for k in range(1, width):
-        key |= chars[:, k].astype(np.uint64) << np.uint64(8 * k)
-    keys = np.unique(key[:: max(1, values.size // 4096)])
-    codes = np.searchsorted(keys, key)
-    if not np.array_equal(keys[np.minimum(codes, keys.size - 1)], key):
-        keys = np.unique(key)  # the sample missed a value
-        codes = np.searchsorted(keys, key)
-    if keys.size > limit:
-        return np.unique(values, return_inverse=True)
-    found = keys.astype("<u8").view(np.uint8).reshape(keys.size, 8)[:, :width]
-    found = found.astype(np.uint32).view(f"U{width}").ravel()
+    packed = np.zeros((values.size, 8), dtype=np.uint8)
+    packed[:, :width] = chars
+    key = packed.view("<u8").ravel()
+    codes = None
+    for keys in (np.unique(key[:: max(1, values.size // 4096)]), None):
+        keys = np.unique(key) if keys is None else keys  # the second try: the sample missed a value
+        if keys.size > limit:
+            return np.unique(values, return_inverse=True)
+        codes = _perfect_hash_codes(keys, key)
+        if codes is not None:
+            break
+    found = keys.view(np.uint8).reshape(keys.size, 8).astype(np.uint32).view("U8").ravel()
     rank = np.empty(found.size, dtype=np.int64)
     rank[np.argsort(found, kind="stable")] = np.arange(found.size)
-    return np.sort(found), rank[codes]
+    return np.sort(found).astype(values.dtype), rank[codes]
+
+
+def _perfect_hash_codes(keys: np.ndarray, key: np.ndarray) -> np.ndarray | None:
+    """The index (n,) of each of ``key`` (n,) uint64 in the distinct ``keys`` (k,), through a multiplicative
+    hash without collisions among ``keys`` (a table of ≥ 4k slots); None when a value is not in ``keys``."""
+    bits = max(4, int(keys.size * 4 - 1).bit_length())
+    table = np.full(1 << bits, -1, dtype=np.int64)
+    shift = np.uint64(64 - bits)
+    for multiplier in _HASH_MULTIPLIERS:
+        slot = (keys * multiplier) >> shift
+        if np.unique(slot).size == keys.size:
+            break
+    else:  # no multiplier separates them: a sorted lookup instead
+        codes = np.minimum(np.searchsorted(keys, key), keys.size - 1)
+        return codes if np.array_equal(keys[codes], key) else None
+    table[slot] = np.arange(keys.size)
+    codes = table[(key * multiplier) >> shift]
+    return codes if np.all(codes >= 0) and np.array_equal(keys[codes], key) else None
+
+
+#: odd 64-bit multipliers, tried in turn: odd multiples of Fibonacci hashing's 2^64/φ
+_HASH_MULTIPLIERS = [np.uint64(0x9E3779B97F4A7C15 * (2 * i + 1) % 2**64) for i in range(32)]
 
 
 def _grouped(scores: np.ndarray, key: np.ndarray, n_groups: int) -> list[np.ndarray]:
@@ -181,18 +313,22 @@ def track1_tables(
     spoof_all = _sides(spoof_by_codec_all, False)
     row_labels = [POOLED, *attack_names.tolist()]
     col_labels = [POOLED, *codec_names.tolist()] if codecs is not None else [POOLED]
-    per_cell: dict[str, dict[str, dict[str, float] | None]] = {}
+    # every cell of the table, row by row, then their measures in one batch
+    pairs, places = [], []
     for r, row in enumerate(row_labels):
         if r == 0:
             spoof_pooled, spoof_by_codec = spoof_all, spoof_by_codec_all
         else:
             spoof_by_codec = [cell[c][r - 1] for c in range(n_codec)]
             spoof_pooled = _sides(spoof_by_codec, False)
-        cells = {POOLED: cell_measures(bona_all, spoof_pooled, costs)}
+        pairs.append((bona_all, spoof_pooled))
+        places.append((row, POOLED))
         if codecs is not None:
-            for c, col in enumerate(col_labels[1:]):
-                cells[col] = cell_measures(bona_of[c], spoof_by_codec[c], costs)
-        per_cell[row] = cells
+            pairs += zip(bona_of, spoof_by_codec, strict=True)
+            places += [(row, col) for col in col_labels[1:]]
+    per_cell: dict[str, dict[str, dict[str, float] | None]] = {row: {} for row in row_labels}
+    for (row, col), measures in zip(places, cells_measures(pairs, costs), strict=True):
+        per_cell[row][col] = measures
     return {
         "pooled": per_cell[POOLED][POOLED],
         "attacks": attack_names.tolist(),

@@ -82,9 +82,9 @@ class ASVspoof5(Corpus):
         table = split_table(path, text, 10, COLUMNS)
         keys = check_values(table, _KEY, CM_KEYS, "key")
         check_unique(path, table.columns[_FILE], table.line_numbers)
-        attacks = np.array(table.columns[_ATTACK])
-        attacks[keys == BONAFIDE] = "-"
-        return TrialColumns(np.array(table.columns[_FILE]), keys, attacks, np.array(table.columns[_CODEC]))
+        attacks = np.where(keys == BONAFIDE, "-", table.columns[_ATTACK])
+        codecs = np.asarray(table.columns[_CODEC])
+        return TrialColumns(np.asarray(table.columns[_FILE]), keys, attacks, codecs)
 
 
 def _is_key_file(text: str) -> bool:
