@@ -423,11 +423,12 @@ def evaluate_conditions(
 
 def protocol_order(
     scores_path: Path, protocol: Path, protocol_format: str, scored: np.ndarray, listed: np.ndarray
-) -> np.ndarray:
-    """Index into the protocol's trials (``listed``) of every scored utt_id (``scored``), (n,); ids missing
-    from either side raise `UserError` as in `matched_rows`."""
+) -> np.ndarray | slice:
+    """Index into the protocol's trials (``listed``) of every scored utt_id (``scored``), (n,), or the whole
+    slice when both list the same ids in the same order (no copies); ids missing from either side raise
+    `UserError` as in `matched_rows`."""
     if scored.shape == listed.shape and np.array_equal(scored, listed):
-        return np.arange(listed.size)
+        return slice(None)
     index = dict(zip(listed.tolist(), range(listed.size), strict=True))
     found = [index.get(utt, -1) for utt in scored.tolist()]
     if -1 in found or len(found) != listed.size:

@@ -162,11 +162,13 @@ def tokenize(text: str) -> Tokens | None:
     data[:n] = np.frombuffer(raw, dtype=np.uint8)
     data[n:] = 0
     offset = np.int32 if n < 2**31 - 8 else np.int64
-    # Chunks small enough for the cache, through buffers reused: no temporaries the size of the text.
+    # Chunks small enough for the cache, through buffers reused: no temporaries the size of the text, and
+    # the token edges written straight into one array (pages it does not reach are never touched).
     chunk = min(_TOKENIZE_CHUNK, max(n, 1))
     space = np.empty(chunk + 1, dtype=bool)  # space[0]: whether the byte before the chunk is whitespace
     mask = np.empty(chunk, dtype=bool)
-    edges, newlines, controls = [], [], 0
+    edge = np.empty(n + 1, dtype=offset)
+    n_edges, newlines, controls = 0, [], 0
     space[0] = True
     for lo in range(0, n, chunk):
         part = data[lo : min(lo + chunk, n)]
@@ -179,12 +181,16 @@ def tokenize(text: str) -> Tokens | None:
         controls -= found.size + np.count_nonzero(np.equal(part, 9, out=hit))
         # Bounded by whitespace on both sides, a change of class marks a token's start, then its end.
         np.less_equal(part, 32, out=space[1 : m + 1])
-        edges.append((np.flatnonzero(np.not_equal(space[1 : m + 1], space[:m], out=hit)) + lo).astype(offset))
+        found = np.flatnonzero(np.not_equal(space[1 : m + 1], space[:m], out=hit))
+        np.add(found, lo, out=edge[n_edges : n_edges + found.size], casting="unsafe")
+        n_edges += found.size
         space[0] = space[m]
     if controls:
         return None
-    edges.append(np.array([] if space[0] else [n], dtype=offset))  # a token running to the end closes there
-    edge = np.concatenate(edges)
+    if not space[0]:  # a token running to the end closes there
+        edge[n_edges] = n
+        n_edges += 1
+    edge = edge[:n_edges]
     return Tokens(data, edge[0::2], edge[1::2], np.concatenate([np.zeros(0, offset), *newlines]))
 
 

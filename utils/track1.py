@@ -228,8 +228,8 @@ def few_unique(values: np.ndarray, limit: int = 256) -> tuple[np.ndarray, np.nda
     packed[:, :width] = chars
     key = packed.view("<u8").ravel()
     codes = None
-    for keys in (np.unique(key[:: max(1, values.size // 4096)]), None):
-        keys = np.unique(key) if keys is None else keys  # the second try: the sample missed a value
+    for keys in (_distinct(key[:: max(1, values.size // 4096)]), None):
+        keys = _distinct(key) if keys is None else keys  # the second try: the sample missed a value
         if keys.size > limit:
             return np.unique(values, return_inverse=True)
         codes = _perfect_hash_codes(keys, key)
@@ -241,6 +241,12 @@ def few_unique(values: np.ndarray, limit: int = 256) -> tuple[np.ndarray, np.nda
     return np.sort(found).astype(values.dtype), rank[codes]
 
 
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """The distinct values of an integer array (n,), sorted (`np.unique` without its masked-array import)."""
+    values = np.sort(values)
+    return values[np.append(True, values[1:] != values[:-1])] if values.size else values
+
+
 def _perfect_hash_codes(keys: np.ndarray, key: np.ndarray) -> np.ndarray | None:
     """The index (n,) of each of ``key`` (n,) uint64 in the distinct ``keys`` (k,), through a multiplicative
     hash without collisions among ``keys`` (a table of ≥ 4k slots); None when a value is not in ``keys``."""
@@ -249,7 +255,7 @@ def _perfect_hash_codes(keys: np.ndarray, key: np.ndarray) -> np.ndarray | None:
     shift = np.uint64(64 - bits)
     for multiplier in _HASH_MULTIPLIERS:
         slot = (keys * multiplier) >> shift
-        if np.unique(slot).size == keys.size:
+        if _distinct(slot).size == keys.size:
             break
     else:  # no multiplier separates them: a sorted lookup instead
         codes = np.minimum(np.searchsorted(keys, key), keys.size - 1)
