@@ -41,6 +41,7 @@ from utils.errors import UserError, run_cli
 from utils.groups import format_group_tables
 from utils.io import atomic_write_text
 from utils.metrics import CostModel, MetricError, SortedTrials, eer_from_det
+from utils.parallel import fork_workers
 from utils.report import format_histogram
 from utils.scorefiles import SCORE_FORMATS, SCORE_LAYOUTS
 from utils.track1 import POOLED, format_track1_tables
@@ -74,6 +75,14 @@ def _add_metric_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="PROTOCOL",
         help="CM protocol of --calibrate, if its score file has no keys",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=fork_workers(),
+        metavar="N",
+        help="processes for the ASVspoof 5 Track 1 per-cell tables (same values with any number; default "
+        "%(default)s here: 2 where the system can fork and 2 CPUs are usable, else 1)",
     )
 
 
@@ -357,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         costs=costs,
         group_by=group_by_columns(args.group_by),
         names=FLAG_NAMES,
+        workers=max(1, args.workers),
     )
     corpus = protocol_corpus(req)
     if args.calibrate is None and args.calibrate_protocol is not None:

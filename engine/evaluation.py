@@ -77,7 +77,8 @@ class EvalRequest:
     'cm_key asv_key score' or 2021 LA 'model trial score' (with ``asv_metadata``, the 2021 ASV keys);
     ``metrics``: ``asvspoof2019`` or ``asvspoof5`` (adds minDCF, actDCF, Cllr, minCllr); ``calibration``:
     applied to the scores first, its ``calibration_source`` recorded in the result; ``group_by``: protocol
-    columns to give measures per value of (`utils.groups`; the result's ``groups``).
+    columns to give measures per value of (`utils.groups`; the result's ``groups``); ``workers``: processes
+    for the ASVspoof 5 Track 1 cell tables (`utils.parallel.fork_workers`; the same values with any number).
     """
 
     scores: Path
@@ -94,6 +95,7 @@ class EvalRequest:
     calibration_source: str | None = None
     group_by: tuple[str, ...] = ()
     names: Mapping[str, str] = field(default_factory=dict)
+    workers: int = 1
 
     def name(self, key: str) -> str:
         """How messages call input ``key`` (a field name)."""
@@ -453,7 +455,7 @@ def evaluate_track1(
     if negated:
         scores = -scores
     try:
-        tables = track1_tables(scores, is_bona, attacks, codecs)
+        tables = track1_tables(scores, is_bona, attacks, codecs, workers=req.workers)
     except MetricError as exc:
         raise UserError(f"{req.scores}: {exc}") from None
     result = {

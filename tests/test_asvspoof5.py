@@ -225,6 +225,7 @@ def test_cells_in_one_batch_equal_cells_one_by_one(monkeypatch: pytest.MonkeyPat
     alone = [cells_measures([cell])[0] for cell in cells]
     monkeypatch.setattr(track1_module, "_BATCH_TRIALS", batch)
     assert cells_measures(cells) == alone
+    assert cells_measures(cells, workers=2) == alone  # (forked processes where the system has fork)
     empty = sum(b.scores.size == 0 or s.scores.size == 0 for b, s in cells)
     assert sum(m is None for m in alone) == empty > 0
     for (bona, spoof), measures in zip(cells, alone, strict=True):

@@ -26,6 +26,7 @@ from utils.metrics import (
     min_cllr_from_blocks,
     normalised_dcf,
 )
+from utils.parallel import fork_map
 
 POOLED = "pooled"
 MEASURES = ("min_dcf", "act_dcf", "cllr", "min_cllr", "eer")
@@ -55,30 +56,39 @@ def cell_measures(
 
 
 def cells_measures(
-    cells: list[tuple[SortedSide, SortedSide]], costs: DcfCosts = ASVSPOOF5_COSTS
+    cells: list[tuple[SortedSide, SortedSide]], costs: DcfCosts = ASVSPOOF5_COSTS, workers: int = 1
 ) -> list[dict[str, float] | None]:
-    """The Track 1 measures of many cells (bona fide side, spoof side) at once, each None without both.
+    """The Track 1 measures of many cells (bona fide side, spoof side) at once, each None without both;
+    ``workers`` > 1: the cells split over that many processes (`utils.parallel.fork_map`).
 
-    The merged ranking is never built. ``before[j]`` (binary searches) counts the bona fide trials ranked
-    before spoof trial j (bona fide first on ties), which fixes every DET point: after k spoof trials the
-    curve walks through the bona fide counts ``before[k-1] .. before[k]`` at a constant false-alarm rate.
-    So minDCF is reached at the start of such a run, the EER crossing lies in the first run that ends at or
-    above frr = far, and the convex hull that minCllr's PAV pooling follows has its corners only where a
-    run of spoof values ends; the same floating-point operations as on the whole curve, on n_spoof points.
-    The cells' spoof trials lie one after another in one array (segment k: cell k), so each step is a
-    few numpy passes over all cells rather than a few per cell.
+    The merged ranking is never built. ``before[j]`` counts the bona fide trials ranked before spoof trial
+    j (bona fide first on ties), which fixes every DET point: after k spoof trials the curve walks through
+    the bona fide counts ``before[k-1] .. before[k]`` at a constant false-alarm rate. So minDCF is reached
+    at the start of such a run, the EER crossing lies in the first run that ends at or above frr = far, and
+    the convex hull that minCllr's PAV pooling follows has its corners only where a run of spoof values
+    ends; the same floating-point operations as on the whole curve, on n_spoof points. Cells are taken in
+    batches whose spoof trials lie one after another in one array (segment k: cell k), so each step is a
+    few numpy passes over a batch rather than a few per cell.
     """
-    out: list[dict[str, float] | None] = [None] * len(cells)
     live = [k for k, (b, s) in enumerate(cells) if b.scores.size and s.scores.size]
     # Batches of consecutive cells small enough for the cache (one cell alone may be larger).
-    batch: list[int] = []
-    for i, k in enumerate(live):
-        batch.append(k)
-        size = sum(cells[j][1].scores.size for j in batch)
-        if i + 1 == len(live) or size + cells[live[i + 1]][1].scores.size > _BATCH_TRIALS:
-            for j, measures in zip(batch, _batch_measures([cells[j] for j in batch], costs), strict=True):
-                out[j] = measures
-            batch = []
+    batches: list[list[int]] = []
+    size = 0
+    for k in live:
+        if not batches or size + cells[k][1].scores.size > _BATCH_TRIALS:
+            batches.append([])
+            size = 0
+        batches[-1].append(k)
+        size += cells[k][1].scores.size
+    weights = [sum(cells[k][0].scores.size + cells[k][1].scores.size for k in batch) for batch in batches]
+    def measure(batch: list[int]) -> list[dict[str, float]]:
+        return _batch_measures([cells[k] for k in batch], costs)
+
+    measured = fork_map(measure, batches, workers, weights)
+    out: list[dict[str, float] | None] = [None] * len(cells)
+    for batch, measures in zip(batches, measured, strict=True):
+        for k, m in zip(batch, measures, strict=True):
+            out[k] = m
     return out
 
 
@@ -293,9 +303,11 @@ def track1_tables(
     attacks: np.ndarray,
     codecs: np.ndarray | None = None,
     costs: DcfCosts = ASVSPOOF5_COSTS,
+    workers: int = 1,
 ) -> dict:
     """Track 1 measures of CM scores (n,) (LLR-like, higher = bona fide) with each trial's class (n,) bool,
-    attack (n,) str (ignored for bona fide) and codec (n,) str (None: no codec columns).
+    attack (n,) str (ignored for bona fide) and codec (n,) str (None: no codec columns); the cells'
+    measures computed in ``workers`` processes (`utils.parallel`; the same values with any number).
 
     Returns ``{"pooled": measures, "attacks": [...], "codecs": [...], "per_cell": {row: {col: measures or
     None}}}``; rows ``pooled`` then the attacks, columns ``pooled`` then the codecs, each sorted; measures
@@ -333,7 +345,7 @@ def track1_tables(
             pairs += zip(bona_of, spoof_by_codec, strict=True)
             places += [(row, col) for col in col_labels[1:]]
     per_cell: dict[str, dict[str, dict[str, float] | None]] = {row: {} for row in row_labels}
-    for (row, col), measures in zip(places, cells_measures(pairs, costs), strict=True):
+    for (row, col), measures in zip(places, cells_measures(pairs, costs, workers), strict=True):
         per_cell[row][col] = measures
     return {
         "pooled": per_cell[POOLED][POOLED],
