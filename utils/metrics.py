@@ -84,19 +84,23 @@ class DetCurve:
 
 
 def det_from_sorted(sorted_scores: np.ndarray, sorted_is_pos: np.ndarray) -> DetCurve:
-    """DET points from scores sorted stably (positives first); the same arithmetic as the official code."""
+    """DET points from scores sorted stably (positives first); the same arithmetic as the official code
+    (its float64 running counts are exact integers, computed here as integers and divided once)."""
     n = sorted_scores.size
-    n_pos = int(np.count_nonzero(sorted_is_pos))
+    pos = np.cumsum(sorted_is_pos, dtype=np.int64)  # positives up to and including each point
+    n_pos = int(pos[-1]) if n else 0
     n_neg = n - n_pos
     if n_pos == 0 or n_neg == 0:
         raise MetricError(
             f"need both classes to compute a DET curve (got {n_pos} positive, {n_neg} negative)"
         )
-    pos_sums = np.cumsum(sorted_is_pos, dtype=np.float64)
-    neg_sums = n_neg - (np.arange(1, n + 1) - pos_sums)
-    frr = np.concatenate(([0.0], pos_sums / n_pos))
-    far = np.concatenate(([1.0], neg_sums / n_neg))
-    thresholds = np.concatenate(([sorted_scores[0] - 0.001], sorted_scores))
+    frr, far, thresholds = np.empty(n + 1), np.empty(n + 1), np.empty(n + 1)
+    frr[0], far[0], thresholds[0] = 0.0, 1.0, sorted_scores[0] - 0.001
+    np.divide(pos, n_pos, out=frr[1:])
+    neg_left = np.arange(n_neg - 1, n_neg - 1 - n, -1, dtype=np.int64)  # n_neg − (k + 1) ...
+    neg_left += pos  # ... + positives so far: the negatives still above point k
+    np.divide(neg_left, n_neg, out=far[1:])
+    thresholds[1:] = sorted_scores
     return DetCurve(frr, far, thresholds)
 
 

@@ -142,10 +142,12 @@ def asv_curves(tar: np.ndarray, non: np.ndarray, spf: np.ndarray) -> AsvCurves:
     """Pmiss of targets and Pfa of nontargets and spoofs at every ASV threshold (the package's arithmetic)."""
     labels = _sorted_labels(tar, non, spf)
     curves = np.empty((3, labels.size + 1))
+    hit = np.empty(labels.size, dtype=bool)
+    count = np.int32 if labels.size < 2**31 else np.int64
     for k, (curve, n) in enumerate(zip(curves, (len(tar), len(non), len(spf)), strict=True)):
         # counts up to each point (exact in float64), over the class size; Pfa counts down from 1
         curve[0] = 0.0
-        np.divide(np.cumsum(labels == k), n, out=curve[1:])
+        np.divide(np.cumsum(np.equal(labels, k, out=hit), dtype=count), n, out=curve[1:])
         if k:
             np.subtract(1, curve, out=curve)
     return AsvCurves(*curves)
@@ -280,7 +282,11 @@ def teer_search(cm: DetCurve, asv: AsvCurves) -> tuple[float, int, int] | None:
     a, b, c = asv.pmiss, asv.pfa_non, asv.pfa_spf
     # Only thresholds in the allowed region with spoofs accepted can win (Pfa_spf = 0 makes the
     # criterion infinite or NaN, which the package never picks), so only those need a CM point.
-    rows = np.flatnonzero((a < (1 - RHO_SPOOF) * b + RHO_SPOOF * c) & (c > 0))
+    bound = (1 - RHO_SPOOF) * b
+    bound += RHO_SPOOF * c
+    allowed = np.less(a, bound, out=np.empty(a.size, dtype=bool))
+    allowed &= c > 0
+    rows = np.flatnonzero(allowed)
     if rows.size == 0:
         return None
     rows = _rows_that_can_win(cm, asv, rows)
