@@ -18,6 +18,7 @@ from utils.scorefiles import (
     CM_KEYS,
     TokenColumns,
     check_unique,
+    check_unique_column,
     check_values,
     first_line_span,
     parse_scores,
@@ -156,6 +157,21 @@ def test_check_unique_on_str_arrays_names_both_lines() -> None:
     check_unique(PATH, ids[:-1], lines[:-1])
     with pytest.raises(UserError, match=r"^t\.txt:2002: duplicate utt_id 'E_000017' \(first on line 36\)$"):
         check_unique(PATH, ids, lines)
+
+
+def test_check_unique_column_hashes_the_bytes_and_names_both_lines() -> None:
+    # Ids of 1 to 20 characters (one to three 8-byte words), a duplicate differing from others only in
+    # its last word, and a blank line: the same error as the str check, at the file's own lines.
+    ids = [f"LA_E_{i:0{1 + i % 15}d}" for i in range(500)]
+    text = "".join(f"{u} 0.5\n" for u in ids) + "\n" + f"{ids[123]} 0.7\n"
+    table = split_table(PATH, text, 2, "utt_id score")
+    assert isinstance(table.columns, TokenColumns)
+    message = rf"^t\.txt:502: duplicate utt_id '{ids[123]}' \(first on line 124\)$"
+    with pytest.raises(UserError, match=message):
+        check_unique_column(table, 0)
+    check_unique_column(split_table(PATH, text.rsplit("\n\n", 1)[0], 2, "utt_id score"), 0)
+    hashes = table.columns.hashes(0)
+    assert np.unique(hashes).size == len(set(ids)) and hashes[123] == hashes[-1]
 
 
 def test_few_unique_equals_np_unique() -> None:

@@ -156,10 +156,8 @@ def tokenize(text: str) -> Tokens | None:
     that is not plain ASCII with spaces, tabs and newlines (the caller splits the lines itself)."""
     if not text.isascii():
         return None
-    raw = text.encode("ascii")
-    n = len(raw)
+    n = len(text)  # (one byte per character)
     data = np.empty(n + 8, dtype=np.uint8)  # zero padding: a column reads whole 8-byte words from a token
-    data[:n] = np.frombuffer(raw, dtype=np.uint8)
     data[n:] = 0
     offset = np.int32 if n < 2**31 - 8 else np.int64
     # Chunks small enough for the cache, through buffers reused: no temporaries the size of the text, and
@@ -172,6 +170,7 @@ def tokenize(text: str) -> Tokens | None:
     space[0] = True
     for lo in range(0, n, chunk):
         part = data[lo : min(lo + chunk, n)]
+        part[:] = np.frombuffer(text[lo : lo + part.size].encode("ascii"), dtype=np.uint8)  # encoded in place
         m, hit = part.size, mask[: part.size]
         # Control characters other than tab and newline (\r, \x0b, \x1c, NUL, ...) are whitespace or line
         # breaks to str.split()/splitlines() in some cases and not others: leave such text to them.
@@ -305,6 +304,17 @@ class TokenColumns(Sequence):
             out[~plain] = self.raw(c)[~plain].astype(np.float64)
         return out
 
+    def hashes(self, c: int) -> np.ndarray:
+        """A 64-bit hash (n_rows,) uint64 of each token of column c, from its 8-byte words: equal tokens have
+        equal hashes (different ones almost never: callers check)."""
+        self._chars(c)
+        words = self._words[c]
+        hashes = words[:, 0].copy()
+        for w in range(1, words.shape[1]):
+            hashes *= np.uint64(1_000_003)
+            hashes += words[:, w]
+        return hashes
+
     def raw(self, c: int) -> np.ndarray:
         """Column c as a bytes array (n_rows,)."""
         chars = np.ascontiguousarray(self._chars(c))
@@ -437,14 +447,28 @@ def check_values(table: Table, col: int, allowed: Sequence[str], name: str) -> n
     return values
 
 
-def check_unique(path: Path, ids: Sequence[str], line_numbers: np.ndarray, what: str = "utt_id") -> None:
-    """Raise `UserError` naming both lines if an id occurs twice."""
-    if isinstance(ids, np.ndarray) and ids.dtype.kind == "U":
+def check_unique_column(table: Table, col: int, what: str = "utt_id") -> None:
+    """`check_unique` of column ``col`` of ``table`` (hashed from its bytes when it has them)."""
+    hashes = table.columns.hashes(col) if isinstance(table.columns, TokenColumns) else None
+    check_unique(table.path, table.columns[col], table.line_numbers, what, hashes)
+
+
+def check_unique(
+    path: Path,
+    ids: Sequence[str],
+    line_numbers: np.ndarray,
+    what: str = "utt_id",
+    hashes: np.ndarray | None = None,
+) -> None:
+    """Raise `UserError` naming both lines if an id occurs twice (``hashes``: of the ids, if known)."""
+    if hashes is None and isinstance(ids, np.ndarray) and ids.dtype.kind == "U":
+        hashes = hash_strings(ids)
+    if hashes is not None:
         # Sorted hashes: no two equal means no two equal ids (equal hashes: the exact check below).
-        hashes = np.sort(hash_strings(ids))
+        hashes = np.sort(hashes)
         if not np.any(hashes[1:] == hashes[:-1]):
             return
-        ids = ids.tolist()
+        ids = np.asarray(ids).tolist()
     if len(set(ids)) == len(ids):
         return
     first: dict[str, int] = {}
@@ -528,7 +552,10 @@ def read_scores(path: str | os.PathLike, fmt: str = "auto") -> CMScores:
         else:
             ids, attacks = split
         scores, keys = parse_scores(table, 1), check_values(table, 2, CM_KEYS, "key")
-    check_unique(path, ids, table.line_numbers)
+    if ids is table.columns[0]:
+        check_unique_column(table, 0)
+    else:
+        check_unique(path, ids, table.line_numbers)
     return CMScores(path, fmt, np.asarray(ids), scores, attacks, keys, table.line_numbers)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from data.corpora.base import Corpus, TrialColumns, register_corpus
 from data.protocols import ProtocolRow, extra_fields, rows_from_columns
 from utils.errors import UserError, where
-from utils.scorefiles import BONAFIDE, CM_KEYS, check_unique, check_values, split_table
+from utils.scorefiles import BONAFIDE, CM_KEYS, check_unique_column, check_values, split_table
 
 _FILES = {"train": "train.tsv", "dev": "dev.track_1.tsv", "eval": "eval.track_1.tsv"}
 _AUDIO = {"train": ("flac_T",), "dev": ("flac_D",), "eval": ("flac_E_eval", "flac_E")}
@@ -81,7 +81,7 @@ class ASVspoof5(Corpus):
             return _key_file_columns(path, text)
         table = split_table(path, text, 10, COLUMNS)
         keys = check_values(table, _KEY, CM_KEYS, "key")
-        check_unique(path, table.columns[_FILE], table.line_numbers)
+        check_unique_column(table, _FILE)
         attacks = np.where(keys == BONAFIDE, "-", table.columns[_ATTACK])
         codecs = np.asarray(table.columns[_CODEC])
         return TrialColumns(np.asarray(table.columns[_FILE]), keys, attacks, codecs)
@@ -109,5 +109,5 @@ def _key_file_columns(path: Path, text: str) -> TrialColumns:
         raise UserError(f"{where(path, first + 1)}: no trials after the header")
     table = split_table(path, body, 2, "\t".join(KEY_HEADER))
     keys = check_values(table, 1, CM_KEYS, "cm-label")
-    check_unique(path, table.columns[0], table.line_numbers)
+    check_unique_column(table, 0)
     return TrialColumns(np.array(table.columns[0]), keys, np.where(keys == BONAFIDE, "-", UNKNOWN), None)

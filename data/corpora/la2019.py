@@ -17,7 +17,7 @@ from pathlib import Path
 from data.corpora.base import AsvFiles, Corpus, register_corpus
 from data.protocols import ProtocolRow, rows_from_columns
 from utils.errors import UserError
-from utils.scorefiles import CM_KEYS, check_unique, check_values, split_table
+from utils.scorefiles import CM_KEYS, check_unique_column, check_values, split_table
 
 _FILES = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}
 _ASV_PARTITIONS = ("dev", "eval")
@@ -55,7 +55,7 @@ class LA2019(Corpus):
     ) -> list[ProtocolRow]:
         table = split_table(path, text, 5, self.layout)
         check_values(table, 4, CM_KEYS, "key")
-        check_unique(path, table.columns[1], table.line_numbers)
+        check_unique_column(table, 1)
         ids = table.columns[1]
         paths = None if root is None or partition is None else self.audio_paths(root, partition, ids)
         return rows_from_columns(table.columns[0], ids, table.columns[3], table.columns[4], paths)

@@ -28,6 +28,7 @@ from utils.scorefiles import (
     CM_KEYS,
     ASVTrialScores,
     check_unique,
+    check_unique_column,
     check_values,
     read_text,
     split_table,
@@ -104,7 +105,7 @@ class TrialMetadataCorpus(Corpus):
     ) -> list[ProtocolRow]:
         table = split_table(path, text, 8, LAYOUT, min_cols=8)
         check_values(table, 5, CM_KEYS, "key")
-        check_unique(path, table.columns[1], table.line_numbers)
+        check_unique_column(table, 1)
         ids = table.columns[1]
         paths = None if root is None or partition is None else self.audio_paths(root, partition, ids)
         shared: dict = {}
@@ -130,7 +131,7 @@ class TrialMetadataCorpus(Corpus):
             pairs = np.char.add(np.char.add(speakers, " "), trials)
             check_unique(path, pairs.tolist(), table.line_numbers, what="(model, trial)")
         else:
-            check_unique(path, table.columns[1], table.line_numbers, what="trial")
+            check_unique_column(table, 1, what="trial")
         return TrialMetadata(
             path=path,
             track=self.name,
