@@ -522,8 +522,7 @@ def evaluate_scores(req: EvalRequest, corpus: Corpus | None = None) -> Evaluatio
         # The protocol (up to a million rows) is read in a second thread while this one reads the scores:
         # numpy releases the GIL in most of the splitting. A bad score file is still reported first.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="protocol") as pool:
-            protocol = pool.submit(lambda: corpus.trial_columns(req.protocol, read_text(req.protocol,
-                                                                                         "protocol file")))
+            protocol = pool.submit(corpus.trial_columns, req.protocol)
             cm = read_scores(req.scores, req.score_format)
             trials = protocol.result()
     else:

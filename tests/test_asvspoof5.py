@@ -109,10 +109,11 @@ def test_protocol_rows_carry_attack_and_codec(tmp_path: Path) -> None:
 def test_bad_protocol_lines_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "x.tsv"
     path.write_text(text)
-    with pytest.raises(UserError) as info:
-        get_corpus("asvspoof5").parse(path, text)
-    assert message in str(info.value) and "\n" not in str(info.value)
-    assert str(info.value).startswith(str(path))
+    for read in (lambda c: c.parse(path, text), lambda c: c.trial_columns(path)):  # (the latter: from bytes)
+        with pytest.raises(UserError) as info:
+            read(get_corpus("asvspoof5"))
+        assert message in str(info.value) and "\n" not in str(info.value)
+        assert str(info.value).startswith(str(path))
 
 
 def test_the_package_key_file_is_read_and_detected(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ string hashing uses (uniqueness, few distinct values) against sets and np.unique
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from utils.scorefiles import (
     first_line_span,
     parse_scores,
     read_head,
+    read_padded,
     read_scores,
+    split_padded,
     split_table,
     token_counts,
     tokenize,
@@ -74,6 +77,45 @@ def test_tokenize_in_chunks_equals_str_split(monkeypatch: pytest.MonkeyPatch, ch
         assert token_counts(text).tolist() == [len(line.split()) for line in text.splitlines()]
     for odd in ("abcdefgh ij\rk\n", "abcdefghijkl\x0b"):
         assert tokenize(odd) is None
+
+
+def test_file_bytes_split_as_the_text_is(tmp_path: Path) -> None:
+    # read_padded + split_padded (no decoding) give split_table's table; a header row can be skipped;
+    # anything the fast path cannot take (not ASCII, a bad row, a pipe) gives None for the text path.
+    rng = np.random.default_rng(5)
+    body = random_table(rng, 200, 3)
+    path = tmp_path / "t.txt"
+    path.write_text("\n  h1 h2\th3\n" + body)
+    table = split_padded(path, read_padded(path), 3, skip_rows=1)
+    expected = split_table(path, body, 3, "x y z")
+    assert table.line_numbers.tolist() == (expected.line_numbers + 2).tolist()
+    for c in range(3):
+        assert table.columns[c].tolist() == expected.columns[c].tolist()
+    assert read_padded(path)[-8:].tolist() == [0] * 8
+    for bad in ("a b c\nd e\n", "a b é\n", "a b\rc\n"):
+        path.write_text(bad)
+        assert split_padded(path, read_padded(path), 3) is None
+    if hasattr(os, "mkfifo"):  # not read (a pipe's bytes come once): None, for the text path
+        os.mkfifo(tmp_path / "fifo")
+        assert read_padded(tmp_path / "fifo") is None
+    with pytest.raises(UserError, match="not found"):
+        read_padded(tmp_path / "missing.txt")
+
+
+def test_score_file_read_from_bytes_or_text_alike(tmp_path: Path) -> None:
+    # The package's score format (header row skipped on the bytes), and a non-ASCII id (the text path).
+    path = tmp_path / "s.tsv"
+    path.write_text("filename\tcm-score\nE_01\t0.5\n\nE_02\t-1.25\n")
+    scores = read_scores(path)
+    assert (scores.fmt, scores.utt_ids.tolist(), scores.scores.tolist()) == ("asvspoof5", ["E_01", "E_02"],
+                                                                           [0.5, -1.25])  # fmt: skip
+    assert scores.line_numbers.tolist() == [2, 4]
+    path.write_text("filename\tcm-score\nE_é\t0.5\nE_02\tx\n")
+    with pytest.raises(UserError, match=rf"^{re.escape(str(path))}:3: score 'x' is not a number$"):
+        read_scores(path)
+    path.write_text("E_01 0.5\nE_02 0.25 extra\n")
+    with pytest.raises(UserError, match=rf"^{re.escape(str(path))}:2: expected 2 columns"):
+        read_scores(path)
 
 
 @pytest.mark.parametrize("leading, trailing", [("", ""), ("\n \n", "\n\n  \n"), ("", "\n")])

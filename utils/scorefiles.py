@@ -68,6 +68,26 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
         raise UserError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from exc
 
 
+def read_padded(path: str | os.PathLike, what: str = "file") -> np.ndarray | None:
+    """A regular file's bytes followed by 8 zero bytes, (n_bytes + 8,) uint8, read straight into one array
+    (no decoding: `tokenize` takes it as it is); None for other files (pipes: read them with `read_text`).
+    A missing or unreadable file raises `UserError` as in `read_text`."""
+    path = Path(path)
+    if not path.exists() or path.is_dir():
+        read_text(path, what)  # raises the same message
+    if not path.is_file():
+        return None  # (not read: a pipe gives its bytes once)
+    try:
+        with path.open("rb", buffering=0) as handle:
+            n = os.fstat(handle.fileno()).st_size
+            data = np.empty(n + 8, dtype=np.uint8)
+            data[n:] = 0
+            got = handle.readinto(memoryview(data)[:n])
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read {what}: {exc.strerror}") from exc
+    return data if got == n else None
+
+
 def read_head(path: str | os.PathLike, what: str = "file", chunk: int = 1 << 16) -> str:
     """The start of a UTF-8 text file: the chunks read until its first non-blank line has ended (all of it
     if there is none), enough to tell a file's format without reading a million lines. A missing or
@@ -151,14 +171,18 @@ class Tokens:
         return np.arange(skip + 1, skip + n_rows + 1)
 
 
-def tokenize(text: str) -> Tokens | None:
-    """`Tokens` of ``text``, computed with numpy (a million lines in a fraction of a second); None for text
-    that is not plain ASCII with spaces, tabs and newlines (the caller splits the lines itself)."""
-    if not text.isascii():
+def tokenize(text: str | np.ndarray) -> Tokens | None:
+    """`Tokens` of ``text`` (a str, or a file's bytes as `read_padded` gives them), computed with numpy (a
+    million lines in a fraction of a second); None for text that is not plain ASCII with spaces, tabs and
+    newlines (the caller splits the lines itself)."""
+    if isinstance(text, np.ndarray):
+        data, n = text, text.size - 8
+    elif text.isascii():
+        n = len(text)  # (one byte per character)
+        data = np.empty(n + 8, dtype=np.uint8)  # zero padding: a column reads whole 8-byte words from a token
+        data[n:] = 0
+    else:
         return None
-    n = len(text)  # (one byte per character)
-    data = np.empty(n + 8, dtype=np.uint8)  # zero padding: a column reads whole 8-byte words from a token
-    data[n:] = 0
     offset = np.int32 if n < 2**31 - 8 else np.int64
     # Chunks small enough for the cache, through buffers reused: no temporaries the size of the text, and
     # the token edges written straight into one array (pages it does not reach are never touched).
@@ -170,8 +194,11 @@ def tokenize(text: str) -> Tokens | None:
     space[0] = True
     for lo in range(0, n, chunk):
         part = data[lo : min(lo + chunk, n)]
-        part[:] = np.frombuffer(text[lo : lo + part.size].encode("ascii"), dtype=np.uint8)  # encoded in place
         m, hit = part.size, mask[: part.size]
+        if data is not text:
+            part[:] = np.frombuffer(text[lo : lo + m].encode("ascii"), dtype=np.uint8)  # encoded in place
+        elif np.count_nonzero(np.greater(part, 127, out=hit)):
+            return None  # not ASCII
         # Control characters other than tab and newline (\r, \x0b, \x1c, NUL, ...) are whitespace or line
         # breaks to str.split()/splitlines() in some cases and not others: leave such text to them.
         controls += np.count_nonzero(np.less(part, 32, out=hit))
@@ -351,6 +378,27 @@ class Table:
     line_numbers: np.ndarray  # (n_rows,) 1-based line number of each row
 
 
+def split_padded(path: Path, data: np.ndarray | None, ncols: int, skip_rows: int = 0) -> Table | None:
+    """The fast case of `split_table` on a file's bytes (`read_padded`): a `Table` of the rows after the
+    first ``skip_rows`` (e.g. a header of ``ncols`` tokens) when the bytes are plain ASCII and every
+    non-blank line holds ``ncols`` tokens; None otherwise (the caller splits the text, which names any bad
+    line)."""
+    tokens = None if data is None else tokenize(data)
+    return None if tokens is None else _regular_table(path, tokens, ncols, skip_rows)
+
+
+def _regular_table(path: Path, tokens: Tokens, ncols: int, skip_rows: int = 0) -> Table | None:
+    """The rows of ``tokens`` after the first ``skip_rows`` when every row has ``ncols`` tokens on a line of
+    its own (then column c is every ncols-th token of the whole text), at least one row left; else None."""
+    rows_at = tokens.row_lines(ncols)
+    if rows_at is None or rows_at.size <= skip_rows:
+        return None
+    if skip_rows:
+        skip = skip_rows * ncols
+        tokens = Tokens(tokens.data, tokens.starts[skip:], tokens.ends[skip:], tokens.newlines)
+    return Table(path, TokenColumns(tokens, ncols), rows_at[skip_rows:])
+
+
 def split_table(path: Path, text: str, ncols: int, layout: str, min_cols: int | None = None) -> Table:
     """Split `text` into `ncols` columns (rows with fewer than `min_cols`, or a different count, are errors).
 
@@ -359,10 +407,9 @@ def split_table(path: Path, text: str, ncols: int, layout: str, min_cols: int | 
     """
     tokens = None if min_cols is not None else tokenize(text)
     if tokens is not None:
-        rows_at = tokens.row_lines(ncols)
-        if rows_at is not None and rows_at.size:
-            # Every row has exactly ncols tokens, so column c is every ncols-th token of the whole text.
-            return Table(path, TokenColumns(tokens, ncols), rows_at)
+        table = _regular_table(path, tokens, ncols)
+        if table is not None:
+            return table
     if tokens is None:
         # map() keeps the per-line work in C.
         rows = list(map(str.split, text.splitlines()))
@@ -527,19 +574,30 @@ def read_scores(path: str | os.PathLike, fmt: str = "auto") -> CMScores:
     path = Path(path)
     if fmt not in SCORE_FORMATS:
         raise UserError(f"unknown score format '{fmt}'; expected one of {', '.join(SCORE_FORMATS)}")
-    text = read_text(path, "score file")
+    data = read_padded(path, "score file")
+    # (a pipe is read once, as text)
+    head = read_head(path, "score file") if data is not None else read_text(path, "score file")
+    span = first_line_span(head)
     if fmt == "auto":
-        span = first_line_span(text)
         if span is None:
             raise UserError(f"{path}: the file is empty")
         # Lines as str.splitlines() counts them, up to the first non-blank one only.
-        i, line = next((i, ln) for i, ln in enumerate(text[: span[1]].splitlines(), 1) if ln.strip())
+        i, line = next((i, ln) for i, ln in enumerate(head[: span[1]].splitlines(), 1) if ln.strip())
         fmt = detect_format(path, i, line.split())
     layout = SCORE_LAYOUTS[fmt]
     if fmt == "asvspoof5":
-        text = _drop_header(path, text, ASVSPOOF5_SCORE_HEADER)
         layout = "\t".join(ASVSPOOF5_SCORE_HEADER)
-    table = split_table(path, text, len(layout.split()), layout)
+    # The file's bytes split as they are when they are plain rows (the header a row of its own); the text,
+    # which names any bad line, otherwise.
+    header = fmt == "asvspoof5"
+    ncols = len(layout.split())
+    first = () if span is None else tuple(head[span[0] : span[1]].split())
+    fast = not header or first == ASVSPOOF5_SCORE_HEADER
+    table = split_padded(path, data, ncols, int(header)) if fast else None
+    if table is None:
+        text = head if data is None else read_text(path, "score file")
+        text = _drop_header(path, text, ASVSPOOF5_SCORE_HEADER) if header else text
+        table = split_table(path, text, ncols, layout)
     if fmt in ("id-score", "asvspoof5"):
         ids, attacks, keys, scores = table.columns[0], None, None, parse_scores(table, 1)
     elif fmt == "id-attack-key-score":

@@ -24,7 +24,17 @@ import numpy as np
 from data.corpora.base import Corpus, TrialColumns, register_corpus
 from data.protocols import ProtocolRow, extra_fields, rows_from_columns
 from utils.errors import UserError, where
-from utils.scorefiles import BONAFIDE, CM_KEYS, check_unique_column, check_values, split_table
+from utils.scorefiles import (
+    BONAFIDE,
+    CM_KEYS,
+    check_unique_column,
+    check_values,
+    read_head,
+    read_padded,
+    read_text,
+    split_padded,
+    split_table,
+)
 
 _FILES = {"train": "train.tsv", "dev": "dev.track_1.tsv", "eval": "eval.track_1.tsv"}
 _AUDIO = {"train": ("flac_T",), "dev": ("flac_D",), "eval": ("flac_E_eval", "flac_E")}
@@ -76,10 +86,17 @@ class ASVspoof5(Corpus):
             extra = [extra_fields({"codec": codec}, cache) for codec in trials.codecs.tolist()]
         return rows_from_columns(speakers, ids, trials.attacks.tolist(), trials.keys.tolist(), paths, extra)
 
-    def trial_columns(self, path: Path, text: str) -> TrialColumns:
-        if _is_key_file(text):
+    def trial_columns(self, path: Path, text: str | None = None) -> TrialColumns:
+        table = None
+        if text is None:
+            # A protocol of plain rows is split on its bytes (no decoding); the key file and any file with
+            # a bad line go through the text, which names the line.
+            if Path(path).is_file() and not _is_key_file(read_head(path, "protocol file")):  # (pipe: read once)
+                table = split_padded(path, read_padded(path, "protocol file"), 10)
+            text = read_text(path, "protocol file") if table is None else None
+        if text is not None and _is_key_file(text):
             return _key_file_columns(path, text)
-        table = split_table(path, text, 10, COLUMNS)
+        table = split_table(path, text, 10, COLUMNS) if table is None else table
         keys = check_values(table, _KEY, CM_KEYS, "key")
         check_unique_column(table, _FILE)
         attacks = np.where(keys == BONAFIDE, "-", table.columns[_ATTACK])

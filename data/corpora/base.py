@@ -147,10 +147,10 @@ class Corpus:
         `read`) each row carries its audio path. Malformed lines and duplicate ids raise `UserError`."""
         raise NotImplementedError
 
-    def trial_columns(self, path: Path, text: str) -> TrialColumns:
-        """The trials of protocol file ``path`` (content ``text``) as arrays, for evaluation (corpora may read
-        them faster than `parse`); errors as in `parse`."""
-        rows = self.parse(path, text)
+    def trial_columns(self, path: Path, text: str | None = None) -> TrialColumns:
+        """The trials of protocol file ``path`` (content ``text``; None: read here) as arrays, for evaluation
+        (corpora may read them faster than `parse`); errors as in `parse`."""
+        rows = self.parse(path, read_text(path, "protocol file") if text is None else text)
         codecs = [row.extra.get("codec") for row in rows]
         return TrialColumns(
             np.array([row.utt_id for row in rows]),
