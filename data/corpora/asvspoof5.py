@@ -89,9 +89,9 @@ class ASVspoof5(Corpus):
     def trial_columns(self, path: Path, text: str | None = None) -> TrialColumns:
         table = None
         if text is None:
-            # A protocol of plain rows is split on its bytes (no decoding); the key file and any file with
-            # a bad line go through the text, which names the line.
-            if Path(path).is_file() and not _is_key_file(read_head(path, "protocol file")):  # (pipe: read once)
+            # A protocol of plain rows is split on its bytes (no decoding); the key file, a pipe (read once)
+            # and any file with a bad line go through the text, which names the line.
+            if Path(path).is_file() and not _is_key_file(read_head(path, "protocol file")):
                 table = split_padded(path, read_padded(path, "protocol file"), 10)
             text = read_text(path, "protocol file") if table is None else None
         if text is not None and _is_key_file(text):
