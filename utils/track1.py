@@ -34,12 +34,21 @@ MEASURES = ("min_dcf", "act_dcf", "cllr", "min_cllr", "eer")
 
 class SortedSide:
     """The sorted scores (n,) of one class of one cell; its Cllr sum is computed once however many cells
-    share it (bona fide: ln(1 + e^−s) summed, spoof: ln(1 + e^s))."""
+    share it (bona fide: ln(1 + e^−s) summed, spoof: ln(1 + e^s)). A side made of groups (``scores``
+    None, ``parts`` given: a pooled row or column) sorts their scores together on first use, in whichever
+    process of `cells_measures` needs them, and adds up their Cllr sums."""
 
-    def __init__(self, scores: np.ndarray, bona: bool, parts: list[SortedSide] | None = None):
-        self.scores = scores
+    def __init__(self, scores: np.ndarray | None, bona: bool, parts: list[SortedSide] | None = None):
+        self._scores = scores
         self.bona = bona
-        self._parts = parts  # the groups this side is made of, whose sums add up to its own
+        self._parts = parts
+        self.size = scores.size if scores is not None else sum(part.size for part in parts or [])
+
+    @property
+    def scores(self) -> np.ndarray:
+        if self._scores is None:
+            self._scores = np.sort(np.concatenate([part.scores for part in self._parts or []]))
+        return self._scores
 
     @cached_property
     def cllr_sum(self) -> float:
@@ -70,17 +79,17 @@ def cells_measures(
     batches whose spoof trials lie one after another in one array (segment k: cell k), so each step is a
     few numpy passes over a batch rather than a few per cell.
     """
-    live = [k for k, (b, s) in enumerate(cells) if b.scores.size and s.scores.size]
+    live = [k for k, (b, s) in enumerate(cells) if b.size and s.size]
     # Batches of consecutive cells small enough for the cache (one cell alone may be larger).
     batches: list[list[int]] = []
     size = 0
     for k in live:
-        if not batches or size + cells[k][1].scores.size > _BATCH_TRIALS:
+        if not batches or size + cells[k][1].size > _BATCH_TRIALS:
             batches.append([])
             size = 0
         batches[-1].append(k)
-        size += cells[k][1].scores.size
-    weights = [sum(cells[k][0].scores.size + cells[k][1].scores.size for k in batch) for batch in batches]
+        size += cells[k][1].size
+    weights = [sum(cells[k][0].size + cells[k][1].size for k in batch) for batch in batches]
     def measure(batch: list[int]) -> list[dict[str, float]]:
         return _batch_measures([cells[k] for k in batch], costs)
 
@@ -105,8 +114,8 @@ def _batch_measures(cells: list[tuple[SortedSide, SortedSide]], costs: DcfCosts)
     the last can be a corner of minCllr's hull (a flat segment follows it). Only the stretches' last
     trials are looked at, the EER crossing searched within its stretch.
     """
-    n_bona = np.array([b.scores.size for b, _ in cells])
-    n_spoof = np.array([s.scores.size for _, s in cells])
+    n_bona = np.array([b.size for b, _ in cells])
+    n_spoof = np.array([s.size for _, s in cells])
     seg = np.concatenate(([0], np.cumsum(n_spoof)))  # cell i's spoof trials: seg[i] .. seg[i+1]
     before = np.concatenate([_bona_before(b.scores, s.scores) for b, s in cells])
     ends = np.ones(before.size, dtype=bool)
@@ -132,7 +141,7 @@ def _batch_measures(cells: list[tuple[SortedSide, SortedSide]], costs: DcfCosts)
     crossed = np.append(np.flatnonzero(b_at / nb >= (ns - j) / ns), last.size)  # (last.size: none)
     eer = _eers(before, seg, last, opens, crossed[np.searchsorted(crossed, opens[:-1])], n_bona, n_spoof)
     min_cllr = _min_cllrs(b_at + j + 1, b_at, opens, n_bona, n_spoof)
-    cllr = [0.5 * (b.cllr_sum / b.scores.size + s.cllr_sum / s.scores.size) / np.log(2) for b, s in cells]
+    cllr = [0.5 * (b.cllr_sum / b.size + s.cllr_sum / s.size) / np.log(2) for b, s in cells]
     return [{"min_dcf": float(min_dcf[i]), "act_dcf": float(act_dcf[i]), "cllr": float(cllr[i]),
              "min_cllr": min_cllr[i], "eer": eer[i]} for i in range(len(cells))]  # fmt: skip
 
@@ -292,9 +301,9 @@ def _grouped(scores: np.ndarray, key: np.ndarray, n_groups: int) -> list[np.ndar
 
 
 def _sides(groups: list[SortedSide], bona: bool) -> SortedSide:
-    """One side made of several groups (a pooled row or column): their scores sorted together, its Cllr
-    sum the sum of theirs (each trial's term computed once)."""
-    return SortedSide(np.sort(np.concatenate([g.scores for g in groups])), bona, groups)
+    """One side made of several groups (a pooled row or column), sorted when first used; its Cllr sum the
+    sum of theirs (each trial's term computed once)."""
+    return SortedSide(None, bona, groups)
 
 
 def track1_tables(
