@@ -45,6 +45,11 @@ class SortedSide:
         self.size = scores.size if scores is not None else sum(part.size for part in parts or [])
 
     @property
+    def work(self) -> int:
+        """Trials to go through to use this side: its size, twice while it is still to be sorted."""
+        return self.size * (2 if self._scores is None else 1)
+
+    @property
     def scores(self) -> np.ndarray:
         if self._scores is None:
             self._scores = np.sort(np.concatenate([part.scores for part in self._parts or []]))
@@ -89,7 +94,8 @@ def cells_measures(
             size = 0
         batches[-1].append(k)
         size += cells[k][1].size
-    weights = [sum(cells[k][0].size + cells[k][1].size for k in batch) for batch in batches]
+    # work ~ the trials of a batch, plus those of the pooled sides it sorts first
+    weights = [sum(side.work for k in batch for side in cells[k]) for batch in batches]
     def measure(batch: list[int]) -> list[dict[str, float]]:
         return _batch_measures([cells[k] for k in batch], costs)
 
