@@ -3,9 +3,11 @@
 Ours: the exact concurrent t-EER plus the a-DCF and the min t-DCF (utils/sasv.py, the CM DET curve shared).
 Baseline: the official package's approximate t-EER alone (`compute_teer_accelerated` after its curve
 functions, transcribed in tests/official_asvspoof5_track2.py), on the same scores in the same run, and the
-package's computation of all three (its per-trial a-DCF loop, min t-DCF, approximate t-EER). Prints the
-times, the ratios (target: at most 0.2x the approximate t-EER), the values, and the CPU; `--cli` also
-times the evaluator CLI end to end on the same trials written as the official tab-separated files.
+package's computation of all three (its per-trial a-DCF loop, min t-DCF, approximate t-EER). Ours and the
+approximate t-EER take turns, `--repeats` runs each, and the fastest of each counts (load from other
+processes weighs on both alike). Prints the times, the ratios (target: at most 0.2x the approximate
+t-EER), the values, and the CPU; `--cli` also times the evaluator CLI end to end on the same trials
+written as the official tab-separated files.
 
     .venv/bin/python bench/bench_sasv.py             # 680,774 trials, as ASVspoof 5 eval
 """
