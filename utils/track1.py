@@ -96,6 +96,7 @@ def cells_measures(
         size += cells[k][1].size
     # work ~ the trials of a batch, plus those of the pooled sides it sorts first
     weights = [sum(side.work for k in batch for side in cells[k]) for batch in batches]
+
     def measure(batch: list[int]) -> list[dict[str, float]]:
         return _batch_measures([cells[k] for k in batch], costs)
 
