@@ -82,7 +82,7 @@ def _add_metric_arguments(parser: argparse.ArgumentParser) -> None:
         default=fork_workers(),
         metavar="N",
         help="processes for the ASVspoof 5 Track 1 per-cell tables (same values with any number; default "
-        "%(default)s here: 2 where the system can fork and 2 CPUs are usable, else 1)",
+        "%(default)s here: 2 on Linux with 2 CPUs usable, else 1)",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -51,6 +52,11 @@ def test_fork_map_runs_a_failed_group_here() -> None:
         fork_map(fails, [0, 1], 2)
 
 
-def test_fork_workers_is_at_least_one() -> None:
-    assert 1 <= fork_workers() <= 2
-    assert fork_workers(limit=1) == 1
+def test_fork_workers_only_on_linux_with_cpus_to_spare(monkeypatch: pytest.MonkeyPatch) -> None:
+    if sys.platform.startswith("linux"):
+        assert fork_workers() == min(2, len(os.sched_getaffinity(0)))
+        assert fork_workers(limit=1) == 1
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+        assert fork_workers() == 1
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert fork_workers() == 1

@@ -3,21 +3,24 @@
 The evaluator's per-cell tables are many numpy calls on arrays of a few thousand values: threads would
 take turns holding the GIL, so a second core is used through `os.fork` instead. The children read the
 parent's arrays copy-on-write (nothing is pickled on the way in) and send their results back as JSON,
-which carries floats exactly (shortest round-trip repr). Where fork is missing (Windows), one CPU is usable,
-or a child fails, the work runs in this process alone, giving the same values.
+which carries floats exactly (shortest round-trip repr). Off Linux (`fork_workers`), with one usable CPU,
+or where a child fails, the work runs in this process alone, giving the same values.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 
 def fork_workers(limit: int = 2) -> int:
-    """The processes `fork_map` may use here: up to ``limit``, 1 without `os.fork` or with one usable CPU."""
-    if not hasattr(os, "fork"):
+    """The processes `fork_map` may use here: up to ``limit`` on Linux, 1 with one usable CPU or elsewhere
+    (Windows has no fork; on macOS system libraries such as Accelerate, numpy's BLAS there, are not safe
+    to use in a forked child)."""
+    if not sys.platform.startswith("linux"):
         return 1
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(limit, usable))
