@@ -194,7 +194,7 @@ def test_track1_tables_equal_the_package_arithmetic() -> None:
 
 @pytest.mark.parametrize("resolution", [1.0, 0.25, 0.01])
 def test_cell_measures_equal_the_package_on_small_cells_with_ties(resolution: float) -> None:
-    # cell_measures never builds the merged DET curve (minDCF at run starts, the EER crossing located,
+    # cells_measures never builds the merged DET curve (minDCF at run starts, the EER crossing located,
     # minCllr's hull corners where spoof values end); every cell below, uneven sizes, one class much
     # larger, all scores tied in some, must give the package's EER and minDCF, our minCllr oracle.
     rng = np.random.default_rng(int(resolution * 100))

@@ -8,9 +8,9 @@ The measures are those of `utils.metrics` (docs/evaluation.md), with the package
 first among equal scores, from a stable sort of bona fide then spoof).
 
 Vectorised: the trials are grouped once by (codec, attack or bona fide) with a radix sort of small integer
-keys and each group's scores are sorted on their own; a cell's measures come from binary searches of its
-spoof scores in its sorted bona fide scores (`cell_measures`: no merged curve, no per-cell sort), and each
-Cllr half-sum is computed once per group. No pandas.
+keys and each group's scores are sorted on their own; a cell's measures come from the count of bona fide
+scores ranked before each of its spoof scores (`cells_measures`: no merged curve, cells in batches, the
+batches split over forked processes), and each Cllr half-sum is computed once per group. No pandas.
 """
 
 from __future__ import annotations
@@ -60,13 +60,6 @@ class SortedSide:
         if self._parts is not None:
             return float(sum(part.cllr_sum for part in self._parts))
         return float(np.logaddexp(0, -self.scores if self.bona else self.scores).sum())
-
-
-def cell_measures(
-    bona: SortedSide, spoof: SortedSide, costs: DcfCosts = ASVSPOOF5_COSTS
-) -> dict[str, float] | None:
-    """The Track 1 measures of one cell from its sorted bona fide and spoof scores; None without both."""
-    return cells_measures([(bona, spoof)], costs)[0]
 
 
 def cells_measures(
@@ -227,13 +220,9 @@ def _min_cllrs(
     kept = hull_candidates(x, y, fixed)
     # the kept points of cell i lie between its two fixed ends; its blocks are their differences
     bounds = np.searchsorted(kept, starts).tolist()
-    xs, ys = x[kept].tolist(), y[kept].tolist()
-    cllrs = []
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        block_all = [xs[j + 1] - xs[j] for j in range(lo, hi - 1)]
-        block_bona = [ys[j + 1] - ys[j] for j in range(lo, hi - 1)]
-        cllrs.append(min_cllr_from_blocks(block_bona, block_all))
-    return cllrs
+    block_all, block_bona = np.diff(x[kept]).tolist(), np.diff(y[kept]).tolist()  # (lo..hi-2: within a cell)
+    return [min_cllr_from_blocks(block_bona[lo : hi - 1], block_all[lo : hi - 1])
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]  # fmt: skip
 
 
 def few_unique(values: np.ndarray, limit: int = 256) -> tuple[np.ndarray, np.ndarray]:
